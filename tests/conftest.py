@@ -1,0 +1,41 @@
+"""Shared test fixtures.
+
+* ``cifar10_tarball``: the shared real CIFAR-10 ImageFolder tarball
+  (``../shared/data/cifar10-jpeg.tar.gz`` next to the repository), skipped when absent.
+* ``cifar_cache_dir``: one session-wide decode cache directory, so every module
+  that loads CIFAR-10 at the same image size decodes the tarball only once.
+* ``tmp_cache``: points ``$RECIPE_SEARCH_CACHE`` at a fresh temporary directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar10_tarball() -> Path:
+    """Path of the shared CIFAR-10 tarball (cifar10/{train,test}/<class>/*.jpg); never copy it."""
+    if not CIFAR10_TARBALL.is_file():
+        pytest.skip(f"shared CIFAR-10 tarball not found at {CIFAR10_TARBALL} "
+                    "(expected ../shared/data/cifar10-jpeg.tar.gz next to the repository)")
+    return CIFAR10_TARBALL
+
+
+@pytest.fixture(scope="session")
+def cifar_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decode-cache directory shared by the whole session: pass it as DataSpec(cache_dir=...)."""
+    return tmp_path_factory.mktemp("decoded-cache")
+
+
+@pytest.fixture()
+def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Set $RECIPE_SEARCH_CACHE to a fresh temporary directory and return it."""
+    cache = tmp_path / "recipe-search-cache"
+    cache.mkdir()
+    monkeypatch.setenv("RECIPE_SEARCH_CACHE", str(cache))
+    return cache

@@ -1,0 +1,14 @@
+"""recipe-search's training engine: recipe in, metrics out.
+
+>>> from trainer import Recipe, DataSpec, train          # doctest: +SKIP
+>>> result = train(Recipe(backbone="resnet18"), DataSpec(root="cifar10.tar.gz"))  # doctest: +SKIP
+>>> result.metrics["probe_top1"]                         # doctest: +SKIP
+"""
+
+from .data import DataSpec, ProxyData, load_proxy
+from .engine import StopTraining, TrainResult, train
+from .errors import CheckpointError, DataError, DeviceError, RecipeError, TrainerError
+from .recipe import Recipe
+
+__all__ = ["Recipe", "DataSpec", "ProxyData", "load_proxy", "train", "TrainResult", "StopTraining",
+           "TrainerError", "RecipeError", "DataError", "DeviceError", "CheckpointError"]
