@@ -54,10 +54,11 @@ def auto_bn_splits(batch_size: int) -> int:
 class Encoder(nn.Module):
     """Backbone followed by a projection head; ``forward`` returns normalised embeddings."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int):
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int,
+                 batch_norm: bool = True):
         super().__init__()
         self.backbone = backbone
-        self.head = ProjectionHead(feature_dim, hidden_dim, out_dim)
+        self.head = ProjectionHead(feature_dim, hidden_dim, out_dim, batch_norm=batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(x)), dim=1)
@@ -67,9 +68,9 @@ class MoCo(nn.Module):
     """MoCo-v2 model. ``query`` has gradients; ``key`` is the EMA copy, no gradients."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int,
-                 queue_size: int, bn_splits: int = 1):
+                 queue_size: int, bn_splits: int = 1, proj_bn: bool = True):
         super().__init__()
-        self.encoder_q = Encoder(backbone, feature_dim, hidden_dim, out_dim)
+        self.encoder_q = Encoder(backbone, feature_dim, hidden_dim, out_dim, batch_norm=proj_bn)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)

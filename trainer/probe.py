@@ -9,12 +9,13 @@ pass over augmented images.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+L2_GRID = (1e-2, 1e-3, 1e-4)  # strongest first: each fit warm-starts the next
 
 
 @dataclass
@@ -25,9 +26,7 @@ class ProbeResult:
     l2: float
 
 
-def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int) -> torch.nn.Linear:
-    torch.manual_seed(0)
-    clf = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
+def _fit(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> torch.nn.Linear:
     opt = torch.optim.LBFGS(clf.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
                             line_search_fn="strong_wolfe")
 
@@ -48,19 +47,22 @@ def _top1(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], num_classes: int,
-                 l2_grid: tuple[float, ...] = L2_GRID, max_iter: int = 200) -> ProbeResult:
+                 l2_grid: tuple[float, ...] = L2_GRID, max_iter: int = 100) -> ProbeResult:
     """Fit on ``train``, pick the L2 strength on ``val``, report top-1 on ``test`` (all in [0, 1])."""
     xtr, ytr = train
     mean, std = xtr.float().mean(0, keepdim=True), xtr.float().std(0, keepdim=True) + 1e-6
     norm = lambda x: (x.float() - mean) / std  # noqa: E731
     xtr, xval, xte = norm(xtr), norm(val[0]), norm(test[0])
     best = None
+    clf = torch.nn.Linear(xtr.shape[1], num_classes).to(xtr.device)
+    torch.nn.init.zeros_(clf.weight)
+    torch.nn.init.zeros_(clf.bias)
     with torch.enable_grad():
         for l2 in l2_grid:
-            clf = _fit(xtr, ytr, num_classes, l2, max_iter)
+            clf = _fit(clf, xtr, ytr, l2, max_iter)
             score = _top1(clf, xval, val[1]) if len(xval) else 0.0
             if best is None or score > best[0]:
-                best = (score, l2, clf)
+                best = (score, l2, copy.deepcopy(clf))
     val_top1, l2, clf = best
     return ProbeResult(test_top1=_top1(clf, xte, test[1]), val_top1=val_top1,
                        train_top1=_top1(clf, xtr, ytr), l2=l2)
