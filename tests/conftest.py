@@ -9,9 +9,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# One torch thread per test process (and its subprocesses): results are reproducible
+# across machines with another core count, and a busy 2-core box does not fall into
+# the oversubscription slowdown of several multi-threaded torch processes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -21,6 +28,8 @@ CIFAR10_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 def cifar10_tarball() -> Path:
     """Path of the shared CIFAR-10 tarball (cifar10/{train,test}/<class>/*.jpg); never copy it."""
     if not CIFAR10_TARBALL.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the shared CIFAR-10 tarball at {CIFAR10_TARBALL}")
         pytest.skip(f"shared CIFAR-10 tarball not found at {CIFAR10_TARBALL} "
                     "(expected ../shared/data/cifar10-jpeg.tar.gz next to the repository)")
     return CIFAR10_TARBALL
@@ -39,3 +48,9 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     monkeypatch.setenv("RECIPE_SEARCH_CACHE", str(cache))
     return cache
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -3,8 +3,10 @@
     python -m trainer --recipe recipe.json --data ../shared/data/cifar10-jpeg.tar.gz --out runs/r1
 
 Without ``--recipe`` the default recipe is used; ``--set field=value`` overrides
-single fields (``--set lr=0.1 --set backbone=resnet18``). The output directory
-receives the encoder checkpoint, the metrics, the per-epoch history and the recipe.
+single fields (``--set lr=0.1 --set backbone=resnet18``; ``--set distill.weight=0.5`` for a
+field of the distill section). The output directory receives the encoder checkpoint, the
+metrics, the per-epoch history and the recipe. A recipe with a ``distill`` section whose
+teacher is a backbone name pretrains that teacher first (once, cached under ``--cache-dir``).
 """
 
 from __future__ import annotations
@@ -39,16 +41,18 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def progress_printer(stream=sys.stderr):
+def progress_printer(stream=sys.stderr, label: str = ""):
     """An ``on_epoch`` callback that prints one line per epoch with an ETA."""
     start = time.perf_counter()
 
     def on_epoch(r: dict) -> None:
         wall = time.perf_counter() - start
         eta = wall / r["epoch"] * (r["epochs"] - r["epoch"]) if r["epoch"] else 0.0
-        print(f"epoch {r['epoch']:>3}/{r['epochs']}  loss {r['loss']:.4f}  knn {100 * r['knn_top1']:5.1f}%  "
-              f"lr {r['lr']:.4f}  {r['images_per_sec']:7.0f} img/s  elapsed {_fmt_time(wall)}  "
-              f"ETA {_fmt_time(eta)}", file=stream, flush=True)
+        distill = (f"  distill {r['distill_loss']:.4f}  cos(t) {r['teacher_cosine']:.3f}"
+                   if "distill_loss" in r else "")
+        print(f"{label}epoch {r['epoch']:>3}/{r['epochs']}  loss {r['loss']:.4f}{distill}  "
+              f"knn {100 * r['knn_top1']:5.1f}%  lr {r['lr']:.4f}  {r['images_per_sec']:7.0f} img/s  "
+              f"elapsed {_fmt_time(wall)}  ETA {_fmt_time(eta)}", file=stream, flush=True)
 
     return on_epoch
 
@@ -79,15 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
         if args.set:
-            recipe = Recipe.from_dict({**recipe.to_dict(), **_parse_set(args.set)})
+            recipe = recipe.with_values(_parse_set(args.set))
         spec = DataSpec(dataset=args.dataset, root=args.data, classes=args.classes,
                         train_per_class=args.train_per_class, val_per_class=args.val_per_class,
                         test_per_class=args.test_per_class, cache_dir=args.cache_dir, download=args.download)
         if not args.quiet:
             print(f"pretraining {recipe.backbone} at {recipe.image_size}px for {recipe.epochs} epochs "
                   f"on {args.dataset} (device {args.device})", file=sys.stderr, flush=True)
+            if recipe.distill is not None:
+                d = recipe.distill
+                teacher = d.teacher_checkpoint or f"{d.teacher_backbone} (pretrained once, cached)"
+                print(f"distilling from teacher {teacher}: weight {d.weight:g}, views {d.views}",
+                      file=sys.stderr, flush=True)
         result = train(recipe, spec, out_dir=args.out, device=args.device, compile=args.compile,
-                       resume=not args.no_resume, on_epoch=None if args.quiet else progress_printer())
+                       resume=not args.no_resume, on_epoch=None if args.quiet else progress_printer(),
+                       on_teacher_epoch=None if args.quiet else progress_printer(label="teacher "))
     except TrainerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

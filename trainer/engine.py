@@ -22,8 +22,9 @@ from . import schedules
 from .augment import MoCoViews
 from .backbone import create_backbone, save_encoder
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DataSpec, ProxyData, load_proxy
+from .data import DataSpec, ProxyData, load_proxy, resolve_cache_dir
 from .device import autocast, resolve_device
+from .distill import Distiller, Teacher, resolve_teacher
 from .errors import RecipeError
 from .knn import knn_top1
 from .losses import SInfoNCELoss
@@ -57,7 +58,7 @@ def build_model(recipe: Recipe) -> MoCo:
     backbone, feature_dim = create_backbone(recipe.backbone, recipe.image_size)
     splits = recipe.bn_splits or auto_bn_splits(recipe.batch_size)
     return MoCo(backbone, feature_dim, recipe.proj_hidden_dim, recipe.proj_out_dim,
-                recipe.queue_size, bn_splits=splits)
+                recipe.queue_size, bn_splits=splits, proj_bn=recipe.proj_bn)
 
 
 @torch.no_grad()
@@ -80,7 +81,7 @@ class _Run:
     """State of one training run; split out of ``train`` to keep each step short."""
 
     def __init__(self, recipe: Recipe, proxy: ProxyData, device: torch.device, out_dir: Path | None,
-                 compile: bool):
+                 compile: bool, teacher: Teacher | None = None):
         self.recipe, self.proxy, self.device, self.out_dir = recipe, proxy, device, out_dir
         n = proxy.train_x.shape[0]
         if recipe.batch_size > n:
@@ -96,6 +97,8 @@ class _Run:
         self.optimizer = build_optimizer(recipe, self.model.encoder_q)
         self.criterion = SInfoNCELoss(recipe.temperature, recipe.smoothing, recipe.smoothing_k)
         self.views = MoCoViews(recipe)
+        self.distiller = (Distiller(teacher, recipe.distill.weight, recipe.distill.views, device)
+                          if teacher is not None else None)
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed)
         self.order_gen = torch.Generator().manual_seed(recipe.seed + 1)
         self.epoch, self.history, self.train_time = 0, [], 0.0
@@ -130,11 +133,12 @@ class _Run:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
         self.model.momentum_update(schedules.key_momentum(progress, r.key_momentum, r.momentum_ramp))
+        distiller = self.distiller
         with autocast(self.device):
             q1 = self.model.query(v1)
             k2 = self.model.key(v2, self.aug_gen)
+            q2 = self.model.query(v2) if r.symmetric or (distiller and distiller.needs_second_query) else None
             if r.symmetric:
-                q2 = self.model.query(v2)
                 k1 = self.model.key(v1, self.aug_gen)
         queue = self.model.queue.clone()
         loss = self.criterion(q1, k2, queue, eps)
@@ -142,6 +146,8 @@ class _Run:
         if r.symmetric:  # sum of both directions, as in MoCo's CIFAR demo
             loss = loss + self.criterion(q2, k1, queue, eps)
             keys = torch.cat([k1, k2])
+        if distiller is not None:  # DisCo: + weight * Σ_v MSE(student query, frozen teacher embedding)
+            loss = loss + distiller((v1, v2), (q1, q2))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -151,6 +157,8 @@ class _Run:
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the proxy set: returns (mean loss, seconds). NaN loss is returned as is."""
         self.model.train()
+        if self.distiller is not None:
+            self.distiller.reset()
         b, start = self.recipe.batch_size, time.perf_counter()
         perm = torch.randperm(self.train_x.shape[0], generator=self.order_gen).to(self.device)
         total = torch.zeros((), device=self.device)
@@ -179,21 +187,26 @@ def _atomic_json(path: Path, obj) -> None:
 
 def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathLike | None = None,
           device: str = "auto", on_epoch: EpochCallback | None = None, resume: bool = True,
-          compile: bool = False, stop_after: int | None = None) -> TrainResult:
+          compile: bool = False, stop_after: int | None = None,
+          on_teacher_epoch: EpochCallback | None = None) -> TrainResult:
     """Pretrain ``recipe`` on ``data``; return the status, final metrics and per-epoch history.
 
     ``on_epoch`` gets one report dict per epoch, after the checkpoint is written,
     and may raise :class:`StopTraining`. ``stop_after`` ends the run after that
     many epochs (status ``stopped``), as if interrupted. Bad input raises a
     :class:`~trainer.errors.TrainerError`; divergence is a status, not an exception.
+    With a ``distill`` section the teacher is loaded (or pretrained into the cache, reporting
+    to ``on_teacher_epoch``) before anything is written to ``out_dir``.
     """
     dev = resolve_device(device)
     proxy = data if isinstance(data, ProxyData) else load_proxy(data, recipe.image_size, recipe.seed)
+    cache_dir = resolve_cache_dir(data if isinstance(data, DataSpec) else DataSpec())
+    teacher = resolve_teacher(recipe, proxy, cache_dir, dev, on_teacher_epoch, compile)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _atomic_json(out / "recipe.json", recipe.to_dict())
-    run = _Run(recipe, proxy, dev, out, compile)
+    run = _Run(recipe, proxy, dev, out, compile, teacher)
     ckpt = out / "checkpoint.pt" if out is not None else None
     if resume and ckpt is not None and ckpt.exists():
         run.load_state(load_checkpoint(ckpt, recipe))
@@ -215,6 +228,8 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
                   "epoch_time_s": seconds, "knn_time_s": knn_seconds, "elapsed_s": run.train_time,
                   "smoothing": schedules.smoothing(progress, recipe.smoothing, recipe.smoothing_ramp),
                   "key_momentum": schedules.key_momentum(progress, recipe.key_momentum, recipe.momentum_ramp)}
+        if run.distiller is not None:
+            report.update(run.distiller.epoch_report())  # distill_loss, teacher_cosine
         run.history.append(report)
         if ckpt is not None:
             save_checkpoint(ckpt, run.state())
@@ -263,6 +278,9 @@ def _final_metrics(run: _Run, status: str) -> dict:
                "knn_top1": h[-1]["knn_top1"] if h else float("nan"),
                "images_per_sec": (run.epoch * run.steps_per_epoch * run.recipe.batch_size / run.train_time
                                   if run.train_time > 0 and run.epoch else float("nan"))}
+    if run.distiller is not None:
+        for key in ("distill_loss", "teacher_cosine"):
+            metrics[key] = h[-1][key] if h else float("nan")
     if status != "completed":
         return metrics
     metrics.update(evaluate(run.model, run.proxy, run.device), knn_time_s=sum(r["knn_time_s"] for r in h))

@@ -1,0 +1,390 @@
+"""The ``recipe-search`` command line (typer + rich).
+
+    recipe-search run --backbone mobilenetv3_small_100 --data ../shared/data/cifar10-jpeg.tar.gz --budget smoke
+    recipe-search show mobilenetv3_small_100
+    recipe-search list
+    recipe-search train mobilenetv3_small_100 --epochs 200 --data ../shared/data/cifar10-jpeg.tar.gz
+    recipe-search ui
+    recipe-search serve --port 8000
+
+User errors (bad recipe/space/data, unknown backbone, unreachable store) print one
+red line and exit with status 2; Ctrl-C exits with 130 after printing how to resume.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from . import config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Contrastive pretraining recipe search for lightweight timm backbones.")
+console = Console()
+err_console = Console(stderr=True)
+
+TABLE = dict(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fits 80 columns
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from trainer.errors import TrainerError
+
+    from .errors import SearchError
+    from .store import StoreUnavailable
+
+    return (TrainerError, SearchError, StoreUnavailable)
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Turn user-facing exceptions into one red line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except _user_errors() as e:
+            fail(str(e))
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _resume_command(backbones: list[str], experiment: str) -> str:
+    parts = ["recipe-search", "run"]
+    for b in backbones:
+        parts += ["--backbone", b]
+    if experiment != "recipe-search":
+        parts += ["--experiment", experiment]
+    parts.append("--resume")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@app.command()
+@user_errors
+def run(
+    backbone: List[str] = typer.Option(..., "--backbone", "-b", help="timm backbone; repeat for several"),
+    space: Optional[str] = typer.Option(None, help="search-space YAML (default: search_spaces/<backbone>.yaml "
+                                                   "or default.yaml)"),
+    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | stl10 | imagefolder | synthetic"),
+    data: Optional[str] = typer.Option(None, help="data root: folder or .tar.gz (default $RECIPE_SEARCH_DATA)"),
+    download: bool = typer.Option(False, "--download", help="let torchvision download the dataset"),
+    budget: str = typer.Option("smoke", help="smoke (CPU, minutes) | proxy (GPU) | tiny (tests)"),
+    num_samples: Optional[int] = typer.Option(None, help="trials, baselines included"),
+    max_epochs: Optional[int] = typer.Option(None, help="epochs per trial (ASHA's max_t)"),
+    time_budget: Optional[float] = typer.Option(None, help="stop starting/running trials after this many seconds"),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="fractional GPUs per trial, e.g. 0.25 (0: CPU)"),
+    cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial"),
+    max_concurrent: Optional[int] = typer.Option(None, help="trials running at once"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: SQLite in "
+                                                          "$RECIPE_SEARCH_HOME)"),
+    ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
+    experiment: str = typer.Option("recipe-search", help="MLflow experiment of the search runs"),
+    seed: int = typer.Option(0, help="seed of the TPE sampler and of every trial"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted search of each backbone"),
+    force: bool = typer.Option(False, "--force", help="promote the best trial even if not better"),
+    search_id: Optional[str] = typer.Option(None, help="name the search (or pick the one to --resume)"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: all)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="live trial table"),
+) -> None:
+    """Search a pretraining recipe per backbone and promote the best one."""
+    from .search import SearchSettings, plan, prepare_data, ray_session, run_search
+
+    if search_id is not None and len(backbone) > 1:
+        fail("--search-id names one search: give a single --backbone with it")
+    all_settings = [SearchSettings(
+        backbone=b, space=space, dataset=dataset, data=data, budget=budget, num_samples=num_samples,
+        max_epochs=max_epochs, time_budget=time_budget, gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
+        ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
+        num_cpus=num_cpus, download=download) for b in backbone]
+    if not resume:
+        for s in all_settings:  # every user error before anything starts
+            prepare_data(plan(s))
+    remaining = list(backbone)
+    failed = False
+    try:
+        with ray_session(ray_address, num_cpus):
+            for s in all_settings:
+                console.rule(f"[bold]{s.backbone}[/]")
+                outcome = run_search(s, resume=resume, console=console, progress=progress,
+                                     on_note=lambda m: console.print(f"[yellow]note:[/] {m}"))
+                if outcome.status == "interrupted":
+                    _print_outcome(outcome)
+                    console.print(f"[yellow]interrupted.[/] resume with:\n  "
+                                  f"[bold]{_resume_command(remaining, experiment)}[/]", soft_wrap=True)
+                    raise typer.Exit(EXIT_INTERRUPTED)
+                _print_outcome(outcome)
+                failed |= outcome.promotion_error is not None and outcome.best is not None
+                remaining.remove(s.backbone)
+    except KeyboardInterrupt:
+        err_console.print(f"\n[yellow]interrupted.[/] resume with:\n  "
+                          f"[bold]{_resume_command(remaining, experiment)}[/]", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if failed:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _print_outcome(o) -> None:
+    counts: dict[str, int] = {}
+    for t in o.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    console.print(f"search [bold]{o.search_id}[/] {o.status}{' (resumed)' if o.resumed else ''}: "
+                  + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                  + f"  in {o.wall_s:.0f}s (trials trained {o.trials_train_s:.0f}s"
+                  + (f", overhead x{o.overhead:.2f})" if o.overhead else ")"), highlight=False)
+    table = Table(title="leaderboard (probe = linear-probe top-1, kNN = kNN top-1)", title_justify="left",
+                  **TABLE)
+    for col in ("trial", "kind", "status", "probe", "kNN", "note"):
+        table.add_column(col, no_wrap=col != "note")
+    ranked = sorted(o.trials, key=lambda t: (t.probe_top1 is not None, t.probe_top1 or 0), reverse=True)
+    for t in ranked:
+        style = "bold green" if o.best is not None and t.run_id == o.best.run_id else None
+        table.add_row(t.trial_id, t.label, t.status, _fmt(t.probe_top1, 3), _fmt(t.knn_top1, 3),
+                      (t.error or "")[:80], style=style)
+    console.print(table)
+    if o.best is not None:
+        lifts = ", ".join(f"vs {k}: {'-' if v is None else f'{v:+.4f}'}" for k, v in o.lift.items())
+        console.print(f"best: {o.best.trial_id} ({o.best.label}) probe top-1 {o.best.probe_top1:.4f}; "
+                      f"lift {lifts}", highlight=False)
+    if o.promotion is not None:
+        mark = "[green]promoted[/]" if o.promotion.promoted else "[yellow]not promoted[/]"
+        console.print(f"{mark}: {o.promotion.reason}", highlight=False)
+        current = o.promotion.current
+        console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}):")
+        console.print_json(data=current.recipe)
+    elif o.promotion_error:
+        err_console.print(f"[bold red]error:[/] promotion failed: {o.promotion_error}", highlight=False)
+    console.print(f"MLflow: parent run {o.parent_run_id} in {o.tracking_uri}", highlight=False)
+
+
+# --------------------------------------------------------------------------- store views
+
+
+def _store(tracking_uri: Optional[str], *, create: bool = False):
+    from .store import RecipeStore
+
+    return RecipeStore(tracking_uri or config.default_tracking_uri(), create=create)
+
+
+def _record_dict(rec) -> dict:
+    return {"backbone": rec.backbone, "dataset": rec.dataset, "budget": rec.budget, "recipe": rec.recipe,
+            "metrics": rec.metrics, "provenance": rec.provenance, "store_run_id": rec.run_id,
+            "source_run_id": rec.source_run_id, "updated_at": rec.updated_at}
+
+
+def _promoted(backbone: str, dataset: Optional[str], tracking_uri: Optional[str]):
+    from trainer.recipe import check_backbone
+
+    check_backbone(backbone)  # an unknown name gets "close matches"
+    rec = _store(tracking_uri).get(backbone, dataset)
+    if rec is None:
+        where = f" on {dataset}" if dataset else ""
+        fail(f"no promoted recipe for {backbone}{where}; run `recipe-search run --backbone {backbone}` first")
+    return rec
+
+
+@app.command()
+@user_errors
+def show(
+    backbone: str = typer.Argument(..., help="backbone whose promoted recipe to print"),
+    dataset: Optional[str] = typer.Option(None, help="narrow to one dataset"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
+) -> None:
+    """Print the promoted recipe of BACKBONE as JSON, with its provenance."""
+    rec = _promoted(backbone, dataset, tracking_uri)
+    text = json.dumps(_record_dict(rec), indent=2, default=str)
+    if console.is_terminal:
+        console.print_json(text)
+    else:
+        print(text)
+
+
+@app.command("list")
+@user_errors
+def list_(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """List the promoted recipes (one per backbone, dataset and budget)."""
+    from .store import sqlite_path
+
+    uri = tracking_uri or config.default_tracking_uri()
+    db = sqlite_path(uri)
+    recs = [] if db is not None and not db.exists() else _store(uri).list()
+    if json_out:
+        print(json.dumps([_record_dict(r) for r in recs], indent=2, default=str))
+        return
+    if not recs:
+        console.print("no promoted recipes yet; run `recipe-search run --backbone NAME`")
+        return
+    table = Table(title="promoted recipes (probe = linear-probe top-1, lift = vs the best baseline)",
+                  title_justify="left", **TABLE)
+    for col in ("backbone", "dataset", "budget", "probe", "lift", "batch", "updated"):
+        table.add_column(col, no_wrap=True)
+    for r in recs:
+        lift = (r.provenance.get("lift") or {}).get("best_baseline")
+        table.add_row(r.backbone, r.dataset, r.budget, _fmt(r.metric, 3), "-" if lift is None else f"{lift:+.3f}",
+                      str(r.recipe.get("batch_size")), r.updated_at[:10])
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- ui / serve
+
+
+@app.command()
+@user_errors
+def ui(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the embedded store)"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(5000),
+) -> None:
+    """Start the MLflow UI on the same store as the searches."""
+    from .store import artifact_root_for
+
+    uri = tracking_uri or config.default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        console.print(f"the store is an MLflow server: open {uri}")
+        return
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    art = artifact_root_for(uri)
+    if art:
+        cmd += ["--default-artifact-root", art]
+    console.print(f"MLflow UI on http://{host}:{port} for {uri}  (Ctrl-C to stop)", highlight=False)
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
+@app.command()
+@user_errors
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
+) -> None:
+    """Serve the promoted recipes over HTTP (FastAPI)."""
+    from api.server import serve as serve_api
+
+    serve_api(host, port, tracking_uri)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@app.command()
+@user_errors
+def train(
+    backbone: str = typer.Argument(..., help="backbone whose promoted recipe to train"),
+    epochs: int = typer.Option(..., min=1, help="pretraining epochs"),
+    dataset: Optional[str] = typer.Option(None, help="default: the dataset the recipe was promoted on"),
+    data: Optional[str] = typer.Option(None, help="data root (default $RECIPE_SEARCH_DATA)"),
+    classes: int = typer.Option(0, help="classes to use (0 = all)"),
+    train_per_class: int = typer.Option(0, help="train images per class (0 = all)"),
+    val_per_class: int = typer.Option(50, help="train images per class held out for the kNN monitor"),
+    test_per_class: int = typer.Option(0, help="test images per class for the probe (0 = all)"),
+    batch_size: Optional[int] = typer.Option(None, help="override the recipe's batch size"),
+    out: Optional[Path] = typer.Option(None, help="output dir (default $RECIPE_SEARCH_HOME/train/...); "
+                                                  "an existing checkpoint there is resumed"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    experiment: str = typer.Option("recipe-train", help="MLflow experiment of full trainings"),
+) -> None:
+    """A full pretraining run with the promoted recipe of BACKBONE."""
+    from trainer import DataSpec, Recipe
+    from trainer.engine import train as train_fn
+
+    from .tracking import Tracker
+
+    rec = _promoted(backbone, dataset, tracking_uri)
+    changes = {"epochs": epochs}
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    recipe = Recipe.from_dict({**rec.recipe, **changes})
+    if recipe.queue_size < recipe.batch_size * (2 if recipe.symmetric else 1):
+        recipe = recipe.replace(queue_size=recipe.batch_size * (2 if recipe.symmetric else 1))
+    spec = DataSpec(dataset=dataset or rec.dataset, root=data, classes=classes, train_per_class=train_per_class,
+                    val_per_class=val_per_class, test_per_class=test_per_class)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = out or (config.home() / "train" / f"{backbone}-{stamp}")
+    uri = tracking_uri or config.default_tracking_uri()
+    tracker = Tracker(uri, experiment)
+    run_id = tracker.client.create_run(tracker.experiment_id, run_name=f"train-{backbone}-{stamp}", tags={
+        "rs.kind": "train", "rs.backbone": backbone, "rs.dataset": spec.dataset,
+        "rs.source_run_id": rec.source_run_id or "", "rs.store_run_id": rec.run_id}).info.run_id
+    tracker.log_params(run_id, recipe.to_dict())
+    tracker.log_text(run_id, recipe.to_json(), "recipe.json")
+    console.print(f"training {backbone} for {epochs} epochs with the recipe promoted on "
+                  f"{rec.dataset}/{rec.budget} (probe top-1 {rec.metric:.4f}) -> {out_dir}", highlight=False)
+
+    def on_epoch(r: dict) -> None:
+        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  kNN top-1 {r['knn_top1']:.4f}  "
+                      f"{r['images_per_sec']:.0f} img/s", highlight=False)
+        tracker.log_metrics(run_id, {k: r[k] for k in ("loss", "knn_top1", "lr", "images_per_sec") if k in r},
+                            step=r["epoch"])
+
+    import torch
+
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result = train_fn(recipe, spec, out_dir=str(out_dir), device=device, on_epoch=on_epoch, resume=True)
+    except KeyboardInterrupt:
+        tracker.terminate(run_id, "KILLED")
+        err_console.print(f"\n[yellow]interrupted.[/] the last epoch checkpoint is in {out_dir}; continue with "
+                          f"--out {shlex.quote(str(out_dir))}")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    except BaseException:
+        tracker.terminate(run_id, "FAILED")
+        raise
+    finally:
+        torch.set_num_threads(saved_threads)
+    tracker.log_metrics(run_id, {k: v for k, v in result.metrics.items() if k.startswith("probe")
+                                 or k in ("train_time_s", "epochs_completed")}, step=epochs)
+    tracker.set_tags(run_id, {"rs.status": result.status, "rs.error": result.error})
+    tracker.terminate(run_id, "FINISHED" if result.status == "completed" else "FAILED")
+    if result.status != "completed":
+        fail(f"training {result.status}: {result.error}")
+    console.print_json(data={k: v for k, v in result.metrics.items()})
+    console.print(f"encoder: {Path(out_dir) / 'encoder.pt'}", highlight=False)
+
+
+def main() -> None:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,50 @@
+"""Turn a sampled point (or a baseline) into a valid :class:`Recipe`.
+
+Layers, later ones win: recipe defaults, the space's fixed values, the sampled
+point or the baseline's values, the budget's fixed fields, then backbone,
+image size, epochs and seed. Constraints between fields that independent sampling
+can break are repaired, and each repair is reported as a note:
+
+* ``queue_size`` is raised to the keys of one step (``batch_size``, x2 if symmetric);
+* ``smoothing_k`` is clipped to ``queue_size``;
+* ``warmup_epochs`` is clipped below ``epochs``.
+
+Anything else that is invalid raises :class:`trainer.errors.RecipeError`, which
+fails the trial with that message.
+
+>>> r, notes = compose({"batch_size": 256, "queue_size": 128}, backbone="resnet18", image_size=32,
+...                    epochs=2, seed=0)
+>>> r.queue_size, notes
+(512, ['queue_size raised from 128 to 512 (batch_size * 2 keys per step)'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.recipe import Recipe
+
+
+def compose(values: dict[str, Any], *, backbone: str, image_size: int, epochs: int, seed: int,
+            fixed: dict[str, Any] | None = None, budget_fixed: dict[str, Any] | None = None,
+            ) -> tuple[Recipe, list[str]]:
+    d: dict[str, Any] = {**(fixed or {}), **values, **(budget_fixed or {})}
+    d.update(backbone=backbone, image_size=image_size, epochs=epochs, seed=seed)
+    defaults = {f: Recipe.__dataclass_fields__[f].default for f in Recipe.field_names()}
+    get = lambda k: d.get(k, defaults[k])  # noqa: E731
+    notes: list[str] = []
+    symmetric = bool(get("symmetric"))
+    keys = int(get("batch_size")) * (2 if symmetric else 1)
+    if isinstance(get("queue_size"), int) and get("queue_size") < keys:
+        notes.append(f"queue_size raised from {get('queue_size')} to {keys} "
+                     f"(batch_size{' * 2' if symmetric else ''} keys per step)")
+        d["queue_size"] = keys
+    if isinstance(get("smoothing_k"), int) and get("smoothing_k") > get("queue_size"):
+        notes.append(f"smoothing_k clipped from {get('smoothing_k')} to queue_size {get('queue_size')}")
+        d["smoothing_k"] = get("queue_size")
+    warm = get("warmup_epochs")
+    if isinstance(warm, (int, float)) and warm > 0 and warm >= epochs:
+        new = float(max(0.0, epochs - 1)) if epochs > 1 else 0.0
+        notes.append(f"warmup_epochs clipped from {warm:g} to {new:g} (epochs = {epochs})")
+        d["warmup_epochs"] = new
+    return Recipe.from_dict(d), notes

@@ -1,0 +1,525 @@
+"""Orchestration of one recipe search: Ray Tune's Tuner + OptunaSearch (TPE) + ASHA.
+
+One search = one backbone. Its trials are proxy pretrainings (``trial.run_trial``);
+the first two are the baselines, enqueued in Optuna as ``points_to_evaluate``.
+ASHA stops trials early on the per-epoch kNN top-1 (never a baseline, see
+``asha.py``, so every search reports its lift); Optuna optimises the final
+linear-probe top-1 (``objective``). Each trial is a nested MLflow run under the
+search's parent run; at the end the best trial is promoted into the recipe store.
+
+State lives under ``config.ray_storage_dir()/<search id>/``: Tune's experiment
+(trial states, checkpoints, the pickled OptunaSearch with its study) plus
+``recipe_search.json`` (the settings, ids and status of the search).
+``resume=True`` restores the Tuner from there (finished trials stay finished,
+running ones continue from their last epoch checkpoint) and reuses the same
+MLflow runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import secrets
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config, events
+from .baselines import BASELINES
+from .budget import Budget, get_budget
+from .errors import ResumeError, SearchError, SpaceError
+from .promote import (TrialSummary, baseline_metrics, best_trial, lift, promote_best, provenance,
+                      summarize)
+from .space import SearchSpace, load_space
+from .tracking import TAG_BACKBONE, Tracker, TrialLogger
+
+META_FILE = "recipe_search.json"
+DEFAULT_EXPERIMENT = "recipe-search"
+OBJECTIVE = "objective"      # kNN top-1 per epoch, linear-probe top-1 in the final report
+ASHA_METRIC = "knn_top1"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchSettings:
+    backbone: str
+    space: str | None = None
+    dataset: str = "cifar10"
+    data: str | None = None
+    budget: str = "smoke"
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    time_budget: float | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    tracking_uri: str | None = None
+    ray_address: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    seed: int = 0
+    force: bool = False
+    search_id: str | None = None
+    num_cpus: int | None = None  # local Ray cluster size (None: all cores)
+    download: bool = False  # let torchvision download the dataset
+    faults: str = ""  # test hook, see trial.py
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class SearchOutcome:
+    search_id: str
+    backbone: str
+    status: str  # finished | interrupted
+    parent_run_id: str
+    experiment_dir: str
+    tracking_uri: str
+    trials: list[TrialSummary] = field(default_factory=list)
+    best: TrialSummary | None = None
+    baselines: dict = field(default_factory=dict)
+    lift: dict = field(default_factory=dict)
+    promotion: Any = None  # store.PromotionResult
+    promotion_error: str | None = None
+    wall_s: float = 0.0
+    tune_s: float = 0.0
+    trials_train_s: float = 0.0
+    resumed: bool = False
+
+    @property
+    def overhead(self) -> float | None:
+        """Search wall time / the sum of the trials' training time (>= 1 when serial)."""
+        return self.wall_s / self.trials_train_s if self.trials_train_s > 0 else None
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """Everything resolved from settings before Ray starts (all user errors surface here)."""
+
+    settings: SearchSettings
+    budget: Budget
+    space: SearchSpace
+    data: Any  # trainer.data.DataSpec
+    num_samples: int
+    max_epochs: int
+    tracking_uri: str
+
+
+def plan(settings: SearchSettings) -> Plan:
+    """Validate settings; raise RecipeError / DataError / SpaceError / SearchError."""
+    from trainer.recipe import check_backbone
+
+    check_backbone(settings.backbone)
+    budget = get_budget(settings.budget)
+    for name, low in (("num_samples", 1), ("max_epochs", 1), ("max_concurrent", 1)):
+        v = getattr(settings, name)
+        if v is not None and (not isinstance(v, int) or v < low):
+            raise SearchError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
+    for name in ("gpus_per_trial", "cpus_per_trial", "time_budget"):
+        v = getattr(settings, name)
+        if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and name != "gpus_per_trial")):
+            op = ">= 0" if name == "gpus_per_trial" else "> 0"
+            raise SearchError(f"--{name.replace('_', '-')} must be {op}, got {v!r}")
+    space = load_space(settings.space, settings.backbone).with_fixed(budget.fixed)
+    if not space.params:
+        raise SpaceError(f"{space.sources[-1] if space.sources else '<space>'}: the space has no sampled "
+                         "parameters (every field is fixed); nothing to search")
+    num_samples = settings.num_samples or budget.num_samples
+    if num_samples < len(BASELINES):
+        raise SearchError(f"--num-samples must be >= {len(BASELINES)} (the baselines run first), "
+                          f"got {num_samples}")
+    if settings.data is not None and "://" not in settings.data:  # trials run in other directories
+        settings.data = os.path.abspath(os.path.expanduser(settings.data))
+    data = budget.data_spec(settings.dataset, settings.data, download=settings.download)
+    return Plan(settings=settings, budget=budget, space=space, data=data, num_samples=num_samples,
+                max_epochs=settings.max_epochs or budget.max_epochs,
+                tracking_uri=settings.tracking_uri or config.default_tracking_uri())
+
+
+def prepare_data(plan_: Plan) -> None:
+    """Decode (and cache) the proxy data once, in this process: a bad --data fails here,
+    before Ray starts, and trials never race to build the cache."""
+    from trainer.data import load_proxy
+
+    load_proxy(plan_.data, plan_.budget.image_size, plan_.settings.seed)
+
+
+# --------------------------------------------------------------------------- state on disk
+
+
+def storage_dir() -> Path:
+    return config.ray_storage_dir()
+
+
+def new_search_id(backbone: str) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{backbone.replace('/', '_')}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def list_searches() -> list[dict]:
+    """Every search with saved state, newest first."""
+    root = storage_dir()
+    out = []
+    if root.is_dir():
+        for meta_path in root.glob(f"*/{META_FILE}"):
+            meta = _read_meta(meta_path)
+            if meta:
+                meta["dir"] = str(meta_path.parent)
+                out.append(meta)
+    return sorted(out, key=lambda m: m.get("created", ""), reverse=True)
+
+
+def find_resumable(backbone: str, experiment: str, search_id: str | None = None) -> dict | None:
+    for meta in list_searches():
+        if search_id is not None:
+            if meta.get("search_id") == search_id:
+                return meta
+            continue
+        if (meta.get("backbone") == backbone and meta.get("experiment") == experiment
+                and meta.get("status") != "finished"):
+            return meta
+    if search_id is not None:
+        raise ResumeError(f"no saved search {search_id!r} under {storage_dir()}")
+    return None
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def prepare_environment() -> None:
+    """Environment for Ray and its workers (set before Ray starts)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:  # workers import trainer/recipe_search even without an install
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    for key, value in (("RAY_AIR_NEW_OUTPUT", "0"), ("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
+                       ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
+                       ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_DEDUP_LOGS", "0"),
+                       ("TUNE_WARN_SLOW_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60"),
+                       ("RAY_USAGE_STATS_ENABLED", "0"), ("MLFLOW_LOGGING_LEVEL", "WARNING"),
+                       # snapshot Tune's experiment state at most every 2 s (default: >= 10 s)
+                       ("TUNE_GLOBAL_CHECKPOINT_S", "2")):
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None):
+    """Start (or join) Ray for the duration of the block; shut down only what we started."""
+    prepare_environment()
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR,
+                                      log_to_driver=False)
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = num_cpus
+        try:
+            ray.init(**kwargs)
+        except Exception as e:  # noqa: BLE001 - connection errors are user errors
+            where = f"at {address}" if address else "locally"
+            raise SearchError(f"cannot start Ray {where}: {e}") from None
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _quiet_libraries() -> None:
+    import mlflow  # noqa: F401 - configures its loggers on import; override after
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", message=".*is out of range for distribution.*")
+
+
+def _resources(plan_: Plan, ray) -> tuple[float, float, int, str, list[str]]:
+    """(cpus_per_trial, gpus_per_trial, max_concurrent, device, notes)."""
+    s, notes = plan_.settings, []
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    gpt = s.gpus_per_trial if s.gpus_per_trial is not None else (plan_.budget.gpus_per_trial if gpus else 0.0)
+    if gpt > 0 and gpus == 0:
+        notes.append(f"no GPU in the Ray cluster: --gpus-per-trial {gpt:g} ignored, trials run on the CPU")
+        gpt = 0.0
+    if gpt > gpus > 0:
+        raise SearchError(f"--gpus-per-trial {gpt:g} exceeds the cluster's {gpus:g} GPU(s)")
+    if gpt > 0:
+        conc = s.max_concurrent or max(1, int(math.floor(gpus / gpt + 1e-9)))
+        cpt = s.cpus_per_trial if s.cpus_per_trial is not None else max(1.0, math.floor(cpus / conc))
+    else:
+        # on the CPU, one core per trial and a trial per core: small convnets scale badly
+        # over intra-op threads, and spinning OpenMP threads collapse on a busy machine
+        cpt = s.cpus_per_trial if s.cpus_per_trial is not None else 1.0
+        conc = s.max_concurrent or max(1, int(math.floor(cpus / cpt + 1e-9)))
+    if cpt > cpus:
+        raise SearchError(f"--cpus-per-trial {cpt:g} exceeds the cluster's {cpus:g} CPU(s)")
+    return cpt, gpt, conc, ("cuda" if gpt > 0 else "cpu"), notes
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def run_search(settings: SearchSettings, *, resume: bool = False, console=None, progress: bool = True,
+               on_note=None) -> SearchOutcome:
+    """Run (or resume) one search; returns its outcome after promotion."""
+    t_start = time.monotonic()
+    prepare_environment()
+    _quiet_libraries()
+    note = on_note or (lambda msg: None)
+    meta: dict | None = None
+    if resume:
+        meta = find_resumable(settings.backbone, settings.experiment, settings.search_id)
+        if meta is None:
+            note(f"no unfinished search of {settings.backbone} to resume: starting a new one")
+        else:
+            saved = SearchSettings.from_dict(meta["settings"])
+            saved.ray_address = settings.ray_address
+            settings = saved
+            note(f"resuming search {meta['search_id']} (started {meta.get('created', '?')}) "
+                 "with its saved settings")
+    p = plan(settings)
+    s = p.settings
+    search_id = meta["search_id"] if meta else (s.search_id or new_search_id(s.backbone))
+    s.search_id = search_id
+    exp_dir = storage_dir() / search_id
+    meta_path = exp_dir / META_FILE
+    if meta is None and meta_path.exists():
+        raise SearchError(f"search {search_id!r} already exists in {exp_dir}; use --resume to continue it")
+    with _exclusive(exp_dir, search_id):
+        return _run(p, meta, meta_path, exp_dir, resume=meta is not None, console=console, progress=progress,
+                    note=note, t_start=t_start)
+
+
+@contextlib.contextmanager
+def _exclusive(exp_dir: Path, search_id: str):
+    """One process per search: a lock file in its directory (released by the OS on a crash)."""
+    import fcntl
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    with open(exp_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise SearchError(f"search {search_id} is running in another process (pid {pid})") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: bool, console, progress: bool,
+         note, t_start: float) -> SearchOutcome:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    from .asha import BaselineSafeASHA
+    from .progress import ProgressView
+    from .store import RecipeStore
+    from .trial import TrialContext, run_trial
+
+    s = p.settings
+    search_id = s.search_id
+    prepare_data(p)
+
+    tracker = Tracker(p.tracking_uri, s.experiment)
+    base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget}
+    parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
+                     "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
+                     "space": ",".join(p.space.sources), "time_budget": s.time_budget,
+                     "image_size": p.budget.image_size, **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
+                                                           if k not in ("name", "max_epochs", "num_samples")}}
+    try:
+        parent_run_id = tracker.parent_run(search_id, name=f"search-{search_id}",
+                                           tags={**base_tags, "rs.status": "running"}, params=parent_params)
+        if meta is None:
+            tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
+            tracker.log_dict(parent_run_id, s.to_dict(), "settings.json")
+    except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
+        from .store import StoreUnavailable
+
+        raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
+                               f"{type(e).__name__}: {e}") from None
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
+            "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
+            "status": "running", "settings": s.to_dict(), "updated": now}
+    meta.pop("dir", None)
+    _write_meta(meta_path, meta)
+
+    with ray_session(s.ray_address, s.num_cpus) as ray:
+        cpt, gpt, conc, device, notes = _resources(p, ray)
+        for n in notes:
+            note(n)
+        finished, finished_points = _finished_trials(tracker, search_id) if resume else ({}, {})
+        ctx = TrialContext(
+            backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
+            image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
+            device=device, threads=max(1, int(cpt)), baselines=BASELINES,
+            extra={"faults": s.faults, "finished": finished, "finished_points": finished_points},
+            baseline_points=tuple(p.space.point(b.values) for b in BASELINES))
+        resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+
+        logger = TrialLogger(tracker, parent_run_id=parent_run_id, search_id=search_id, ctx=ctx,
+                             tags=base_tags)
+        view = ProgressView(title=f"recipe search {search_id}  ({s.budget}, {p.num_samples} trials, "
+                                  f"{p.max_epochs} epochs, {device}, {conc} at a time)",
+                            num_samples=p.num_samples, max_epochs=p.max_epochs, max_concurrent=conc,
+                            ctx=ctx, console=console, enabled=progress)
+        events.register(search_id, [logger, view])
+        events.INTERRUPTED.clear()
+        restored = False
+        t_tune = time.monotonic()
+        try:
+            if resume and tune.Tuner.can_restore(str(exp_dir)):
+                tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=False, restart_errored=False)
+                restored = True
+            else:
+                n_startup = min(10, max(3, p.num_samples // 4))
+                searcher = OptunaSearch(
+                    space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
+                    sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup,
+                                                       constant_liar=conc > 1),
+                    points_to_evaluate=[dict(pt) for pt in ctx.baseline_points])
+                scheduler = BaselineSafeASHA(baseline_points=list(ctx.baseline_points),
+                                             time_attr="epoch", metric=ASHA_METRIC, mode="max",
+                                             max_t=p.max_epochs,
+                                             grace_period=min(p.budget.grace_period, p.max_epochs),
+                                             reduction_factor=p.budget.reduction_factor,
+                                             stop_last_trials=False)
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                                num_samples=p.num_samples, max_concurrent_trials=conc,
+                                                time_budget_s=s.time_budget, reuse_actors=True),
+                    run_config=tune.RunConfig(
+                        name=search_id, storage_path=str(storage_dir()), verbose=0,
+                        callbacks=[events.TuneBridge(search_id)],
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+            tuner.fit()
+        finally:
+            view.stop()
+            events.unregister(search_id)
+        tune_s = time.monotonic() - t_tune
+        interrupted = events.INTERRUPTED.is_set()
+        if interrupted:
+            logger.mark_interrupted(logger.trials)
+
+    trials = summarize(tracker, search_id)
+    best = best_trial(trials)
+    bl = baseline_metrics(trials)
+    lifts = lift(best, bl)
+    train_s = sum(float(t.metrics.get("trial_time_s") or 0.0) for t in trials)
+    outcome = SearchOutcome(search_id=search_id, backbone=s.backbone,
+                            status="interrupted" if interrupted else "finished",
+                            parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
+                            tracking_uri=p.tracking_uri, trials=trials, best=best, baselines=bl, lift=lifts,
+                            tune_s=tune_s, trials_train_s=train_s, resumed=restored)
+    if not interrupted and best is not None:
+        prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, best=best, baselines=bl,
+                          lifts=lifts, search_id=search_id, parent_run_id=parent_run_id,
+                          experiment=s.experiment, space=",".join(p.space.sources),
+                          settings={"num_samples": p.num_samples, "max_epochs": p.max_epochs,
+                                    "seed": s.seed, "data": s.data,
+                                    "image_size": p.budget.image_size})
+        from .store import StoreUnavailable
+
+        try:
+            outcome.promotion = promote_best(RecipeStore(p.tracking_uri), backbone=s.backbone,
+                                             dataset=s.dataset, budget=s.budget, best=best,
+                                             provenance=prov, force=s.force)
+        except StoreUnavailable as e:
+            outcome.promotion_error = str(e)
+    elif not interrupted:
+        outcome.promotion_error = "no trial completed: nothing to promote"
+    outcome.wall_s = time.monotonic() - t_start
+    _finish_parent(tracker, outcome)
+    meta.update(status=outcome.status, updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _write_meta(meta_path, meta)
+    return outcome
+
+
+def _finished_trials(tracker: Tracker, search_id: str) -> tuple[dict, dict]:
+    """Final metrics of the trials already completed in MLflow, by trial id and by point."""
+    by_id, by_point = {}, {}
+    for t in summarize(tracker, search_id):
+        if t.status == "completed" and t.probe_top1 is not None:
+            final = {k: v for k, v in t.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+            by_id[t.trial_id] = final
+            if t.point:
+                by_point[t.point] = final
+    return by_id, by_point
+
+
+def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
+    counts: dict[str, int] = {}
+    for t in o.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    metrics: dict[str, Any] = {f"trials_{k}": v for k, v in counts.items()}
+    metrics.update(search_wall_s=o.wall_s, tune_wall_s=o.tune_s, trials_train_s=o.trials_train_s,
+                   overhead_ratio=o.overhead)
+    if o.best is not None:
+        metrics["best_probe_top1"] = o.best.probe_top1
+    for name, m in o.baselines.items():
+        metrics[f"baseline_{name}_probe_top1"] = m.get("probe_top1")
+    for name, v in o.lift.items():
+        metrics[f"lift_{name}"] = v
+    tracker.log_metrics(o.parent_run_id, metrics)
+    tags = {"rs.status": o.status}
+    if o.best is not None:
+        tags.update({"rs.best_trial_id": o.best.trial_id, "rs.best_run_id": o.best.run_id})
+    if o.promotion is not None:
+        tags.update({"rs.promoted": str(o.promotion.promoted).lower(), "rs.promotion": o.promotion.reason})
+    elif o.promotion_error:
+        tags.update({"rs.promoted": "false", "rs.promotion": o.promotion_error})
+    tracker.set_tags(o.parent_run_id, tags)
+    tracker.log_dict(o.parent_run_id, [dataclasses.asdict(t) for t in o.trials], "leaderboard.json")
+    tracker.terminate(o.parent_run_id, "KILLED" if o.status == "interrupted" else "FINISHED")

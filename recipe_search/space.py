@@ -1,0 +1,392 @@
+"""Search spaces: YAML files over :class:`trainer.recipe.Recipe` fields.
+
+A space file maps recipe field names to either a plain value (the field is fixed)
+or a parameter to sample::
+
+    lr: {type: loguniform, low: 0.01, high: 1.0}
+    smoothing: {type: uniform, low: 0.0, high: 0.3}
+    smoothing_k: {type: int, low: 0, high: 64}          # optional: log: true
+    batch_size: {type: choice, values: [128, 256]}
+    symmetric: true
+
+``extends: default`` (or a path relative to the file) starts from another space;
+the keys of the extending file replace the base's. ``description:`` is free text.
+``backbone``, ``epochs``, ``image_size`` and ``seed`` are set by the command line
+and the budget, never by a space. ``distill`` may only be fixed (a teacher section
+as in a recipe, or null).
+
+Every mistake raises :class:`SpaceError` naming the file and the key path, e.g.
+``spaces/bad.yaml: lr.low must be > 0``.
+
+>>> space = parse_space({"lr": {"type": "loguniform", "low": 0.01, "high": 1.0}, "symmetric": False})
+>>> sorted(space.params), space.fixed
+(['lr'], {'symmetric': False})
+>>> parse_space({"lr": {"type": "loguniform", "low": 0, "high": 1}})
+Traceback (most recent call last):
+...
+recipe_search.errors.SpaceError: <space>: lr.low must be > 0 for a loguniform parameter, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.recipe import Recipe
+
+from .errors import SpaceError
+
+SPACES_ENV = "RECIPE_SEARCH_SPACES"
+KINDS = ("loguniform", "uniform", "int", "choice")
+META_KEYS = ("extends", "description")
+# fields a space may not set, and what sets them instead
+NOT_SEARCHABLE = {
+    "backbone": "--backbone",
+    "epochs": "--max-epochs / --budget",
+    "image_size": "--budget",
+    "seed": "--seed",
+}
+_KEYS = {
+    "loguniform": ("type", "low", "high"),
+    "uniform": ("type", "low", "high"),
+    "int": ("type", "low", "high", "log"),
+    "choice": ("type", "values"),
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def spaces_dir() -> Path:
+    """``$RECIPE_SEARCH_SPACES``, else the repository's ``search_spaces/``."""
+    env = os.environ.get(SPACES_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+# --------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True)
+class Param:
+    """One sampled recipe field."""
+
+    name: str
+    kind: str  # loguniform | uniform | int | choice
+    low: float | int | None = None
+    high: float | int | None = None
+    values: tuple = ()
+    log: bool = False
+
+    def distribution(self):
+        """The Optuna distribution of this parameter."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "loguniform":
+            return FloatDistribution(float(self.low), float(self.high), log=True)
+        if self.kind == "uniform":
+            return FloatDistribution(float(self.low), float(self.high))
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        return CategoricalDistribution(list(self.values))
+
+    def project(self, value: Any) -> Any:
+        """The value of the domain closest to ``value`` (to express a baseline as a point)."""
+        if self.kind == "choice":
+            if value in self.values:
+                return value
+            numeric = [v for v in self.values if _is_number(v)]
+            if _is_number(value) and numeric:
+                return min(numeric, key=lambda v: abs(v - value))
+            return self.values[0]
+        value = min(max(value, self.low), self.high)
+        return int(round(value)) if self.kind == "int" else float(value)
+
+    def to_dict(self) -> dict:
+        if self.kind == "choice":
+            return {"type": "choice", "values": list(self.values)}
+        out = {"type": self.kind, "low": self.low, "high": self.high}
+        if self.log:
+            out["log"] = True
+        return out
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "{" + ", ".join(_fmt(v) for v in self.values) + "}"
+        scale = " log" if self.kind == "loguniform" or self.log else ""
+        return f"[{_fmt(self.low)}, {_fmt(self.high)}]{scale}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Sampled parameters and fixed values over recipe fields."""
+
+    params: dict[str, Param] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.sources[-1]).stem if self.sources else "<inline>"
+
+    def optuna_space(self) -> dict:
+        """``{field: optuna distribution}`` for :class:`ray.tune.search.optuna.OptunaSearch`."""
+        return {name: p.distribution() for name, p in self.params.items()}
+
+    def point(self, values: dict) -> dict:
+        """``values`` (e.g. a baseline recipe) as a point of this space, projected into it."""
+        defaults = Recipe.__dataclass_fields__
+        out = {}
+        for name, p in self.params.items():
+            v = values[name] if name in values else defaults[name].default
+            out[name] = p.project(v)
+        return out
+
+    def with_fixed(self, values: dict) -> "SearchSpace":
+        """A copy with ``values`` fixed (sampled parameters of those names are dropped)."""
+        params = {k: p for k, p in self.params.items() if k not in values}
+        return dataclasses.replace(self, params=params, fixed={**self.fixed, **values})
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {k: p.to_dict() for k, p in self.params.items()}
+        out.update(self.fixed)
+        return out
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        head = f"# resolved from: {', '.join(self.sources) or '<inline>'}\n"
+        return head + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_space_path(space: str | os.PathLike | None, backbone: str | None = None) -> Path:
+    """``space`` as a path (a bare name looks in :func:`spaces_dir`), else the backbone's
+    override ``<backbone>.yaml``, else ``default.yaml``."""
+    root = spaces_dir()
+    if space is not None:
+        p = Path(space)
+        if p.exists():
+            return p
+        for cand in (root / p, root / f"{p}.yaml"):
+            if cand.exists():
+                return cand
+        known = sorted(x.stem for x in root.glob("*.yaml")) if root.is_dir() else []
+        hint = f"; known spaces in {root}: {', '.join(known)}" if known else ""
+        raise SpaceError(f"search space {str(space)!r} not found{hint}")
+    if backbone:
+        cand = root / f"{backbone.split('.')[0]}.yaml"
+        if cand.exists():
+            return cand
+    default = root / "default.yaml"
+    if not default.exists():
+        raise SpaceError(f"no default search space: {default} does not exist")
+    return default
+
+
+def load_space(space: str | os.PathLike | None = None, backbone: str | None = None) -> SearchSpace:
+    """Load and validate a space file (see :func:`resolve_space_path`), following ``extends``."""
+    return _load(resolve_space_path(space, backbone), ())
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        return str(path)
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> SearchSpace:
+    import yaml
+
+    path = path.resolve()
+    where = _display(path)
+    if path in chain:
+        cycle = " -> ".join(_display(p) for p in (*chain, path))
+        raise SpaceError(f"{where}: extends forms a cycle: {cycle}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpaceError(f"{where}: cannot read search space: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{where}: not valid YAML: {problem}{at}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpaceError(f"{where}: a search space must be a mapping of recipe fields, "
+                         f"got {type(data).__name__}")
+    base = None
+    if "extends" in data:
+        ext = data["extends"]
+        if not isinstance(ext, str) or not ext.strip():
+            raise SpaceError(f"{where}: extends must be the name or path of another space, got {ext!r}")
+        cand = (path.parent / ext) if ext.endswith((".yaml", ".yml")) else (path.parent / f"{ext}.yaml")
+        if not cand.exists():
+            cand = spaces_dir() / (ext if ext.endswith((".yaml", ".yml")) else f"{ext}.yaml")
+        if not cand.exists():
+            raise SpaceError(f"{where}: extends: space {ext!r} not found")
+        base = _load(cand, (*chain, path))
+    return parse_space(data, where, base)
+
+
+def parse_space(data: dict, source: str = "<space>", base: SearchSpace | None = None) -> SearchSpace:
+    """Validate a space mapping (already parsed from YAML) on top of ``base``."""
+    params = dict(base.params) if base else {}
+    fixed = dict(base.fixed) if base else {}
+    allowed = [n for n in _FIELDS if n not in NOT_SEARCHABLE]
+    for key, spec in data.items():
+        if key in META_KEYS:
+            continue
+        if not isinstance(key, str):
+            raise SpaceError(f"{source}: keys must be recipe field names, got {key!r}")
+        if key in NOT_SEARCHABLE:
+            raise SpaceError(f"{source}: {key} cannot be set in a search space (it is set by "
+                             f"{NOT_SEARCHABLE[key]})")
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, allowed, n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise SpaceError(f"{source}: unknown recipe field {key!r}{hint}; "
+                             f"allowed: {', '.join(allowed)}")
+        try:
+            if key == "distill":  # a fixed teacher section (or null); not sampled
+                fixed[key] = _distill(spec)
+                params.pop(key, None)
+            elif isinstance(spec, dict):
+                params[key] = _param(key, spec)
+                fixed.pop(key, None)
+            else:
+                fixed[key] = _value(key, key, spec)
+                params.pop(key, None)
+        except SpaceError as e:
+            raise SpaceError(f"{source}: {e}") from None
+    description = data.get("description", base.description if base else "")
+    sources = (*(base.sources if base else ()), source)
+    return SearchSpace(params=params, fixed=fixed, sources=sources, description=str(description or ""))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _param(name: str, spec: dict) -> Param:
+    f = _FIELDS[name]
+    kind = spec.get("type")
+    if kind is None:
+        raise SpaceError(f"{name}.type is missing; use one of {', '.join(KINDS)} "
+                         f"(or a plain value to fix {name})")
+    if kind not in KINDS:
+        raise SpaceError(f"{name}.type must be one of {', '.join(KINDS)}, got {kind!r}")
+    extra = [k for k in spec if k not in _KEYS[kind]]
+    if extra:
+        raise SpaceError(f"{name}.{extra[0]} is not a key of a {kind} parameter "
+                         f"(allowed: {', '.join(_KEYS[kind])})")
+    if kind == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{name}.values must be a non-empty list, got {values!r}")
+        checked = tuple(_value(name, f"{name}.values[{i}]", v) for i, v in enumerate(values))
+        if len(set(checked)) != len(checked):
+            raise SpaceError(f"{name}.values has duplicates: {values!r}")
+        return Param(name, kind, values=checked)
+    if f.type in ("bool", "str"):
+        choices = f.metadata.get("choices")
+        allowed = f" ({', '.join(choices)})" if choices else ""
+        raise SpaceError(f"{name} is a {f.type} field: use type choice{allowed} or a plain value, not {kind}")
+    if kind == "int" and f.type != "int":
+        raise SpaceError(f"{name} is a float field: use type uniform or loguniform, not int")
+    if kind != "int" and f.type == "int":
+        raise SpaceError(f"{name} is an integer field: use type int or choice, not {kind}")
+    for bound in ("low", "high"):
+        if bound not in spec:
+            raise SpaceError(f"{name}.{bound} is missing")
+    low = _number(name, f"{name}.low", spec["low"])
+    high = _number(name, f"{name}.high", spec["high"])
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{name}.log must be true or false, got {log!r}")
+    if (kind == "loguniform" or log) and low <= 0:
+        what = "a loguniform parameter" if kind == "loguniform" else "an int parameter with log: true"
+        raise SpaceError(f"{name}.low must be > 0 for {what}, got {_fmt(low)}")
+    if not high > low:
+        raise SpaceError(f"{name}.high must be > {name}.low ({_fmt(low)}), got {_fmt(high)} "
+                         f"(use a plain value to fix {name})")
+    low, high = _value(name, f"{name}.low", low), _value(name, f"{name}.high", high)
+    return Param(name, kind, low=low, high=high, log=bool(log))
+
+
+def _number(name: str, path: str, value: Any) -> int | float:
+    """A finite number of the field's type (range checks come later)."""
+    kind = _FIELDS[name].type
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            value = float(value) if kind == "float" else int(value)
+        except ValueError:
+            raise SpaceError(f"{path} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpaceError(f"{path} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SpaceError(f"{path} must be a finite number, got {value!r}")
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise SpaceError(f"{path} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _distill(spec: Any) -> dict | None:
+    from trainer.errors import RecipeError
+    from trainer.recipe import Distill
+
+    if spec is None:
+        return None
+    try:
+        return Distill.from_dict(spec).to_dict()
+    except RecipeError as e:
+        msg = str(e)
+        raise SpaceError(msg if msg.startswith("distill") else f"distill: {msg}") from None
+
+
+def _value(name: str, path: str, value: Any) -> Any:
+    """Check one value of field ``name`` (reported as ``path``) against the recipe's rules."""
+    f = _FIELDS[name]
+    kind = f.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise SpaceError(f"{path} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise SpaceError(f"{path} must be a string, got {value!r}")
+    elif kind in ("int", "float"):
+        value = _number(name, path, value)
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise SpaceError(f"{path} must be one of {', '.join(choices)}, got {value!r}")
+    rng = f.metadata.get("range")
+    if rng:
+        lo, hi, lo_open, hi_open = rng
+        if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+            interval = f"{'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+            raise SpaceError(f"{path} must be in {interval}, got {_fmt(value)}")
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)

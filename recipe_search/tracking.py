@@ -1,0 +1,372 @@
+"""MLflow logging of searches: one parent run per search, one nested child run per trial.
+
+Everything is written from the driver with an :class:`MlflowClient` built on the
+search's explicit tracking URI (never the process-global ``mlflow`` state, and
+not Ray's ``MLflowLoggerCallback``, which ignored ``tracking_uri`` -- ray issue
+36257 -- and cannot nest runs). Only the driver writes, so a SQLite store has a
+single writer.
+
+Runs are found again by tags, which makes every call idempotent under
+``--resume``: the parent is ``rs.kind=search`` + ``rs.search_id``; a child is
+``rs.kind=trial`` + ``rs.search_id`` + ``rs.trial_id`` (and
+``mlflow.parentRunId``). Per-epoch metrics are logged with ``step=epoch`` and
+only for epochs beyond the last one logged, so a resumed trial that re-reports
+an epoch does not duplicate it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .store import artifact_root_for
+
+TAG_KIND = "rs.kind"
+TAG_SEARCH = "rs.search_id"
+TAG_TRIAL = "rs.trial_id"
+TAG_BACKBONE = "rs.backbone"
+TAG_STATUS = "rs.status"
+TAG_ERROR = "rs.error"
+TAG_BASELINE = "rs.baseline"
+TAG_RECIPE = "rs.recipe"
+TAG_POINT = "rs.point"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+
+EPOCH_KEYS = ("loss", "knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
+              "smoothing", "key_momentum")
+FINAL_KEYS = ("probe_top1", "probe_val_top1", "probe_train_top1", "probe_l2", "probe_time_s",
+              "train_time_s", "epochs_completed", "mean_images_per_sec", "duration_s")
+MAX_TAG = 5000
+
+
+def point_key(config: dict) -> str:
+    """A trial's sampled point as canonical JSON (tag ``rs.point``)."""
+    return json.dumps(dict(config), sort_keys=True, default=str)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class Tracker:
+    """Idempotent MLflow writes for one search (picklable: the client is rebuilt lazily)."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self._client = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
+                "_client": None, "_experiment_id": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            db = _sqlite_file(self.tracking_uri)
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None and exp.lifecycle_stage != "active":
+                self.client.restore_experiment(exp.experiment_id)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=artifact_root_for(self.tracking_uri),
+                        tags={TAG_KIND: "searches"})
+                except MlflowException:  # created concurrently
+                    exp = self.client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+                    self._experiment_id = exp.experiment_id
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    # -- finding runs ----------------------------------------------------------------
+    def _find(self, filter_string: str):
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       max_results=10, order_by=["attributes.start_time ASC"])
+        return runs[0] if runs else None
+
+    def find_parent(self, search_id: str):
+        return self._find(f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH}` = '{search_id}'")
+
+    def parent_run(self, search_id: str, *, name: str, tags: dict, params: dict) -> str:
+        """The search's parent run id, created on first use (and set RUNNING again on resume)."""
+        run = self.find_parent(search_id)
+        if run is None:
+            run = self.client.create_run(
+                self.experiment_id, run_name=name,
+                tags={TAG_KIND: "search", TAG_SEARCH: search_id, **_str(tags)})
+            self.log_params(run.info.run_id, params)
+        elif run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+
+    def trial_runs(self, search_id: str) -> list:
+        """All child runs of a search (each trial once)."""
+        flt = f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_SEARCH}` = '{search_id}'"
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1000,
+                                           page_token=token, order_by=["attributes.start_time ASC"])
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def child_run(self, parent_run_id: str, search_id: str, trial_id: str, *, name: str,
+                  tags: dict, known_trial_ids: Iterable[str] = ()) -> tuple[str, int]:
+        """``(run_id, last_logged_epoch)`` of a trial's child run, created on first use.
+
+        After a crash Tune may have lost a trial started after its last state snapshot;
+        its restored searcher then suggests the same point again under a new trial id.
+        Such an orphan run (same ``rs.point``, trial id unknown to Tune) is adopted
+        instead of creating a duplicate."""
+        run = self._find(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_SEARCH}` = '{search_id}' "
+                         f"and tags.`{TAG_TRIAL}` = '{trial_id}'")
+        if run is None and TAG_POINT in tags:
+            known = set(known_trial_ids) | {trial_id}
+            for cand in self.trial_runs(search_id):
+                ctags = cand.data.tags
+                if ctags.get(TAG_POINT) == tags[TAG_POINT] and ctags.get(TAG_TRIAL) not in known:
+                    run = cand
+                    self.set_tags(run.info.run_id, {
+                        TAG_TRIAL: trial_id, "rs.adopted_from": ctags.get(TAG_TRIAL)})
+                    break
+        if run is None:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={
+                TAG_KIND: "trial", TAG_SEARCH: search_id, TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
+                **_str(tags)})
+            return run.info.run_id, 0
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        hist = self.client.get_metric_history(run.info.run_id, "knn_top1")
+        return run.info.run_id, max((m.step for m in hist), default=0)
+
+    # -- writing -----------------------------------------------------------------------
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run_id).data.params
+        todo = [Param(k, _param_str(v)) for k, v in params.items() if k not in have]
+        for i in range(0, len(todo), 100):
+            self.client.log_batch(run_id, params=todo[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if _finite(v)]
+        for i in range(0, len(ms), 500):
+            self.client.log_batch(run_id, metrics=ms[i:i + 500])
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in _str(tags).items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, default=_json_default), artifact_file)
+
+    def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def terminate(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def curves(self, run_id: str, keys: Iterable[str] = EPOCH_KEYS) -> dict[str, list[tuple[int, float]]]:
+        """Per-epoch series of a run, each ``[(epoch, value), ...]`` (last value per epoch)."""
+        out = {}
+        for key in keys:
+            per_step: dict[int, float] = {}
+            for m in self.client.get_metric_history(run_id, key):
+                per_step[m.step] = m.value
+            if per_step:
+                out[key] = sorted(per_step.items())
+        return out
+
+    def log_curves(self, run_id: str) -> dict:
+        """Log the per-epoch series as ``curves.json`` and ``curves.csv`` (the MLflow UI also
+        plots them from the step-indexed metrics)."""
+        curves = self.curves(run_id)
+        self.log_dict(run_id, {k: [{"epoch": s, "value": v} for s, v in pts] for k, pts in curves.items()},
+                      "curves.json")
+        keys = list(curves)
+        epochs = sorted({s for pts in curves.values() for s, _ in pts})
+        table = {k: dict(pts) for k, pts in curves.items()}
+        lines = [",".join(["epoch", *keys])]
+        lines += [",".join([str(e), *(repr(table[k][e]) if e in table[k] else "" for k in keys)]) for e in epochs]
+        self.log_text(run_id, "\n".join(lines) + "\n", "curves.csv")
+        return curves
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        p = uri[len("sqlite:///"):].split("?", 1)[0]
+        if p and p != ":memory:":
+            return Path(p)
+    return None
+
+
+def _param_str(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (bool, list, dict)) or v is None else str(v)
+    return s[:6000]
+
+
+def _str(tags: dict) -> dict[str, str]:
+    out = {}
+    for k, v in tags.items():
+        if v is None:
+            continue
+        s = v if isinstance(v, str) else json.dumps(v, default=_json_default)
+        out[k] = s if len(s) <= MAX_TAG else s[: MAX_TAG - 20] + " ...[truncated]"
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+class TrialLogger:
+    """Listener (see ``events.py``) that mirrors Tune trials into nested MLflow runs."""
+
+    def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx, tags: dict):
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.search_id = search_id
+        self.ctx = ctx  # trial.TrialContext: recomposes each trial's recipe
+        self.tags = dict(tags)
+        self.runs: dict[str, str] = {}
+        self.last_step: dict[str, int] = {}
+        self.trials: list = []  # Tune's trial objects, as of the last event
+        self.replayed: set[str] = set()  # trials that re-reported a result logged before a crash
+
+    # -- helpers ------------------------------------------------------------------------
+    def _recipe(self, trial):
+        from trainer.errors import TrainerError
+
+        try:
+            recipe, notes, base = self.ctx.recipe_for(trial.config)
+            return recipe, notes, base, None
+        except TrainerError as e:
+            return None, [], self.ctx.baseline_for(trial.config), str(e)
+
+    def run_for(self, trial) -> str:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is not None:
+            return run_id
+        recipe, notes, base, error = self._recipe(trial)
+        label = f"baseline-{base.name}" if base is not None else "tpe"
+        tags = {**self.tags, TAG_BASELINE: base.name if base is not None else None,
+                TAG_STATUS: "running", "rs.notes": "; ".join(notes) or None,
+                TAG_POINT: point_key(trial.config)}
+        if recipe is not None:
+            tags[TAG_RECIPE] = recipe.to_json(indent=None)
+        run_id, last = self.tracker.child_run(self.parent_run_id, self.search_id, trial.trial_id,
+                                              name=f"{label}-{trial.trial_id}", tags=tags,
+                                              known_trial_ids=[t.trial_id for t in self.trials])
+        if last == 0:  # fresh (or never reported): log the recipe as params
+            self.tracker.log_params(run_id, recipe.to_dict() if recipe is not None else dict(trial.config))
+        else:
+            self.tracker.set_tags(run_id, {TAG_STATUS: "running"})
+        self.runs[trial.trial_id] = run_id
+        self.last_step[trial.trial_id] = last
+        return run_id
+
+    def _artifacts(self, run_id: str, trial) -> None:
+        recipe, notes, base, error = self._recipe(trial)
+        if recipe is not None:
+            self.tracker.log_text(run_id, recipe.to_json(), "recipe.json")
+        self.tracker.log_curves(run_id)
+
+    # -- events -------------------------------------------------------------------------
+    def on_step(self, trials) -> None:
+        self.trials = list(trials)
+
+    def on_trial_start(self, trial, trials) -> None:
+        self.trials = list(trials)
+        self.run_for(trial)
+
+    def on_trial_result(self, trial, result, trials) -> None:
+        run_id = self.run_for(trial)
+        step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        if result.get("final"):
+            have = self.tracker.client.get_run(run_id).data.metrics
+            if "probe_top1" in have:  # re-reported after a resume: already logged
+                self.replayed.add(trial.trial_id)
+                return
+            final = {k: result[k] for k in FINAL_KEYS if k in result}
+            final["trial_time_s"] = result.get("trial_wall_s")
+            self.tracker.log_metrics(run_id, final, step=step)
+            return
+        if step <= self.last_step.get(trial.trial_id, 0):
+            return  # an epoch re-reported after a resume
+        metrics = {k: result[k] for k in EPOCH_KEYS if k in result}
+        metrics["trial_time_s"] = result.get("trial_elapsed_s")
+        self.tracker.log_metrics(run_id, metrics, step=step)
+        self.last_step[trial.trial_id] = step
+
+    def on_trial_complete(self, trial, trials) -> None:
+        run_id = self.run_for(trial)
+        result = trial.last_result or {}
+        status = "completed" if result.get("final") else "pruned"
+        if trial.trial_id in self.replayed:
+            self.tracker.set_tags(run_id, {TAG_STATUS: status})
+            self.tracker.terminate(run_id, "FINISHED")
+            return
+        self.tracker.log_metrics(run_id, {"duration_s": result.get("time_total_s")},
+                                 step=int(result.get("epoch") or 0))
+        self.tracker.set_tags(run_id, {TAG_STATUS: status})
+        self._artifacts(run_id, trial)
+        self.tracker.terminate(run_id, "FINISHED")
+
+    def on_trial_error(self, trial, trials) -> None:
+        from .events import trial_error
+
+        run_id = self.run_for(trial)
+        kind, message, text = trial_error(trial)
+        recipe, notes, base, error = self._recipe(trial)
+        if error:  # the sampled point made no valid recipe
+            kind, message = "failed", f"RecipeError: {error}"
+        result = trial.last_result or {}
+        if result.get("time_total_s") is not None:
+            self.tracker.log_metrics(run_id, {"duration_s": result.get("time_total_s")},
+                                     step=int(result.get("epoch") or 0))
+        self.tracker.set_tags(run_id, {TAG_STATUS: kind, TAG_ERROR: message})
+        if text:
+            self.tracker.log_text(run_id, text, "error.txt")
+        self._artifacts(run_id, trial)
+        self.tracker.terminate(run_id, "FAILED")
+
+    def mark_interrupted(self, trials) -> None:
+        """Ctrl-C: trials still running are KILLED (``--resume`` sets them RUNNING again)."""
+        for trial in trials:
+            if trial.status in ("RUNNING", "PENDING", "PAUSED") and trial.trial_id in self.runs:
+                run_id = self.runs[trial.trial_id]
+                self.tracker.set_tags(run_id, {TAG_STATUS: "interrupted"})
+                self.tracker.terminate(run_id, "KILLED")

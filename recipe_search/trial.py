@@ -1,0 +1,217 @@
+"""The Ray Tune trainable: one trial = one proxy pretraining with ``trainer.train``.
+
+Every epoch the trainer's callback reports to Tune (``objective`` = kNN top-1 for
+ASHA and Optuna's intermediate values) with the epoch checkpoint; after training a
+final report carries the linear-probe top-1 as ``objective``. A restarted trial
+continues from its last reported checkpoint. Divergence raises
+:class:`TrialDiverged` so Tune marks the trial errored (Optuna: FAIL) and the
+search goes on; so does any other exception (bad recipe, data, out of memory).
+
+Test hook: ``$RECIPE_SEARCH_FAULTS`` or ``TrialContext.extra["faults"]`` (e.g.
+``mocov2=raise,sinfonce-light=nan``) injects a fault into the baseline trials
+named, or into every trial with ``*``:
+``raise`` raises, ``nan`` makes the loss non-finite so the trainer's NaN guard
+fires, ``sleep:S`` sleeps S seconds after each epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.data import DataSpec
+from trainer.recipe import Recipe
+
+from .baselines import Baseline
+from .compose import compose
+from .space import SearchSpace
+
+FAULTS_ENV = "RECIPE_SEARCH_FAULTS"
+
+
+class TrialDiverged(RuntimeError):
+    """The trainer's NaN guard stopped the run (status ``diverged``)."""
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the ``$RECIPE_SEARCH_FAULTS`` test hook."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its sampled point (shipped once via the object store)."""
+
+    backbone: str
+    space: SearchSpace
+    budget_fixed: dict
+    image_size: int
+    max_epochs: int
+    seed: int
+    data: DataSpec
+    device: str = "cpu"
+    threads: int = 1  # torch intra-op threads of a CPU trial (its Ray CPUs)
+    baselines: tuple[Baseline, ...] = ()
+    baseline_points: tuple[dict, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def baseline_for(self, config: dict) -> Baseline | None:
+        """The baseline whose point ``config`` is (baselines are the first, enqueued points)."""
+        for b, point in zip(self.baselines, self.baseline_points):
+            if all(config.get(k) == v for k, v in point.items()):
+                return b
+        return None
+
+    def finished_result(self, trial_id: str, config: dict) -> dict | None:
+        """Final metrics of a trial that finished before a crash (``--resume``), by its id or,
+        when Tune lost the trial and re-suggested its point, by the point."""
+        finished = self.extra.get("finished") or {}
+        if trial_id in finished:
+            return finished[trial_id]
+        import json
+
+        key = json.dumps(dict(config), sort_keys=True, default=str)
+        return (self.extra.get("finished_points") or {}).get(key)
+
+    def recipe_for(self, config: dict) -> tuple[Recipe, list[str], Baseline | None]:
+        """The recipe of a trial: a baseline's own values, else the sampled point."""
+        base = self.baseline_for(config)
+        values = dict(base.values) if base is not None else dict(config)
+        recipe, notes = compose(values, backbone=self.backbone, image_size=self.image_size,
+                                epochs=self.max_epochs, seed=self.seed, fixed=self.space.fixed,
+                                budget_fixed=self.budget_fixed)
+        return recipe, notes, base
+
+
+def _numeric(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _faults(baseline: Baseline | None, extra: str = "") -> list[str]:
+    spec = ",".join(filter(None, (os.environ.get(FAULTS_ENV, ""), extra)))
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        who, _, what = item.partition("=")
+        if who == "*" or (baseline is not None and who == baseline.name):
+            out.append(what)
+    return out
+
+
+@contextlib.contextmanager
+def _nan_loss():
+    """Make every loss NaN (test hook): the trainer's own NaN guard then ends the run."""
+    from trainer import losses
+
+    cls = losses.SInfoNCELoss
+    original = cls.forward
+
+    def forward(self, *args, **kwargs):
+        return original(self, *args, **kwargs) * float("nan")
+
+    cls.forward = forward
+    try:
+        yield
+    finally:
+        cls.forward = original
+
+
+def _work_dir(trial_id: str) -> Path:
+    """Where the trainer writes: under the trial's working dir when Tune changed into it."""
+    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
+        return Path.cwd() / f"train-{trial_id}"
+    return Path(tempfile.gettempdir()) / "recipe-search-trials" / trial_id
+
+
+def run_trial(config: dict, ctx: TrialContext) -> None:
+    """Function trainable (use with ``tune.with_parameters(run_trial, ctx=...)``)."""
+    from ray import tune
+
+    recipe, _notes, baseline = ctx.recipe_for(config)
+    done = ctx.finished_result(tune.get_context().get_trial_id(), config)
+    if done is not None:  # finished before a crash: report its result again, train nothing
+        tune.report(_final_report(done, ctx, 0.0))
+        return
+    faults = _faults(baseline, ctx.extra.get("faults", ""))
+    if "raise" in faults:
+        raise InjectedFault(f"injected fault in trial {tune.get_context().get_trial_id()}")
+
+    if ctx.device == "cpu":
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+    out_dir = _work_dir(tune.get_context().get_trial_id())
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    try:
+        _train_and_report(ctx, recipe, out_dir, faults)
+    finally:  # every reported checkpoint is already persisted by Tune
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: list[str]) -> None:
+    from ray import tune
+
+    from trainer.engine import train
+
+    sleep = sum(float(f.split(":", 1)[1]) for f in faults if f.startswith("sleep:"))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # restored trial: continue from the last *reported* epoch
+        checkpoint.to_directory(str(out_dir))
+        done = _finished_metrics(out_dir)
+        if done is not None:  # it had finished: report the same final result, train nothing
+            tune.report(_final_report(done, ctx, 0.0))
+            return
+
+    t0 = time.perf_counter()
+
+    def on_epoch(report: dict[str, Any]) -> None:
+        metrics = _numeric(report)
+        metrics["objective"] = metrics.get("knn_top1", 0.0)
+        metrics["trial_elapsed_s"] = time.perf_counter() - t0
+        if sleep:
+            time.sleep(sleep)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(out_dir)))
+
+    with _nan_loss() if "nan" in faults else contextlib.nullcontext():
+        result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
+                       resume=True)
+    if result.status == "diverged":
+        raise TrialDiverged(f"diverged: {result.error or 'non-finite loss'}")
+    if result.status != "completed":
+        raise RuntimeError(f"training ended with status {result.status}: {result.error}")
+    # the final report carries the finished run (metrics.json) as its checkpoint, so a
+    # restore after this point reports it again instead of re-running anything
+    tune.report(_final_report(result.metrics, ctx, time.perf_counter() - t0),
+                checkpoint=tune.Checkpoint.from_directory(str(out_dir)))
+
+
+def _finished_metrics(out_dir: Path) -> dict | None:
+    import json
+
+    path = out_dir / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") == "completed" and "probe_top1" in data else None
+
+
+def _final_report(metrics: dict, ctx: TrialContext, wall_s: float) -> dict:
+    final = _numeric(metrics)
+    if "images_per_sec" in final:  # the run's mean; per-epoch values keep the plain name
+        mean = final.pop("images_per_sec")
+        final.setdefault("mean_images_per_sec", mean)
+    final.pop("knn_time_s", None)
+    final.update(objective=final.get("probe_top1", 0.0), final=1.0,
+                 epoch=float(metrics.get("epochs_completed", ctx.max_epochs)), trial_wall_s=wall_s)
+    return final

@@ -1,0 +1,269 @@
+"""The recipe-search CLI: clear one-line errors, store views, train, and crash/Ctrl-C + --resume
+through real subprocesses (real Ray, MLflow on SQLite in a temp dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recipe_search.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+BACKBONE = "mobilenetv3_small_050"
+runner = CliRunner()
+
+
+def data_args() -> list[str]:
+    return ["--data", str(CIFAR)] if CIFAR.exists() else ["--dataset", "synthetic"]
+
+
+@pytest.fixture
+def cache(tmp_path_factory) -> Path:
+    """One decoded-data cache for the session (decoding the tarball is the slow part)."""
+    return tmp_path_factory.getbasetemp() / "rs-cache"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECIPE_SEARCH_CACHE", str(cache))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    out = result.stdout + (result.stderr if hasattr(result, "stderr") else "")
+    return result, out
+
+
+def assert_user_error(result, out: str, *fragments: str) -> None:
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error:" in out
+    for f in fragments:
+        assert f in out, out
+
+
+# -- user errors: one red line, exit 2, no traceback ---------------------------------------------
+
+
+def test_unknown_backbone_lists_close_matches(home):
+    result, out = invoke("run", "--backbone", "mobilenetv3_smal_100")
+    assert_user_error(result, out, "is not a timm model", "mobilenetv3_small_100")
+
+
+def test_bad_space_yaml_names_the_path(home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: {type: loguniform, low: 0, high: 1}\n")
+    result, out = invoke("run", "--backbone", "resnet18", "--space", str(bad))
+    assert_user_error(result, out, "bad.yaml", "lr.low must be > 0")
+    bad.write_text("lr: {type: loguniform, low: 0.01, high: 1\n")
+    result, out = invoke("run", "--backbone", "resnet18", "--space", str(bad))
+    assert_user_error(result, out, "not valid YAML")
+    bad.write_text("learning_rate: 0.1\n")
+    result, out = invoke("run", "--backbone", "resnet18", "--space", str(bad))
+    assert_user_error(result, out, "unknown recipe field 'learning_rate'")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--budget", "huge"], "unknown budget 'huge'"),
+    (["--num-samples", "1"], "--num-samples must be >= 2"),
+    (["--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--data", "/no/such/cifar.tar.gz"], "does not exist"),
+])
+def test_bad_options_are_user_errors(home, args, fragment):
+    result, out = invoke("run", "--backbone", "resnet18", *args)
+    assert_user_error(result, out, fragment)
+
+
+def test_show_without_a_store_or_recipe(home):
+    result, out = invoke("show", "resnet18")
+    assert_user_error(result, out, "no store at", "mlflow.db", "recipe-search run")
+    result, out = invoke("show", "resnet_18")
+    assert_user_error(result, out, "close matches")
+    result, out = invoke("list")
+    assert result.exit_code == 0 and "no promoted recipes" in out
+
+
+def test_corrupt_store_is_a_user_error(home):
+    home.mkdir(parents=True)
+    (home / "mlflow.db").write_bytes(b"this is not a database")
+    result, out = invoke("list")
+    assert_user_error(result, out, "mlflow.db")
+
+
+# -- store views and train ------------------------------------------------------------------------
+
+
+def test_show_list_and_train_use_the_promoted_recipe(home, tmp_path):
+    from recipe_search import config
+    from recipe_search.store import RecipeStore
+    from trainer.recipe import Recipe
+
+    recipe = Recipe(backbone=BACKBONE, batch_size=16, queue_size=64, image_size=16, epochs=2,
+                    proj_hidden_dim=128)
+    prov = {"search_id": "s1", "trial_id": "t1", "baselines": {"mocov2": {"probe_top1": 0.5}},
+            "lift": {"mocov2": 0.1, "best_baseline": 0.1}, "code_version": "0.1.0", "date": "2026-01-01T00:00:00Z"}
+    r = RecipeStore(config.default_tracking_uri()).promote(BACKBONE, "synthetic", "tiny", recipe,
+                                                           {"probe_top1": 0.6}, prov)
+    assert r.promoted
+
+    result, out = invoke("show", BACKBONE)
+    assert result.exit_code == 0, out
+    shown = json.loads(result.stdout)
+    assert shown["recipe"] == recipe.to_dict() and shown["provenance"]["search_id"] == "s1"
+    assert shown["metrics"]["probe_top1"] == pytest.approx(0.6) and shown["budget"] == "tiny"
+
+    result, out = invoke("list")
+    assert result.exit_code == 0 and BACKBONE in out and "+0.100" in out
+    result, out = invoke("list", "--json")
+    assert [r["backbone"] for r in json.loads(result.stdout)] == [BACKBONE]
+
+    out_dir = tmp_path / "full"
+    result, out = invoke("train", BACKBONE, "--epochs", "1", "--dataset", "synthetic", "--classes", "2",
+                         "--train-per-class", "16", "--val-per-class", "4", "--test-per-class", "8",
+                         "--out", str(out_dir), "--device", "cpu", "--threads", "1")
+    assert result.exit_code == 0, out
+    assert (out_dir / "encoder.pt").exists() and json.loads((out_dir / "recipe.json").read_text())["epochs"] == 1
+    assert "probe_top1" in out
+
+
+# -- crash and Ctrl-C: real subprocesses ------------------------------------------------------------
+
+
+def _env(home: Path, cache: Path) -> dict:
+    env = dict(os.environ)
+    env.update(RECIPE_SEARCH_HOME=str(home), RECIPE_SEARCH_CACHE=str(cache),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+               RECIPE_SEARCH_FAULTS="*=sleep:0.5")  # a little slack to interrupt in
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _query(db: Path, sql: str, *args):
+    if not db.exists():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # tables not created yet, or locked
+        return []
+
+
+FINISHED_TRIALS = ("select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+                   "where t.key = 'rs.kind' and t.value = 'trial' and r.status = 'FINISHED'")
+EPOCH_ROWS = "select count(*) from metrics where key = 'knn_top1' and timestamp > ?"
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"search exited ({proc.returncode}) before {what}:\n{out[-3000:]}")
+        time.sleep(0.25)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _reap_session(sid: int) -> None:
+    """Wait for the killed driver's Ray processes (its session) to exit; kill stragglers by pid."""
+    deadline = time.monotonic() + 20
+    pids: list[int] = []
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True)
+        pids = [int(p) for p in ps.stdout.split()]
+        if not pids:
+            return
+        time.sleep(0.5)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, cache):
+    home = tmp_path / "home"
+    db = home / "mlflow.db"
+    env = _env(home, cache)
+    base = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--budget", "tiny",
+            *data_args(), "--num-samples", "4", "--max-concurrent", "1", "--num-cpus", "2", "--no-progress"]
+    resume = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--resume",
+              "--num-cpus", "2", "--no-progress"]
+
+    # 1. SIGKILL as soon as the first trial has finished (the second has just started)
+    proc = subprocess.Popen([*base, "--search-id", "crash"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_for(lambda: len(_query(db, FINISHED_TRIALS)) >= 1, proc, 300, "the first finished trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = int(time.time() * 1000)
+    _reap_session(proc.pid)
+    first_done = {r[0] for r in _query(db, FINISHED_TRIALS)}
+    assert first_done
+    rows_before = {run: _query(db, "select count(*) from metrics where run_uuid = ?", run)[0][0]
+                   for run in first_done}
+
+    # 2. --resume, then Ctrl-C once it has trained another epoch: clean stop + resume hint
+    started = int(time.time() * 1000)
+    proc = subprocess.Popen(resume, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    _wait_for(lambda: _query(db, EPOCH_ROWS, started)[0][0] >= 1, proc, 300, "an epoch after resuming")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted" in out and f"recipe-search run --backbone {BACKBONE} --resume" in out, out[-3000:]
+    assert "Traceback" not in out
+    parent = _query(db, "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+                        "where t.key = 'rs.kind' and t.value = 'search'")
+    assert parent == [("KILLED",)]
+    _reap_session(proc.pid)
+
+    # 3. --resume to the end
+    done = subprocess.run(resume, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "resumed" in done.stdout
+
+    # exactly one parent and one child run per trial, all finished, none duplicated
+    trials = _query(db, "select r.run_uuid, r.status, (select value from tags where run_uuid = r.run_uuid "
+                        "and key = 'rs.trial_id') from runs r join tags t on t.run_uuid = r.run_uuid "
+                        "where t.key = 'rs.kind' and t.value = 'trial'")
+    assert len(trials) == 4, trials
+    assert len({t[2] for t in trials}) == 4
+    assert {t[1] for t in trials} == {"FINISHED"}, trials
+    # the Optuna state was restored: each baseline ran exactly once
+    baselines = _query(db, "select value, count(*) from tags where key = 'rs.baseline' group by value")
+    assert sorted(baselines) == [("mocov2", 1), ("sinfonce-light", 1)], baselines
+    assert _query(db, "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+                      "where t.key = 'rs.kind' and t.value = 'search'") == [("FINISHED",)]
+    # per-epoch metrics were never logged twice for an epoch
+    dup = _query(db, "select run_uuid, key, step, count(*) from metrics where key in ('knn_top1', 'loss', "
+                     "'probe_top1') group by run_uuid, key, step having count(*) > 1")
+    assert dup == [], dup
+    # the trials finished before the crash were not re-run: nothing new logged to them
+    for run in first_done:
+        assert _query(db, "select count(*) from metrics where run_uuid = ?", run)[0][0] == rows_before[run]
+        assert _query(db, "select count(*) from metrics where run_uuid = ? and timestamp > ?", run,
+                      killed_at)[0][0] == 0
+    # one promotion, from this search
+    promos = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
+                        "where k.key = 'rs.kind' and k.value = 'promotion' and t.key = 'rs.state'")
+    assert promos == [("current",)]

@@ -1,0 +1,220 @@
+"""Searches end to end, in-process: real Ray Tune + Optuna, real MLflow on SQLite in a temp dir,
+real (tiny) CIFAR-10 data. One Ray session for the module; budget ``tiny``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
+from recipe_search.promote import promote_best  # noqa: E402
+from recipe_search.search import SearchSettings, ray_session, run_search  # noqa: E402
+from recipe_search.store import RecipeStore  # noqa: E402
+from trainer.recipe import Recipe  # noqa: E402
+
+BACKBONE = "mobilenetv3_small_050"
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def data_args() -> dict:
+    if CIFAR.exists():
+        return {"dataset": "cifar10", "data": str(CIFAR)}
+    return {"dataset": "synthetic", "data": None}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("rs-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECIPE_SEARCH_HOME", str(home))
+    mp.setenv("RECIPE_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "rs-cache"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("RECIPE_SEARCH_FAULTS", raising=False)
+    with ray_session(num_cpus=2):
+        yield home
+    mp.undo()
+
+
+def client(home: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+
+
+def child_runs(home: Path, search_id: str):
+    c = client(home)
+    exp = c.get_experiment_by_name("recipe-search")
+    return c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{search_id}' and tags.`rs.kind` = 'trial'",
+                         order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture(scope="module")
+def e2e(env):
+    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=0, **data_args())
+    outcome = run_search(settings, progress=False)
+    return env, outcome
+
+
+def test_search_completes_and_promotes(e2e):
+    home, o = e2e
+    assert o.status == "finished"
+    assert len(o.trials) == 4
+    assert all(t.status in ("completed", "pruned") for t in o.trials), [(t.status, t.error) for t in o.trials]
+    assert o.best is not None and o.best.status == "completed"
+    assert o.best.probe_top1 == max(t.probe_top1 for t in o.trials if t.probe_top1 is not None)
+    assert o.promotion is not None and o.promotion.promoted, o.promotion
+    assert o.overhead is not None and o.overhead > 0.5 and o.wall_s > o.tune_s > 0
+
+    rec = RecipeStore(o.tracking_uri).get(BACKBONE)
+    assert rec is not None and rec.source_run_id == o.best.run_id
+    assert rec.recipe == o.best.recipe and rec.metric == pytest.approx(o.best.probe_top1)
+    prov = rec.provenance
+    assert prov["backbone"] == BACKBONE and prov["budget"] == "tiny" and prov["search_id"] == o.search_id
+    assert prov["trial_id"] == o.best.trial_id and prov["trial_run_id"] == o.best.run_id
+    assert set(prov["baselines"]) == {"mocov2", "sinfonce-light"}
+    assert prov["code_version"] and prov["date"].endswith("Z")
+    probes = [b["probe_top1"] for b in prov["baselines"].values() if b["probe_top1"] is not None]
+    if probes:
+        assert prov["lift"]["best_baseline"] == pytest.approx(o.best.probe_top1 - max(probes))
+
+
+def test_parent_and_child_runs_in_mlflow(e2e):
+    home, o = e2e
+    c = client(home)
+    parent = c.get_run(o.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["rs.kind"] == "search" and parent.data.tags["rs.search_id"] == o.search_id
+    for key in ("best_probe_top1", "search_wall_s", "trials_train_s", "overhead_ratio"):
+        assert key in parent.data.metrics, key
+    assert parent.data.params["budget"] == "tiny"
+    assert "space.yaml" in {a.path for a in c.list_artifacts(o.parent_run_id)}
+
+    runs = child_runs(home, o.search_id)
+    assert len(runs) == 4
+    assert len({r.data.tags["rs.trial_id"] for r in runs}) == 4
+    for r in runs:
+        tags, metrics, params = r.data.tags, r.data.metrics, r.data.params
+        assert tags["mlflow.parentRunId"] == o.parent_run_id
+        assert tags["rs.backbone"] == BACKBONE and tags["rs.kind"] == "trial"
+        assert set(params) == set(Recipe.field_names())            # the full recipe as params
+        assert r.info.status == "FINISHED"
+        history = c.get_metric_history(r.info.run_id, "knn_top1")
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)) and steps[0] == 1       # per epoch, with step, no duplicates
+        assert "duration_s" in metrics
+        artifacts = {a.path for a in c.list_artifacts(r.info.run_id)}
+        assert {"recipe.json", "curves.json", "curves.csv"} <= artifacts
+        if tags["rs.status"] == "completed":
+            assert steps == [1, 2]
+            for key in ("probe_top1", "train_time_s", "mean_images_per_sec", "epochs_completed"):
+                assert math.isfinite(metrics[key]), key
+        else:
+            assert tags["rs.status"] == "pruned" and "probe_top1" not in metrics
+
+
+def test_baselines_are_the_first_trials(e2e):
+    home, o = e2e
+    runs = child_runs(home, o.search_id)
+    # the first two trials started (two run at once on 2 CPUs) are the baselines
+    assert {r.data.tags.get("rs.baseline") for r in runs[:2]} == {"mocov2", "sinfonce-light"}
+    assert all("rs.baseline" not in r.data.tags for r in runs[2:])
+    runs = sorted(runs[:2], key=lambda r: r.data.tags["rs.baseline"] != "mocov2")
+    for r, b in zip(runs, (MOCO_V2, SINFONCE_LIGHT)):
+        recipe = json.loads(r.data.tags["rs.recipe"])
+        for k in ("lr", "temperature", "weight_decay", "proj_hidden_dim", "smoothing", "crop_min_scale"):
+            assert recipe[k] == b.values[k], k
+        assert recipe["batch_size"] == 16  # the tiny budget's fixed batch
+    # ASHA never stops a baseline: both reach the probe, so the lift is always reported
+    assert {b: m["status"] for b, m in o.baselines.items()} == {"mocov2": "completed", "sinfonce-light": "completed"}
+    assert o.lift["mocov2"] is not None and o.lift["sinfonce-light"] is not None
+    assert o.lift["best_baseline"] == pytest.approx(
+        o.best.probe_top1 - max(m["probe_top1"] for m in o.baselines.values()))
+
+
+def test_promotion_replacement_rule(e2e):
+    home, o = e2e
+    store = RecipeStore(o.tracking_uri)
+    best = o.best
+    worse = dataclasses.replace(best, metrics={**best.metrics, "probe_top1": best.probe_top1 - 0.05})
+    kwargs = dict(backbone=BACKBONE, dataset=data_args()["dataset"], budget="tiny",
+                  provenance={"search_id": "manual"})
+    r = promote_best(store, best=worse, **kwargs)
+    assert not r.promoted and r.current.metric == pytest.approx(best.probe_top1)
+    r = promote_best(store, best=worse, force=True, **kwargs)
+    assert r.promoted and r.current.metric == pytest.approx(best.probe_top1 - 0.05)
+    better = dataclasses.replace(best, metrics={**best.metrics, "probe_top1": best.probe_top1 + 0.01})
+    r = promote_best(store, best=better, **kwargs)
+    assert r.promoted and r.current.metric == pytest.approx(best.probe_top1 + 0.01)
+    # another budget is another key: not compared with this one
+    r = promote_best(store, best=worse, **{**kwargs, "budget": "smoke"})
+    assert r.promoted
+
+
+def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
+    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, experiment="recipe-search",
+                              faults="mocov2=raise,sinfonce-light=nan", **data_args())
+    o = run_search(settings, progress=False)
+    assert o.status == "finished"
+    by = {t.baseline or f"tpe{i}": t for i, t in enumerate(o.trials)}
+    assert by["mocov2"].status == "failed" and "InjectedFault" in by["mocov2"].error
+    assert by["sinfonce-light"].status == "diverged" and "non-finite loss" in by["sinfonce-light"].error
+    tpe = [t for t in o.trials if not t.baseline]
+    assert len(tpe) == 2 and any(t.status == "completed" for t in tpe)
+    assert o.best is not None and o.best.baseline is None and o.promotion is not None
+    assert o.lift["mocov2"] is None and o.lift["best_baseline"] is None
+    c = client(env)
+    for t in (by["mocov2"], by["sinfonce-light"]):
+        run = c.get_run(t.run_id)
+        assert run.info.status == "FAILED" and run.data.tags["rs.error"]
+        assert "error.txt" in {a.path for a in c.list_artifacts(t.run_id)}
+    assert c.get_run(o.parent_run_id).data.metrics["trials_failed"] == 1
+    assert c.get_run(o.parent_run_id).data.metrics["trials_diverged"] == 1
+
+
+def test_one_process_per_search(tmp_path):
+    from recipe_search.errors import SearchError
+    from recipe_search.search import _exclusive
+
+    with _exclusive(tmp_path / "s1", "s1"):
+        with pytest.raises(SearchError, match=f"search s1 is running in another process \\(pid {os.getpid()}\\)"):
+            with _exclusive(tmp_path / "s1", "s1"):
+                pass
+    with _exclusive(tmp_path / "s1", "s1"):  # released
+        pass
+
+
+def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
+    """Tune may lose a trial started after its last state snapshot; the restored searcher then
+    suggests the same point under a new trial id, whose MLflow run must be the old one."""
+    from recipe_search.tracking import TAG_POINT, Tracker, point_key
+    from recipe_search.trial import TrialContext
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "adopt")
+    parent = tracker.parent_run("s1", name="search-s1", tags={}, params={})
+    point = {"lr": 0.1, "temperature": 0.2}
+    tags = {TAG_POINT: point_key(point)}
+    old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", tags=tags)
+    tracker.log_metrics(old, {"knn_top1": 0.5}, step=1)
+    # a trial Tune still knows keeps its own run even with the same point
+    other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", tags=tags, known_trial_ids=["aaaa"])
+    assert other != old
+    # the lost trial's point comes back as cccc: adopted, with its last logged epoch
+    run, last = tracker.child_run(parent, "s1", "cccc", name="tpe-cccc", tags=tags, known_trial_ids=["bbbb"])
+    assert run == old and last == 1
+    assert tracker.client.get_run(run).data.tags["rs.trial_id"] == "cccc"
+    assert len(tracker.trial_runs("s1")) == 2
+
+    ctx = TrialContext(backbone="resnet18", space=None, budget_fixed={}, image_size=32, max_epochs=2, seed=0,
+                       data=None, extra={"finished": {"aaaa": {"probe_top1": 0.7}},
+                                         "finished_points": {point_key(point): {"probe_top1": 0.6}}})
+    assert ctx.finished_result("aaaa", {}) == {"probe_top1": 0.7}
+    assert ctx.finished_result("dddd", dict(point)) == {"probe_top1": 0.6}
+    assert ctx.finished_result("dddd", {"lr": 0.2, "temperature": 0.2}) is None
