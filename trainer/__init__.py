@@ -8,7 +8,7 @@
 from .data import DataSpec, ProxyData, load_proxy
 from .engine import StopTraining, TrainResult, train
 from .errors import CheckpointError, DataError, DeviceError, RecipeError, TrainerError
-from .recipe import Recipe
+from .recipe import Distill, Recipe
 
-__all__ = ["Recipe", "DataSpec", "ProxyData", "load_proxy", "train", "TrainResult", "StopTraining",
+__all__ = ["Recipe", "Distill", "DataSpec", "ProxyData", "load_proxy", "train", "TrainResult", "StopTraining",
            "TrainerError", "RecipeError", "DataError", "DeviceError", "CheckpointError"]
