@@ -103,6 +103,10 @@ def run(
                                                           "$RECIPE_SEARCH_HOME)"),
     ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
     experiment: str = typer.Option("recipe-search", help="MLflow experiment of the search runs"),
+    study_storage: Optional[str] = typer.Option(
+        None, "--study-storage", help="SQLAlchemy URL of an Optuna RDB storage for the study, e.g. "
+                                      "postgresql://user:pass@host/db (--resume --search-id ID then works "
+                                      "from another driver); default: kept in Tune's state"),
     seed: int = typer.Option(0, help="seed of the TPE sampler and of every trial"),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted search of each backbone"),
     force: bool = typer.Option(False, "--force", help="promote the best trial even if not better"),
@@ -120,7 +124,7 @@ def run(
         max_epochs=max_epochs, time_budget=time_budget, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
-        num_cpus=num_cpus, download=download) for b in backbone]
+        num_cpus=num_cpus, download=download, study_storage=study_storage) for b in backbone]
     if not resume:
         for s in all_settings:  # every user error before anything starts
             prepare_data(plan(s))

@@ -68,10 +68,18 @@ class SearchSettings:
     search_id: str | None = None
     num_cpus: int | None = None  # local Ray cluster size (None: all cores)
     download: bool = False  # let torchvision download the dataset
+    study_storage: str | None = None  # SQLAlchemy URL of an Optuna RDB storage (None: in the Tune state)
     faults: str = ""  # test hook, see trial.py
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict:
+        """to_dict() with the password of --study-storage masked (for MLflow)."""
+        d = self.to_dict()
+        if d.get("study_storage"):
+            d["study_storage"] = redact_url(d["study_storage"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSettings":
@@ -135,6 +143,8 @@ def plan(settings: SearchSettings) -> Plan:
         if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and name != "gpus_per_trial")):
             op = ">= 0" if name == "gpus_per_trial" else "> 0"
             raise SearchError(f"--{name.replace('_', '-')} must be {op}, got {v!r}")
+    if settings.study_storage is not None:
+        check_study_storage_url(settings.study_storage)
     space = load_space(settings.space, settings.backbone).with_fixed(budget.fixed)
     if not space.params:
         raise SpaceError(f"{space.sources[-1] if space.sources else '<space>'}: the space has no sampled "
@@ -157,6 +167,68 @@ def prepare_data(plan_: Plan) -> None:
     from trainer.data import load_proxy
 
     load_proxy(plan_.data, plan_.budget.image_size, plan_.settings.seed)
+
+
+# --------------------------------------------------------------------------- Optuna RDB storage
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked (``***``); unparseable URLs are returned unchanged."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return url
+
+
+def check_study_storage_url(url: str) -> None:
+    """A well-formed SQLAlchemy URL whose driver is installed (SearchError otherwise)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy.exc.ArgumentError
+        raise SearchError(f"--study-storage {url!r} is not a SQLAlchemy URL (e.g. "
+                          f"postgresql://user:pass@host:5432/db or sqlite:///optuna.db): {e}") from None
+    try:
+        u.get_dialect()
+    except Exception as e:  # noqa: BLE001 - NoSuchModuleError
+        raise SearchError(f"--study-storage {redact_url(url)}: unknown database dialect: {e}") from None
+
+
+def open_study_storage(url: str):
+    """optuna.storages.RDBStorage for ``url``; connection/driver failures raise SearchError."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as e:  # noqa: BLE001 - ImportError (no driver), OperationalError, ...
+        raise SearchError(f"--study-storage {redact_url(url)} unavailable: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def study_name(search_id: str) -> str:
+    return f"recipe-search:{search_id}"
+
+
+def _existing_study(storage, name: str):
+    """The study ``name`` in ``storage`` with its trials left RUNNING by a dead driver marked
+    FAIL (they are asked again), or None when there is no such study."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if t.state == TrialState.RUNNING:
+            try:
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - already finished by someone else
+                pass
+    return study
 
 
 # --------------------------------------------------------------------------- state on disk
@@ -306,13 +378,26 @@ def run_search(settings: SearchSettings, *, resume: bool = False, console=None, 
     _quiet_libraries()
     note = on_note or (lambda msg: None)
     meta: dict | None = None
+    cross_driver = False
     if resume:
-        meta = find_resumable(settings.backbone, settings.experiment, settings.search_id)
-        if meta is None:
+        try:
+            meta = find_resumable(settings.backbone, settings.experiment, settings.search_id)
+        except ResumeError:
+            if not (settings.study_storage and settings.search_id):
+                raise
+            # another driver: no Tune state here, but the study and the MLflow runs are shared
+            meta, cross_driver = None, True
+            note(f"no saved state of search {settings.search_id} here: continuing its Optuna study "
+                 f"from {redact_url(settings.study_storage)} and its MLflow runs")
+        if cross_driver:
+            pass
+        elif meta is None:
             note(f"no unfinished search of {settings.backbone} to resume: starting a new one")
         else:
             saved = SearchSettings.from_dict(meta["settings"])
             saved.ray_address = settings.ray_address
+            if settings.study_storage:  # a moved database (or a password given again)
+                saved.study_storage = settings.study_storage
             settings = saved
             note(f"resuming search {meta['search_id']} (started {meta.get('created', '?')}) "
                  "with its saved settings")
@@ -325,7 +410,8 @@ def run_search(settings: SearchSettings, *, resume: bool = False, console=None, 
     if meta is None and meta_path.exists():
         raise SearchError(f"search {search_id!r} already exists in {exp_dir}; use --resume to continue it")
     with _exclusive(exp_dir, search_id):
-        return _run(p, meta, meta_path, exp_dir, resume=meta is not None, console=console, progress=progress,
+        return _run(p, meta, meta_path, exp_dir, resume=meta is not None or cross_driver, console=console,
+                    progress=progress,
                     note=note, t_start=t_start)
 
 
@@ -366,6 +452,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
     s = p.settings
     search_id = s.search_id
     prepare_data(p)
+    storage = open_study_storage(s.study_storage) if s.study_storage else None  # before any MLflow write
 
     tracker = Tracker(p.tracking_uri, s.experiment)
     base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget}
@@ -379,7 +466,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                            tags={**base_tags, "rs.status": "running"}, params=parent_params)
         if meta is None:
             tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
-            tracker.log_dict(parent_run_id, s.to_dict(), "settings.json")
+            tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
     except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
         from .store import StoreUnavailable
 
@@ -423,11 +510,27 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                 restored = True
             else:
                 n_startup = min(10, max(3, p.num_samples // 4))
+                points = [dict(pt) for pt in ctx.baseline_points]
+                num_samples = p.num_samples
+                study_kwargs: dict[str, Any] = {}
+                if storage is not None:
+                    study_kwargs = dict(storage=storage, study_name=study_name(search_id))
+                    existing = _existing_study(storage, study_name(search_id)) if resume else None
+                    if existing is not None:  # resumed on another driver: the study goes on
+                        from optuna.trial import TrialState
+
+                        done = len(existing.get_trials(deepcopy=False, states=(
+                            TrialState.COMPLETE, TrialState.PRUNED)))
+                        num_samples = max(1, p.num_samples - done)
+                        if existing.trials:
+                            points = []  # the baselines were enqueued (and run) already
+                        note(f"Optuna study {study_name(search_id)}: {done} trials done, "
+                             f"{num_samples} to go")
                 searcher = OptunaSearch(
                     space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
                     sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup,
                                                        constant_liar=conc > 1),
-                    points_to_evaluate=[dict(pt) for pt in ctx.baseline_points])
+                    points_to_evaluate=points or None, **study_kwargs)
                 scheduler = BaselineSafeASHA(baseline_points=list(ctx.baseline_points),
                                              time_attr="epoch", metric=ASHA_METRIC, mode="max",
                                              max_t=p.max_epochs,
@@ -437,7 +540,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                 tuner = tune.Tuner(
                     trainable,
                     tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                                num_samples=p.num_samples, max_concurrent_trials=conc,
+                                                num_samples=num_samples, max_concurrent_trials=conc,
                                                 time_budget_s=s.time_budget, reuse_actors=True),
                     run_config=tune.RunConfig(
                         name=search_id, storage_path=str(storage_dir()), verbose=0,

@@ -1,0 +1,275 @@
+"""The multi-machine setup on one machine: PostgreSQL (throwaway cluster), an MLflow tracking
+server over it, a Ray head node, ``recipe-search run`` joining them with the Optuna study in
+PostgreSQL, ``recipe-search serve`` reading the promoted recipe back, a resume from a second
+driver, the metric write rates per tracking backend, and a teardown that leaves no process.
+
+Run with ``.ci/integration`` (or ``RECIPE_SEARCH_INTEGRATION=1 .venv/bin/python -m pytest -m
+integration tests/integration -q``). The tests in this module run in file order and share
+one set of services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+BACKBONE = "mobilenetv3_small_050"
+RECIPE_SEARCH = Path(sys.executable).parent / "recipe-search"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+svc = _load("rs_it_services", HERE / "services.py")
+
+
+def _say(capsys, msg: str) -> None:
+    with capsys.disabled():
+        print(f"\n[integration] {msg}", flush=True)
+
+
+class Cluster:
+    """The services of this module; ``close()`` stops them in reverse order (idempotent)."""
+
+    def __init__(self) -> None:
+        # short root: Ray's AF_UNIX sockets live under it
+        self.root = Path(tempfile.mkdtemp(prefix="rsit", dir="/tmp"))
+        os.chmod(self.root, 0o711)  # the postgres user must reach its data dir below
+        self.tracker = svc.ProcessTracker(marker=str(self.root))
+        self.stack = contextlib.ExitStack()
+        self.closed = False
+        self.timings: dict[str, float] = {}
+        self.env = {
+            "RECIPE_SEARCH_HOME": str(self.root / "home"),
+            "RECIPE_SEARCH_CACHE": str(self.root / "cache"),
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_LOGGING_LEVEL": "WARNING",
+            # Ray >= 2.5x authenticates GCS clients with a token; give the head node and the
+            # drivers the same throwaway one (not ~/.ray/auth_token, which CI may not have)
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+
+    def start(self) -> "Cluster":
+        t0 = time.monotonic()
+        self.pg = svc.start_postgres(self.root / "pg", tracker=self.tracker)
+        self.stack.callback(self.pg.stop)
+        for db in ("mlflow", "optuna"):
+            self.pg.createdb(db)
+        self.tracker.sample()
+        self.timings["postgres_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        self.mlflow = svc.start_mlflow(self.pg.url("mlflow"), self.root / "mlflow", tracker=self.tracker)
+        self.stack.callback(self.mlflow.stop)
+        self.timings["mlflow_server_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        self.ray = svc.start_ray_head(self.root / "ray", num_cpus=2, env=self.env, tracker=self.tracker)
+        self.stack.callback(svc.stop_ray_head, self.ray, self.tracker)
+        self.timings["ray_head_s"] = time.monotonic() - t0
+        self.tracker.sample()
+        return self
+
+    def start_api(self):
+        api = svc.start_api(self.mlflow.url, self.root, tracker=self.tracker)
+        self.stack.callback(api.stop)
+        return api
+
+    def recipe_search(self, *args: str, home: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        env = {**os.environ, **self.env, "COLUMNS": "200"}
+        if home:
+            env["RECIPE_SEARCH_HOME"] = home
+        proc = subprocess.Popen([str(RECIPE_SEARCH), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, cwd=self.root, start_new_session=True)
+        self.tracker.add(proc.pid)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.tracker.sample()
+            svc._terminate(proc)
+            out, _ = proc.communicate()
+            raise AssertionError(f"recipe-search {' '.join(args)} timed out after {timeout}s:\n{out[-5000:]}")
+        self.tracker.sample()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+    def close(self) -> list[str]:
+        """Stop everything; returns the processes still alive afterwards (should be none)."""
+        if not self.closed:
+            self.closed = True
+            self.tracker.sample()
+            self.stack.close()
+            deadline = time.monotonic() + 15
+            while self.tracker.leftovers() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        return self.tracker.leftovers()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if svc.pg_bindir() is None:
+        pytest.fail("PostgreSQL is not installed: run .ci/integration (apt-get install -y postgresql)")
+    for mod in ("psycopg", "psycopg2"):
+        pytest.importorskip(mod, reason="pip install -e '.[integration]'")
+    c = Cluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        left = c.close()
+        if left:
+            c.tracker.kill_all()
+        shutil.rmtree(c.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def state():
+    return {}
+
+
+def data_args() -> list[str]:
+    if CIFAR.exists():
+        return ["--dataset", "cifar10", "--data", str(CIFAR)]
+    return ["--dataset", "synthetic"]
+
+
+def test_search_on_the_cluster(cluster, state, capsys):
+    _say(capsys, f"services up in {cluster.timings}; root {cluster.root}")
+    t0 = time.monotonic()
+    res = cluster.recipe_search(
+        "run", "--backbone", BACKBONE, "--budget", "tiny", *data_args(), "--no-progress",
+        "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
+        "--study-storage", cluster.pg.url("optuna"))
+    state["search_s"] = time.monotonic() - t0
+    _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "promoted" in res.stdout, res.stdout[-4000:]
+    rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+                                     "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
+                                     "k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search')")
+    assert len(rows) == 1, rows
+    state["search_id"] = rows[0][0]
+
+
+def _trial_runs(cluster, search_id: str) -> list[list[str]]:
+    return cluster.pg.psql("mlflow", f"""
+        select r.run_uuid, r.status, tid.value from runs r
+        join tags kind on kind.run_uuid = r.run_uuid and kind.key = 'rs.kind' and kind.value = 'trial'
+        join tags sid on sid.run_uuid = r.run_uuid and sid.key = 'rs.search_id' and sid.value = '{search_id}'
+        left join tags tid on tid.run_uuid = r.run_uuid and tid.key = 'rs.trial_id'
+        where r.lifecycle_stage = 'active'""")
+
+
+def test_runs_are_in_postgres(cluster, state):
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    sid = state["search_id"]
+    trials = _trial_runs(cluster, sid)
+    assert len(trials) == 4, trials
+    assert all(status == "FINISHED" for _, status, _ in trials), trials
+    exps = {r[0] for r in cluster.pg.psql("mlflow", "select name from experiments")}
+    assert {"recipe-search", "recipe-store"} <= exps, exps
+    n_metrics = int(cluster.pg.psql("mlflow", "select count(*) from metrics")[0][0])
+    n_params = int(cluster.pg.psql("mlflow", "select count(*) from params")[0][0])
+    assert n_metrics > 20 and n_params > 20, (n_metrics, n_params)
+    # the password of --study-storage never reaches MLflow (there is none here; the key is logged)
+    settings_artifacts = list((cluster.mlflow.extra.get("artifacts") or cluster.root / "mlflow" / "artifacts")
+                              .rglob("settings.json"))
+    assert settings_artifacts, "settings.json artifact not in the server's artifact store"
+    saved = json.loads(settings_artifacts[0].read_text())
+    assert saved["study_storage"] == cluster.pg.url("optuna"), saved
+
+
+def test_optuna_study_is_in_postgres(cluster, state):
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    tables = {r[0] for r in cluster.pg.psql(
+        "optuna", "select tablename from pg_tables where schemaname = 'public'")}
+    assert {"studies", "trials", "trial_params", "trial_values", "alembic_version"} <= tables, tables
+    rows = cluster.pg.psql("optuna", "select s.study_name, t.state, count(*) from studies s "
+                                     "join trials t on t.study_id = s.study_id group by 1, 2")
+    assert {r[0] for r in rows} == {f"recipe-search:{state['search_id']}"}, rows
+    done = sum(int(n) for _, st, n in rows if st in ("COMPLETE", "PRUNED"))
+    assert done == 4, rows
+
+
+def test_api_serves_the_promoted_recipe(cluster, state):
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    api = cluster.start_api()
+    with urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30) as r:
+        assert r.status == 200
+        body = json.loads(r.read())
+    assert body["backbone"] == BACKBONE and body["budget"] == "tiny", body
+    best = cluster.pg.psql("mlflow", f"""
+        select b.value from tags b join tags s on s.run_uuid = b.run_uuid
+        where b.key = 'rs.best_run_id' and s.key = 'rs.search_id' and s.value = '{state["search_id"]}'""")
+    assert best and body["source_run_id"] == best[0][0], (body, best)
+    assert body["recipe"]["backbone"] == BACKBONE and body["provenance"]["search_id"] == state["search_id"]
+    api.stop()
+
+
+def test_resume_from_another_driver(cluster, state, capsys):
+    """A second driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search
+    from the study in PostgreSQL and the runs in MLflow: 2 more trials, nothing duplicated."""
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    sid = state["search_id"]
+    t0 = time.monotonic()
+    res = cluster.recipe_search(
+        "run", "--backbone", BACKBONE, "--budget", "tiny", *data_args(), "--no-progress", "--resume",
+        "--search-id", sid, "--num-samples", "6",
+        "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
+        "--study-storage", cluster.pg.url("optuna"), home=str(cluster.root / "home2"))
+    _say(capsys, f"resume from a second driver: {time.monotonic() - t0:.0f}s, exit {res.returncode}")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "continuing its Optuna study" in res.stdout, res.stdout[-4000:]
+    rows = cluster.pg.psql("optuna", "select t.state, count(*) from studies s join trials t "
+                                     f"on t.study_id = s.study_id where s.study_name = 'recipe-search:{sid}' "
+                                     "group by 1")
+    states = {st: int(n) for st, n in rows}
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 6, states
+    trials = _trial_runs(cluster, sid)
+    assert len(trials) == 6, trials
+    assert len({tid for _, _, tid in trials}) == 6, trials
+
+
+def test_tracking_write_rate(cluster, capsys):
+    bench = _load("rs_bench_tracking", REPO / "bench" / "bench_tracking.py")
+    cluster.pg.createdb("mlflow_bench")
+    results = bench.run_backends(cluster.pg.url("mlflow_bench"), cluster.root / "bench", tracker=cluster.tracker)
+    _say(capsys, "MLflow metric write rates (same client, one run):\n" + bench.report(results)
+         + "\n" + json.dumps(results))
+    assert set(results) == {"sqlite", "server+sqlite", "server+pg"}
+    assert all(r["log_metric_per_s"] > 0 for r in results.values())
+
+
+def test_teardown_leaves_no_process(cluster, capsys):
+    t0 = time.monotonic()
+    left = cluster.close()
+    _say(capsys, f"teardown {time.monotonic() - t0:.1f}s; {len(cluster.tracker.seen)} processes tracked, "
+                 f"{len(left)} left")
+    assert not left, "processes left behind:\n" + "\n".join(left)
+    assert not (cluster.pg.root / "data" / "postmaster.pid").exists()
