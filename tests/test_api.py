@@ -473,3 +473,40 @@ def test_schemathesis_no_server_errors(populated, monkeypatch, mode):
         except Unsatisfiable:  # negative mode: the operation has no input that can be invalid
             assert mode == "negative", op.label
     assert tested >= (8 if mode == "positive" else 3)
+
+
+def test_uvicorn_keeps_answering_while_a_real_search_writes_the_same_store(tmp_path, fresh_uri):
+    """A real `recipe-search run` (Ray + MLflow on the same SQLite file) beside a real server."""
+    cifar = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    data = ["--data", str(cifar)] if cifar.exists() else ["--dataset", "synthetic"]
+    port = free_port()
+    proc = start_server(fresh_uri, port, tmp_path / "server.log", "--cache-ttl", "0.2")
+    env = dict(os.environ, RECIPE_SEARCH_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "recipe_search", "run", "--backbone", "mobilenetv3_small_050", "--budget", "tiny",
+         *data, "--num-samples", "3", "--num-cpus", "2", "--no-progress", "--tracking-uri", fresh_uri],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    statuses: dict[int, int] = {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            while search.poll() is None:
+                for path in ("/recipes", "/readyz", "/recipes/mobilenetv3_small_050/trials"):
+                    code = http.get(path).status_code
+                    statuses[code] = statuses.get(code, 0) + 1
+                time.sleep(0.1)
+            out = search.stdout.read()
+            assert search.returncode == 0, out
+            time.sleep(0.3)  # one cache TTL
+            promoted = http.get("/recipes/mobilenetv3_small_050")
+            assert promoted.status_code == 200, promoted.text
+            assert promoted.json()["recipe"]["backbone"] == "mobilenetv3_small_050"
+            assert len(http.get("/recipes/mobilenetv3_small_050/trials").json()) == 3
+        # while the search wrote: never a 5xx; 404 only for the leaderboard before its first trial run
+        assert statuses.get(200, 0) > 10 and all(code in (200, 404) for code in statuses), statuses
+    finally:
+        if search.poll() is None:
+            search.kill()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
