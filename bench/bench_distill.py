@@ -63,14 +63,14 @@ def bench_pair(teacher_name: str, student_name: str, args, device: torch.device)
     for run in runs.values():
         run.model.train()
         for i in range(args.warmup):
-            run.step_fn(batch, i)
+            run._step(batch, i)
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(args.steps):
         for name, run in runs.items():  # interleaved
             _sync(device)
             t0 = time.perf_counter()
-            loss = run.step_fn(batch, args.warmup + i)
+            loss = run._step(batch, args.warmup + i)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
             assert torch.isfinite(loss), (name, loss)

@@ -54,3 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory):
+    """A small learnable synthetic proxy (4 classes x 16 train images, 32 px) for engine tests."""
+    from trainer import DataSpec, load_proxy
+
+    spec = DataSpec(dataset="synthetic", classes=4, train_per_class=16, val_per_class=4, test_per_class=8,
+                    cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return load_proxy(spec, 32, seed=0)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import trainer.engine as engine
-from trainer import CheckpointError, DataSpec, Recipe, RecipeError, load_proxy, train
+from trainer import CheckpointError, Recipe, RecipeError, train
 from trainer.backbone import create_backbone, load_encoder
 from trainer.distill import Distiller, Teacher, distill_loss, load_teacher, pretrain_teacher, teacher_dir
 from trainer.recipe import Distill
@@ -17,12 +17,6 @@ from trainer.recipe import Distill
 TINY = dict(backbone="mobilenetv3_small_050", image_size=32, batch_size=16, queue_size=64, epochs=1,
             proj_hidden_dim=64, proj_out_dim=32, smoothing=0.1, smoothing_k=8)
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    spec = DataSpec(dataset="synthetic", classes=4, train_per_class=16, val_per_class=4, test_per_class=8,
-                    cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return load_proxy(spec, 32, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,12 @@ import json
 import pytest
 import torch
 
-from trainer import DataSpec, Recipe, StopTraining, load_proxy, train
+from trainer import Recipe, StopTraining, train
 from trainer.losses import SInfoNCELoss
 
 TINY = dict(backbone="mobilenetv3_small_050", image_size=32, batch_size=16, queue_size=64, epochs=3,
             proj_hidden_dim=64, proj_out_dim=32, smoothing=0.1, smoothing_k=8)
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    spec = DataSpec(dataset="synthetic", classes=4, train_per_class=16, val_per_class=4, test_per_class=8,
-                    cache_dir=str(tmp_path_factory.mktemp("cache")))
-    return load_proxy(spec, 32, seed=0)
-
-
-def _params(model_state):
-    return {k: v for k, v in model_state.items()}
 
 
 def test_a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one(tmp_path, tiny_data):

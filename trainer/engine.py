@@ -102,7 +102,7 @@ class _Run:
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed)
         self.order_gen = torch.Generator().manual_seed(recipe.seed + 1)
         self.epoch, self.history, self.train_time = 0, [], 0.0
-        self.step_fn = self._step
+        self.features: dict[str, torch.Tensor] = {}  # clean-image features at the current weights
         if compile and device.type == "cuda":
             self.model.encoder_q = torch.compile(self.model.encoder_q)
         self.train_x = proxy.train_x.to(device)
@@ -157,13 +157,14 @@ class _Run:
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the proxy set: returns (mean loss, seconds). NaN loss is returned as is."""
         self.model.train()
+        self.features = {}  # the weights are about to change
         if self.distiller is not None:
             self.distiller.reset()
         b, start = self.recipe.batch_size, time.perf_counter()
         perm = torch.randperm(self.train_x.shape[0], generator=self.order_gen).to(self.device)
         total = torch.zeros((), device=self.device)
         for i in range(self.steps_per_epoch):
-            loss = self.step_fn(self.train_x[perm[i * b:(i + 1) * b]], self.epoch * self.steps_per_epoch + i)
+            loss = self._step(self.train_x[perm[i * b:(i + 1) * b]], self.epoch * self.steps_per_epoch + i)
             total += loss
             if self.device.type == "cpu" and not math.isfinite(loss.item()):
                 return float("nan"), time.perf_counter() - start
@@ -171,10 +172,13 @@ class _Run:
         return mean, time.perf_counter() - start
 
     def knn(self) -> float:
-        bank = extract_features(self.model, self.proxy.train_x, self.device)
+        """kNN top-1 of the val images against the train bank; keeps both features for the probe."""
+        self.features = {}
         if self.proxy.val_x.shape[0] == 0:
             return float("nan")
+        bank = extract_features(self.model, self.proxy.train_x, self.device)
         query = extract_features(self.model, self.proxy.val_x, self.device)
+        self.features = {"train": bank, "val": query}
         return knn_top1(query, self.proxy.val_y.to(self.device), bank, self.proxy.train_y.to(self.device),
                         self.proxy.num_classes)
 
@@ -252,10 +256,17 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
     return TrainResult(status, metrics, list(run.history), error, str(out) if out else None)
 
 
-def evaluate(model: MoCo, proxy: ProxyData, device: torch.device) -> dict:
-    """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once)."""
+def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
+             features: dict[str, torch.Tensor] | None = None) -> dict:
+    """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
+
+    ``features`` may hold the ``train``/``val`` features already extracted at these weights
+    (the last epoch's kNN monitor); they are not extracted again.
+    """
     t0 = time.perf_counter()
-    feats = [extract_features(model, x, device) for x in (proxy.train_x, proxy.val_x, proxy.test_x)]
+    features = features or {}
+    feats = [features[split] if split in features else extract_features(model, x, device)
+             for split, x in (("train", proxy.train_x), ("val", proxy.val_x), ("test", proxy.test_x))]
     ys = [y.to(device) for y in (proxy.train_y, proxy.val_y, proxy.test_y)]
     probe = linear_probe((feats[0], ys[0]), (feats[1], ys[1]), (feats[2], ys[2]), proxy.num_classes)
     knn_test = knn_top1(feats[2], ys[2], feats[0], ys[0], proxy.num_classes)
@@ -283,5 +294,6 @@ def _final_metrics(run: _Run, status: str) -> dict:
             metrics[key] = h[-1][key] if h else float("nan")
     if status != "completed":
         return metrics
-    metrics.update(evaluate(run.model, run.proxy, run.device), knn_time_s=sum(r["knn_time_s"] for r in h))
+    metrics.update(evaluate(run.model, run.proxy, run.device, run.features),
+                   knn_time_s=sum(r["knn_time_s"] for r in h))
     return metrics
