@@ -218,3 +218,40 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     assert ctx.finished_result("aaaa", {}) == {"probe_top1": 0.7}
     assert ctx.finished_result("dddd", dict(point)) == {"probe_top1": 0.6}
     assert ctx.finished_result("dddd", {"lr": 0.2, "temperature": 0.2}) is None
+
+
+def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, monkeypatch):
+    """``--study-storage sqlite:///...``: the Optuna study lives in its own database, so a second
+    driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search from it and
+    from the shared MLflow store: only the new samples run, nothing is duplicated."""
+    optuna = pytest.importorskip("optuna")
+    study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver1"))
+    first = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=1, max_epochs=1,
+                                      tracking_uri=tracking, study_storage=study_url, **data_args()),
+                       progress=False)
+    assert first.status == "finished" and len(first.trials) == 3
+    study = optuna.load_study(study_name=f"recipe-search:{first.search_id}", storage=study_url)
+    assert len([t for t in study.trials if t.state.is_finished()]) == 3
+
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver2"))
+    notes = []
+    second = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, max_epochs=1,
+                                       tracking_uri=tracking, study_storage=study_url, search_id=first.search_id,
+                                       **data_args()),
+                        resume=True, progress=False, on_note=notes.append)
+    assert any("continuing its Optuna study" in n for n in notes), notes
+    assert second.search_id == first.search_id and second.parent_run_id == first.parent_run_id
+    study = optuna.load_study(study_name=f"recipe-search:{first.search_id}", storage=study_url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 4, [(t.number, t.state) for t in study.trials]
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=tracking)
+    exp = c.get_experiment_by_name("recipe-search")
+    runs = c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{first.search_id}' and "
+                                              "tags.`rs.kind` = 'trial'")
+    assert len(runs) == 4 and len({r.data.tags["rs.trial_id"] for r in runs}) == 4
+    assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+    assert not (tmp_path / "driver2" / "mlflow.db").exists()  # the second driver wrote to the shared store

@@ -1,7 +1,8 @@
 """The multi-machine setup on one machine: PostgreSQL (throwaway cluster), an MLflow tracking
 server over it, a Ray head node, ``recipe-search run`` joining them with the Optuna study in
 PostgreSQL, ``recipe-search serve`` reading the promoted recipe back, a resume from a second
-driver, the metric write rates per tracking backend, and a teardown that leaves no process.
+driver, the MLflow UI in headless Chromium, the metric write rates per tracking backend, and a
+teardown that leaves no process.
 
 Run with ``.ci/integration`` (or ``RECIPE_SEARCH_INTEGRATION=1 .venv/bin/python -m pytest -m
 integration tests/integration -q``). The tests in this module run in file order and share
@@ -43,6 +44,7 @@ def _load(name: str, path: Path):
 
 
 svc = _load("rs_it_services", HERE / "services.py")
+browser = _load("rs_it_browser", HERE / "browser.py")
 
 
 def _say(capsys, msg: str) -> None:
@@ -254,6 +256,72 @@ def test_resume_from_another_driver(cluster, state, capsys):
     trials = _trial_runs(cluster, sid)
     assert len(trials) == 6, trials
     assert len({tid for _, _, tid in trials}) == 6, trials
+
+
+def _output_dir() -> Path:
+    """Where CI artifacts (screenshots) go: $RECIPE_SEARCH_TEST_OUTPUT or <repo>/test-output."""
+    return Path(os.environ.get("RECIPE_SEARCH_TEST_OUTPUT") or REPO / "test-output") / "integration"
+
+
+def test_mlflow_ui_in_chromium(cluster, state, capsys):
+    """Headless Chromium opens the MLflow UI of the tracking server on PostgreSQL: the search's
+    parent run is listed, expanding it lists every child trial run, and the chart view renders
+    the per-epoch kNN curves of the trials (plotly SVG with drawn lines). Screenshots of both
+    views are saved under the test output dir (a CI artifact)."""
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    if browser.find_chromium() is None:
+        pytest.fail("Chromium is not installed: run .ci/integration (apt-get install -y chromium)")
+    sid = state["search_id"]
+    (exp_id, parent_id, parent_name), = cluster.pg.psql("mlflow", f"""
+        select r.experiment_id, r.run_uuid, r.name from runs r
+        join tags k on k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search'
+        join tags s on s.run_uuid = r.run_uuid and s.key = 'rs.search_id' and s.value = '{sid}'""")
+    children = dict(cluster.pg.psql("mlflow", f"""
+        select r.run_uuid, r.name from runs r join tags p on p.run_uuid = r.run_uuid
+        and p.key = 'mlflow.parentRunId' and p.value = '{parent_id}' where r.lifecycle_stage = 'active'"""))
+    assert len(children) == len(_trial_runs(cluster, sid)) >= 4, children
+    out = _output_dir()
+    links = "[...document.querySelectorAll('a[href*=\"/runs/\"]')]"
+    with browser.Chromium(cluster.root / "chromium", tracker=cluster.tracker) as page:
+        page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+        page.navigate(f"{cluster.mlflow.url}/#/experiments/{exp_id}/runs")
+        page.wait_for(f"{links}.some(a => a.href.endsWith('/runs/{parent_id}') && a.innerText.trim() === "
+                      f"{json.dumps(parent_name)})", what=f"the parent run {parent_name!r} in the runs table")
+        page.evaluate(f"""(() => {{
+            const row = {links}.find(a => a.href.endsWith('/runs/{parent_id}')).closest('[role=row]');
+            row.querySelector('button[data-component-id*=runnamecellrenderer]').click(); }})()""")
+        listed = page.wait_for(
+            f"(() => {{ const ids = {links}.map(a => a.href.split('/runs/').pop());"
+            f" const want = {json.dumps(sorted(children))};"
+            f" return want.every(id => ids.includes(id)) && {links}.map(a => a.innerText.trim()); }})()",
+            what=f"the {len(children)} child trial runs under the expanded parent")
+        assert set(children.values()) <= set(listed), (children, listed)
+        shot_runs = page.screenshot(out / "mlflow-ui-runs.png")
+
+        page.evaluate("document.querySelector('input[type=radio][value=CHART]').click()")
+        search_box = "document.querySelector('input[placeholder=\"Search metric charts\"]')"
+        page.wait_for(f"!!{search_box}", what="the chart view's metric search box")
+        page.evaluate(f"{search_box}.focus()")
+        page.call("Input.insertText", text="knn_top1")
+        chart = page.wait_for("""(() => {
+            const area = document.querySelector('[data-testid=experiment-view-compare-runs-chart-area]');
+            if (!area) return null;
+            const plots = [...area.querySelectorAll('.js-plotly-plot')];
+            if (plots.length !== 1) return null;
+            const lines = [...plots[0].querySelectorAll('.scatterlayer .trace path.js-line')]
+                .map(p => p.getAttribute('d') || '').filter(d => d.includes('L'));
+            const points = plots[0].querySelectorAll('.scatterlayer .trace path.point').length;
+            return lines.length > 0 && {text: area.innerText, lines: lines.length, points: points};
+        })()""", what="a rendered knn_top1 chart with drawn lines")
+        shot_chart = page.screenshot(out / "mlflow-ui-chart.png")
+    assert "knn_top1" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
+    # one point per logged epoch and trial: every trial logged at least one kNN value
+    assert chart["points"] >= len(children), chart
+    for shot in (shot_runs, shot_chart):
+        assert shot.stat().st_size > 20_000, shot  # a blank 1600x1000 PNG is ~10 kB
+    _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, knn_top1 chart with "
+                 f"{chart['lines']} lines / {chart['points']} points; screenshots {shot_runs}, {shot_chart}")
 
 
 def test_tracking_write_rate(cluster, capsys):
