@@ -34,6 +34,7 @@ class Budget:
     grace_period: int
     reduction_factor: int = 3
     gpus_per_trial: float = 0.25  # when a GPU is present and --gpus-per-trial is not given
+    checkpoint_every: int = 1  # epochs between the trial checkpoints persisted to Tune's storage
     fixed: dict = field(default_factory=dict)
 
     def data_spec(self, dataset: str, root: str | None, cache_dir: str | None = None,
@@ -48,7 +49,8 @@ class Budget:
             "val_per_class": self.val_per_class, "test_per_class": self.test_per_class,
             "image_size": self.image_size, "max_epochs": self.max_epochs,
             "num_samples": self.num_samples, "grace_period": self.grace_period,
-            "reduction_factor": self.reduction_factor, "fixed": dict(self.fixed),
+            "reduction_factor": self.reduction_factor, "checkpoint_every": self.checkpoint_every,
+            "fixed": dict(self.fixed),
         }
 
 
@@ -66,7 +68,7 @@ BUDGETS: dict[str, Budget] = {
         description="GPU proxy search: 10 classes x 500 images, 32 px, 30 epochs, 40 trials",
         classes=10, train_per_class=500, val_per_class=50, test_per_class=100,
         image_size=32, max_epochs=30, num_samples=40, grace_period=5, reduction_factor=3,
-        gpus_per_trial=0.25,
+        gpus_per_trial=0.25, checkpoint_every=5,  # at ASHA's rungs (5, 15, 30): see docs/capacity.md
         fixed={},
     ),
     "tiny": Budget(

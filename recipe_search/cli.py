@@ -73,12 +73,14 @@ def user_errors(fn):
 # --------------------------------------------------------------------------- run
 
 
-def _resume_command(backbones: list[str], experiment: str) -> str:
+def _resume_command(backbones: list[str], experiment: str, storage_path: str | None = None) -> str:
     parts = ["recipe-search", "run"]
     for b in backbones:
         parts += ["--backbone", b]
     if experiment != "recipe-search":
         parts += ["--experiment", experiment]
+    if storage_path:
+        parts += ["--storage-path", storage_path]
     parts.append("--resume")
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -112,10 +114,21 @@ def run(
     force: bool = typer.Option(False, "--force", help="promote the best trial even if not better"),
     search_id: Optional[str] = typer.Option(None, help="name the search (or pick the one to --resume)"),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: all)"),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, "--checkpoint-every", help="epochs between the trial checkpoints written to Tune's storage; "
+                                         "0: none until the trial ends (a killed search re-runs its running "
+                                         "trials); default: the budget's (proxy 5, others 1)"),
+    storage_path: Optional[str] = typer.Option(
+        None, "--storage-path", help="Ray Tune's state and trial checkpoints (default $RECIPE_SEARCH_HOME/ray); "
+                                     "on a multi-node cluster a shared filesystem path, the same on every node"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live trial table"),
 ) -> None:
     """Search a pretraining recipe per backbone and promote the best one."""
+    from . import config
     from .search import SearchSettings, plan, prepare_data, ray_session, run_search
+
+    if storage_path is not None:
+        os.environ[config.STORAGE_ENV] = str(config.storage_path(storage_path))  # rejects URIs first
 
     if search_id is not None and len(backbone) > 1:
         fail("--search-id names one search: give a single --backbone with it")
@@ -124,7 +137,8 @@ def run(
         max_epochs=max_epochs, time_budget=time_budget, gpus_per_trial=gpus_per_trial,
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
-        num_cpus=num_cpus, download=download, study_storage=study_storage) for b in backbone]
+        num_cpus=num_cpus, download=download, study_storage=study_storage,
+        checkpoint_every=checkpoint_every) for b in backbone]
     if not resume:
         for s in all_settings:  # every user error before anything starts
             prepare_data(plan(s))
@@ -139,14 +153,14 @@ def run(
                 if outcome.status == "interrupted":
                     _print_outcome(outcome)
                     console.print(f"[yellow]interrupted.[/] resume with:\n  "
-                                  f"[bold]{_resume_command(remaining, experiment)}[/]", soft_wrap=True)
+                                  f"[bold]{_resume_command(remaining, experiment, storage_path)}[/]", soft_wrap=True)
                     raise typer.Exit(EXIT_INTERRUPTED)
                 _print_outcome(outcome)
                 failed |= outcome.promotion_error is not None and outcome.best is not None
                 remaining.remove(s.backbone)
     except KeyboardInterrupt:
         err_console.print(f"\n[yellow]interrupted.[/] resume with:\n  "
-                          f"[bold]{_resume_command(remaining, experiment)}[/]", soft_wrap=True)
+                          f"[bold]{_resume_command(remaining, experiment, storage_path)}[/]", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_USER_ERROR)

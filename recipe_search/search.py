@@ -38,6 +38,7 @@ from .errors import ResumeError, SearchError, SpaceError
 from .promote import (TrialSummary, baseline_metrics, best_trial, lift, promote_best, provenance,
                       summarize)
 from .space import SearchSpace, load_space
+from .janitor import CheckpointJanitor
 from .tracking import TAG_BACKBONE, Tracker, TrialLogger
 
 META_FILE = "recipe_search.json"
@@ -69,6 +70,7 @@ class SearchSettings:
     num_cpus: int | None = None  # local Ray cluster size (None: all cores)
     download: bool = False  # let torchvision download the dataset
     study_storage: str | None = None  # SQLAlchemy URL of an Optuna RDB storage (None: in the Tune state)
+    checkpoint_every: int | None = None  # epochs between persisted trial checkpoints (None: the budget's)
     faults: str = ""  # test hook, see trial.py
 
     def to_dict(self) -> dict:
@@ -153,6 +155,9 @@ def plan(settings: SearchSettings) -> Plan:
     if num_samples < len(BASELINES):
         raise SearchError(f"--num-samples must be >= {len(BASELINES)} (the baselines run first), "
                           f"got {num_samples}")
+    if settings.checkpoint_every is not None and settings.checkpoint_every < 0:
+        raise SearchError(f"--checkpoint-every must be >= 0 (epochs; 0: no mid-trial checkpoints), "
+                          f"got {settings.checkpoint_every}")
     if settings.data is not None and "://" not in settings.data:  # trials run in other directories
         settings.data = os.path.abspath(os.path.expanduser(settings.data))
     data = budget.data_spec(settings.dataset, settings.data, download=settings.download)
@@ -454,33 +459,40 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
     prepare_data(p)
     storage = open_study_storage(s.study_storage) if s.study_storage else None  # before any MLflow write
 
-    tracker = Tracker(p.tracking_uri, s.experiment)
-    base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget}
-    parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
-                     "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
-                     "space": ",".join(p.space.sources), "time_budget": s.time_budget,
-                     "image_size": p.budget.image_size, **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
-                                                           if k not in ("name", "max_epochs", "num_samples")}}
-    try:
-        parent_run_id = tracker.parent_run(search_id, name=f"search-{search_id}",
-                                           tags={**base_tags, "rs.status": "running"}, params=parent_params)
-        if meta is None:
-            tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
-            tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
-    except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
-        from .store import StoreUnavailable
-
-        raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
-                               f"{type(e).__name__}: {e}") from None
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
-            "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
-            "status": "running", "settings": s.to_dict(), "updated": now}
-    meta.pop("dir", None)
-    _write_meta(meta_path, meta)
-
     with ray_session(s.ray_address, s.num_cpus) as ray:
-        cpt, gpt, conc, device, notes = _resources(p, ray)
+        cpt, gpt, conc, device, notes = _resources(p, ray)  # before any MLflow write
+        if s.ray_address:  # a cluster: every node must read the data and share the Tune storage
+            from .nodes import check_nodes
+
+            note(f"checking the Ray nodes (data {s.data or s.dataset}, Tune storage {storage_dir()})")
+            notes += check_nodes(ray, storage_dir(), None if p.data.dataset == "synthetic" else p.data,
+                                 p.budget.image_size, s.seed)
+
+        tracker = Tracker(p.tracking_uri, s.experiment)
+        base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget}
+        parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
+                         "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
+                         "space": ",".join(p.space.sources), "time_budget": s.time_budget,
+                         "image_size": p.budget.image_size, **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
+                                                               if k not in ("name", "max_epochs", "num_samples")}}
+        try:
+            parent_run_id = tracker.parent_run(search_id, name=f"search-{search_id}",
+                                               tags={**base_tags, "rs.status": "running"}, params=parent_params)
+            if meta is None:
+                tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
+                tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
+        except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
+            from .store import StoreUnavailable
+
+            raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
+                                   f"{type(e).__name__}: {e}") from None
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
+                "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
+                "status": "running", "settings": s.to_dict(), "updated": now}
+        meta.pop("dir", None)
+        _write_meta(meta_path, meta)
+
         for n in notes:
             note(n)
         finished, finished_points = _finished_trials(tracker, search_id) if resume else ({}, {})
@@ -489,7 +501,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
             device=device, threads=max(1, int(cpt)), baselines=BASELINES,
             extra={"faults": s.faults, "finished": finished, "finished_points": finished_points},
-            baseline_points=tuple(p.space.point(b.values) for b in BASELINES))
+            baseline_points=tuple(p.space.point(b.values) for b in BASELINES),
+            checkpoint_every=p.budget.checkpoint_every if s.checkpoint_every is None else s.checkpoint_every)
         resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
 
@@ -499,7 +512,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                   f"{p.max_epochs} epochs, {device}, {conc} at a time)",
                             num_samples=p.num_samples, max_epochs=p.max_epochs, max_concurrent=conc,
                             ctx=ctx, console=console, enabled=progress)
-        events.register(search_id, [logger, view])
+        events.register(search_id, [logger, view, CheckpointJanitor()])
         events.INTERRUPTED.clear()
         restored = False
         t_tune = time.monotonic()

@@ -206,10 +206,10 @@ class Tracker:
                 out[key] = sorted(per_step.items())
         return out
 
-    def log_curves(self, run_id: str) -> dict:
+    def log_curves(self, run_id: str, curves: dict[str, list[tuple[int, float]]] | None = None) -> dict:
         """Log the per-epoch series as ``curves.json`` and ``curves.csv`` (the MLflow UI also
-        plots them from the step-indexed metrics)."""
-        curves = self.curves(run_id)
+        plots them from the step-indexed metrics); ``curves`` saves reading them back."""
+        curves = self.curves(run_id) if curves is None else curves
         self.log_dict(run_id, {k: [{"epoch": s, "value": v} for s, v in pts] for k, pts in curves.items()},
                       "curves.json")
         keys = list(curves)
@@ -264,6 +264,8 @@ class TrialLogger:
         self.runs: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.trials: list = []  # Tune's trial objects, as of the last event
+        # per-epoch series of the trials whose every epoch this logger saw (no read-back at the end)
+        self.series: dict[str, dict[str, dict[int, float]]] = {}
         self.replayed: set[str] = set()  # trials that re-reported a result logged before a crash
 
     # -- helpers ------------------------------------------------------------------------
@@ -292,6 +294,7 @@ class TrialLogger:
                                               known_trial_ids=[t.trial_id for t in self.trials])
         if last == 0:  # fresh (or never reported): log the recipe as params
             self.tracker.log_params(run_id, recipe.to_dict() if recipe is not None else dict(trial.config))
+            self.series[trial.trial_id] = {}
         else:
             self.tracker.set_tags(run_id, {TAG_STATUS: "running"})
         self.runs[trial.trial_id] = run_id
@@ -302,7 +305,9 @@ class TrialLogger:
         recipe, notes, base, error = self._recipe(trial)
         if recipe is not None:
             self.tracker.log_text(run_id, recipe.to_json(), "recipe.json")
-        self.tracker.log_curves(run_id)
+        series = self.series.pop(trial.trial_id, None)
+        self.tracker.log_curves(run_id, None if series is None else
+                                {k: sorted(v.items()) for k, v in series.items() if v})
 
     # -- events -------------------------------------------------------------------------
     def on_step(self, trials) -> None:
@@ -329,6 +334,11 @@ class TrialLogger:
         metrics = {k: result[k] for k in EPOCH_KEYS if k in result}
         metrics["trial_time_s"] = result.get("trial_elapsed_s")
         self.tracker.log_metrics(run_id, metrics, step=step)
+        series = self.series.get(trial.trial_id)
+        if series is not None:
+            for k in EPOCH_KEYS:
+                if _finite(metrics.get(k)):
+                    series.setdefault(k, {})[step] = float(metrics[k])
         self.last_step[trial.trial_id] = step
 
     def on_trial_complete(self, trial, trials) -> None:

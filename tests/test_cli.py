@@ -38,6 +38,7 @@ def home(tmp_path, monkeypatch, cache):
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RECIPE_SEARCH_CACHE", str(cache))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RECIPE_SEARCH_STORAGE", raising=False)
     return tmp_path / "home"
 
 
@@ -82,6 +83,8 @@ def test_bad_space_yaml_names_the_path(home, tmp_path):
     (["--gpus-per-trial", "-0.5"], "--gpus-per-trial must be >= 0"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--data", "/no/such/cifar.tar.gz"], "does not exist"),
+    (["--storage-path", "s3://bucket/rs"], "cloud URIs are not supported"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
 ])
 def test_bad_options_are_user_errors(home, args, fragment):
     result, out = invoke("run", "--backbone", "resnet18", *args)

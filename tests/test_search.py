@@ -112,12 +112,32 @@ def test_parent_and_child_runs_in_mlflow(e2e):
         assert "duration_s" in metrics
         artifacts = {a.path for a in c.list_artifacts(r.info.run_id)}
         assert {"recipe.json", "curves.json", "curves.csv"} <= artifacts
+        curves = json.loads(Path(c.download_artifacts(r.info.run_id, "curves.json")).read_text())
+        assert [(p["epoch"], p["value"]) for p in curves["knn_top1"]] == [(m.step, m.value) for m in history]
+        assert set(curves) >= {"loss", "knn_top1", "lr", "images_per_sec"}
         if tags["rs.status"] == "completed":
             assert steps == [1, 2]
             for key in ("probe_top1", "train_time_s", "mean_images_per_sec", "epochs_completed"):
                 assert math.isfinite(metrics[key]), key
         else:
             assert tags["rs.status"] == "pruned" and "probe_top1" not in metrics
+
+
+def test_tune_storage_keeps_no_weights_of_ended_trials(e2e):
+    """Every trial of the finished search ended (completed or pruned): Tune's storage keeps
+    their small JSON files but no checkpoint.pt / encoder.pt (~90 MB each for a real backbone)."""
+    from recipe_search.search import storage_dir
+
+    home, o = e2e
+    exp = storage_dir() / o.search_id
+    assert exp.is_dir(), exp
+    ckpts = [d for d in exp.rglob("checkpoint_*") if d.is_dir()]
+    assert len(ckpts) >= 4, ckpts  # each trial reported at least one checkpoint
+    weights = [f for f in exp.rglob("*.pt")]
+    assert not weights, weights
+    assert any((d / "history.json").exists() for d in ckpts)
+    finished = [d for d in ckpts if (d / "metrics.json").exists()]
+    assert finished and all(json.loads((d / "metrics.json").read_text())["status"] == "completed" for d in finished)
 
 
 def test_baselines_are_the_first_trials(e2e):
@@ -255,3 +275,53 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
     assert len(runs) == 4 and len({r.data.tags["rs.trial_id"] for r in runs}) == 4
     assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
     assert not (tmp_path / "driver2" / "mlflow.db").exists()  # the second driver wrote to the shared store
+
+
+def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
+    """``check_nodes`` (run when a search joins a cluster with --ray-address) pins a task to
+    each node: it sees the driver's probe in the Tune storage and loads the proxy data."""
+    import ray
+
+    from recipe_search.budget import get_budget
+    from recipe_search.errors import SearchError
+    from recipe_search.nodes import PROBE_PREFIX, _probe_node, check_nodes
+
+    d = data_args()
+    spec = get_budget("tiny").data_spec(d["dataset"], d["data"])
+    notes = check_nodes(ray, tmp_path / "storage", spec, 16, 0)
+    assert notes == [f"1 Ray node(s) checked: each can read the data and see the Tune storage {tmp_path / 'storage'}"]
+    assert not list((tmp_path / "storage").glob(PROBE_PREFIX + "*"))  # the probe is removed
+
+    bad = get_budget("tiny").data_spec("cifar10", str(tmp_path / "nowhere" / "cifar10-jpeg.tar.gz"))
+    with pytest.raises(SearchError) as e:
+        check_nodes(ray, tmp_path / "storage", bad, 16, 0)
+    msg = str(e.value)
+    assert msg.startswith("the Ray cluster cannot run this search:") and "cannot load the data" in msg, msg
+    assert "nowhere" in msg and "node " in msg, msg
+
+    # a node that does not share the storage directory (simulated: the probe is not there)
+    out = _probe_node(str(tmp_path / "not-shared" / ".rs-probe-x"), "t", None, 16, 0)
+    assert len(out["problems"]) == 1 and "shared filesystem" in out["problems"][0], out
+
+
+@pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"), (0, "checkpoint_000000")])
+def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
+    """``checkpoint_every=2`` with 3 epochs: a trial persists a checkpoint at epoch 2 and its
+    final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001.
+    With 0 the final one is its only checkpoint."""
+    from recipe_search.search import storage_dir
+
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, max_epochs=3, seed=2,
+                                  checkpoint_every=every, **data_args()), progress=False)
+    assert o.status == "finished" and len(o.trials) == 2  # the two baselines: never pruned
+    trial_dirs = [d for d in (storage_dir() / o.search_id).iterdir() if d.name.startswith("run_trial_")]
+    assert len(trial_dirs) == 2, trial_dirs
+    for d in trial_dirs:
+        ckpts = sorted(c.name for c in d.glob("checkpoint_*"))
+        assert ckpts == [latest], (d.name, ckpts)
+        assert json.loads((d / ckpts[0] / "metrics.json").read_text())["epochs_completed"] == 3
+        assert not list(d.rglob("*.pt"))
+    c = client(tmp_path / "home")
+    for r in child_runs(tmp_path / "home", o.search_id):  # every epoch is still logged
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "knn_top1")] == [1, 2, 3]

@@ -268,13 +268,14 @@ def _spawn(name: str, args: list[str], log: Path, env: dict | None = None,
     return proc
 
 
-def start_mlflow(backend_uri: str, root: Path, tracker: ProcessTracker | None = None, timeout: float = 120) -> Service:
+def start_mlflow(backend_uri: str, root: Path, tracker: ProcessTracker | None = None, timeout: float = 120,
+                 workers: int = 1) -> Service:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "mlflow-server.log"
     proc = _spawn("mlflow", [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
                              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], log,
+                             "--port", str(port), "--workers", str(workers)], log,
                   env={"MLFLOW_LOGGING_LEVEL": "WARNING"}, tracker=tracker)
     svc = Service("mlflow", proc, log, port)
     wait_http(f"{svc.url}/health", timeout, proc, log)

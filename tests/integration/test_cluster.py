@@ -168,6 +168,7 @@ def test_search_on_the_cluster(cluster, state, capsys):
     _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
     assert res.returncode == 0, res.stdout[-6000:]
     assert "promoted" in res.stdout, res.stdout[-4000:]
+    assert "1 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight
     rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
                                      "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
                                      "k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search')")

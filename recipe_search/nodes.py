@@ -1,0 +1,93 @@
+"""Preflight of the Ray nodes a search joins (``--ray-address``): can every node read the data
+and see the search's Tune storage?
+
+On a cluster each trial runs on some worker node and
+
+* reads ``--data`` from *its own* filesystem (the path must exist at the same place on every
+  node: a shared filesystem, or a copy made by the node's provisioning), then decodes it into
+  that node's cache (``$RECIPE_SEARCH_CACHE``, default ``~/.cache/recipe-search``);
+* writes its checkpoints to the Tune storage directory (``--storage-path``), which Ray requires
+  to be shared by all nodes (NFS, EFS, Lustre, ...): a trial restored on another node, and
+  ``--resume`` after a crash, read them from there.
+
+:func:`check_nodes` runs one zero-CPU task pinned to every alive node, before any trial: it
+checks that the node sees a probe file the driver has just written into the storage
+directory, and loads the proxy data there (which also warms the node's decode cache, so
+concurrent trials on a fresh node do not all decode it). Problems come back as one
+:class:`~recipe_search.errors.SearchError` naming each node and what it could not do.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from .errors import SearchError
+
+PROBE_PREFIX = ".rs-probe-"
+
+
+def _probe_node(probe: str, token: str, spec, image_size: int, seed: int) -> dict:
+    """Runs on one node: ``{"host", "problems": [...]}``."""
+    problems = []
+    try:
+        if Path(probe).read_text() != token:
+            problems.append(f"sees a different {probe}")
+    except OSError as e:
+        problems.append(f"cannot read the Tune storage ({type(e).__name__}: {e}); it must be a shared "
+                        "filesystem mounted at the same path on every node (--storage-path)")
+    if spec is not None:
+        from trainer.data import load_proxy
+        from trainer.errors import TrainerError
+
+        try:
+            load_proxy(spec, image_size, seed)
+        except TrainerError as e:
+            problems.append(f"cannot load the data: {e}")
+    return {"host": socket.gethostname(), "problems": problems}
+
+
+def check_nodes(ray, storage: Path, spec, image_size: int, seed: int, *, timeout: float = 1800.0) -> list[str]:
+    """Check every alive node of the connected Ray cluster (see the module docstring).
+
+    ``spec`` is the search's :class:`trainer.data.DataSpec` (``None``: nothing to load).
+    Returns notes for the user; raises :class:`SearchError` listing the nodes that failed."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    if not nodes:
+        raise SearchError("the Ray cluster has no alive node with CPUs to run trials on")
+    storage.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    probe = storage / f"{PROBE_PREFIX}{token[:8]}"
+    probe.write_text(token)
+    task = ray.remote(num_cpus=0, max_retries=0)(_probe_node)
+    try:
+        refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    str(probe), token, spec, image_size, seed) for n in nodes}
+        ready, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        problems = []
+        for name, ref in refs.items():
+            if ref in pending:
+                problems.append(f"node {name}: no answer within {timeout:.0f}s")
+                continue
+            try:
+                out = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the task itself failed (e.g. the package is missing)
+                problems.append(f"node {name}: the check failed: {type(e).__name__}: {str(e)[:500]}")
+                continue
+            problems += [f"node {name} [{out['host']}]: {p}" for p in out["problems"]]
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
+    if problems:
+        raise SearchError("the Ray cluster cannot run this search:\n  " + "\n  ".join(problems))
+    what = "read the data and see" if spec is not None else "see"
+    return [f"{len(nodes)} Ray node(s) checked: each can {what} the Tune storage {storage}"]
