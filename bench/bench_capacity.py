@@ -177,7 +177,7 @@ def measure(uri: str, *, trials: int, epochs: int, backbone: str, drivers: int, 
             "artifact_bytes_per_trial": (_du(artifacts) - art0) / n_trials}
 
 
-def replay_optuna(url: str, trials: int, epochs: int, backbone: str) -> dict:
+def replay_optuna(url: str, trials: int, epochs: int, backbone: str, size_of=lambda: 0) -> dict:
     """The Optuna storage side of ``trials`` trials: ask (TPE over the real space), one
     ``report`` per epoch (what Ray's OptunaSearch does per result), tell."""
     import optuna
@@ -189,6 +189,7 @@ def replay_optuna(url: str, trials: int, epochs: int, backbone: str) -> dict:
     dists = plan(SearchSettings(backbone=backbone, budget="proxy", dataset="synthetic")).space.optuna_space()
     study = optuna.create_study(storage=RDBStorage(url), study_name=f"bench-{time.time_ns()}", direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=10))
+    db0 = size_of()
     t0 = time.perf_counter()
     for i in range(trials):
         t = study.ask(dists)
@@ -196,7 +197,8 @@ def replay_optuna(url: str, trials: int, epochs: int, backbone: str) -> dict:
             t.report(0.1 + 0.4 * e / epochs, e)
         study.tell(t, 0.5 + 0.001 * i)
     wall = time.perf_counter() - t0
-    return {"trials": trials, "epochs": epochs, "s_per_trial": wall / trials, "trials_per_hour": 3600 * trials / wall}
+    return {"trials": trials, "epochs": epochs, "s_per_trial": wall / trials, "trials_per_hour": 3600 * trials / wall,
+            "db_bytes_per_trial": (size_of() - db0) / trials}
 
 
 def report(results: dict[str, dict]) -> str:
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     optuna_results: dict[str, dict] = {}
     pg = None
     try:
-        optuna_results["sqlite"] = replay_optuna(f"sqlite:///{root / 'optuna.db'}", **kw)
+        optuna_results["sqlite"] = replay_optuna(f"sqlite:///{root / 'optuna.db'}",
+                                                 size_of=lambda: (root / "optuna.db").stat().st_size, **kw)
         db = root / "embedded" / "mlflow.db"
         db.parent.mkdir(parents=True)
         uri = f"sqlite:///{db}"
@@ -250,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             backends.append(("server+pg", pg.url("mlflow_cap"), pg_size))
             pg.createdb("optuna_cap")
-            optuna_results["postgresql"] = replay_optuna(pg.url("optuna_cap"), **kw)
+            optuna_results["postgresql"] = replay_optuna(
+                pg.url("optuna_cap"), size_of=lambda: int(pg.psql("optuna_cap", "select pg_database_size('optuna_cap')")[0][0]),
+                **kw)
         for name, backend, size_of in backends:
             sroot = root / name.replace("+", "-")
             server = svc.start_mlflow(backend, sroot, workers=args.server_workers)
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
     if optuna_results:
         print("Optuna storage per trial (ask + a report per epoch + tell):")
         for name, r in optuna_results.items():
-            print(f"  {name:<14} {r['s_per_trial'] * 1000:8.1f} ms/trial  {r['trials_per_hour']:10.0f} trials/h")
+            print(f"  {name:<14} {r['s_per_trial'] * 1000:8.1f} ms/trial  {r['trials_per_hour']:10.0f} trials/h  "
+                  f"{r['db_bytes_per_trial'] * 1000 / 2**20:8.1f} MB/1k trials")
     results = {**results, **{f"optuna:{k}": v for k, v in optuna_results.items()}}
     print(json.dumps(results))
     if args.json:

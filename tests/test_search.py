@@ -325,3 +325,31 @@ def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
     c = client(tmp_path / "home")
     for r in child_runs(tmp_path / "home", o.search_id):  # every epoch is still logged
         assert [m.step for m in c.get_metric_history(r.info.run_id, "knn_top1")] == [1, 2, 3]
+
+
+def test_janitor_strips_weights_of_stopped_and_failed_trials_only(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune import Checkpoint
+
+    from recipe_search.janitor import CheckpointJanitor
+
+    def trial(name: str, last_result: dict):
+        d = tmp_path / name
+        d.mkdir()
+        for f in ("checkpoint.pt", "encoder.pt", "history.json"):
+            (d / f).write_text(f)
+        return d, SimpleNamespace(checkpoint=Checkpoint.from_directory(str(d)), last_result=last_result)
+
+    janitor = CheckpointJanitor()
+    pruned_dir, pruned = trial("pruned", {"epoch": 1})
+    failed_dir, failed = trial("failed", {"epoch": 2})
+    done_dir, done = trial("done", {"epoch": 2, "final": 1.0})
+    janitor.on_trial_complete(pruned, [])
+    janitor.on_trial_error(failed, [])
+    janitor.on_trial_complete(done, [])  # a finished trial's checkpoint is left alone
+    assert sorted(p.name for p in pruned_dir.iterdir()) == ["history.json"]
+    assert sorted(p.name for p in failed_dir.iterdir()) == ["history.json"]
+    assert sorted(p.name for p in done_dir.iterdir()) == ["checkpoint.pt", "encoder.pt", "history.json"]
+    janitor.on_trial_complete(SimpleNamespace(checkpoint=None, last_result={}), [])  # never checkpointed
+    assert janitor.freed_files == 4
