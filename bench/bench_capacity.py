@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -38,17 +36,11 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import emit, services  # noqa: E402
+
 # the client methods the Tracker calls (log_text's inner log_artifact is not counted twice)
 CLIENT_CALLS = ("create_run", "update_run", "search_runs", "get_run", "get_metric_history", "log_batch",
                 "log_text", "set_terminated", "create_experiment", "get_experiment_by_name")
-
-
-def _services():
-    spec = importlib.util.spec_from_file_location("rs_it_services", ROOT / "tests" / "integration" / "services.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _count_calls(client, counter: dict) -> None:
@@ -227,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     from recipe_search.store import artifact_root_for
 
-    svc = _services()
+    svc = services()
     root = Path(tempfile.mkdtemp(prefix="rsbc", dir="/tmp"))
     kw = dict(trials=args.trials, epochs=args.epochs, backbone=args.backbone)
     results: dict[str, dict] = {}
@@ -279,10 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {name:<14} {r['s_per_trial'] * 1000:8.1f} ms/trial  {r['trials_per_hour']:10.0f} trials/h  "
                   f"{r['db_bytes_per_trial'] * 1000 / 2**20:8.1f} MB/1k trials")
     results = {**results, **{f"optuna:{k}": v for k, v in optuna_results.items()}}
-    print(json.dumps(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return results
+    return emit(results, args.json)
 
 
 if __name__ == "__main__":

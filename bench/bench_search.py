@@ -20,7 +20,6 @@ Results go to stdout as a table and one JSON line (``--json PATH`` also writes i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._common import emit  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -83,10 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  trials' training     {result['trials_train_s']:8.1f} s")
     print(f"  overhead ratio       {result['overhead_ratio']}   (tune loop only: {result['tune_loop_ratio']})")
     print(f"  overhead per trial   {result['overhead_per_trial_s']:8.2f} s")
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ Prints a table and one JSON line; ratios are relative to ``sqlite``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -35,13 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _services():
-    spec = importlib.util.spec_from_file_location("rs_it_services", ROOT / "tests" / "integration" / "services.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from bench._common import emit, services  # noqa: E402
 
 
 def measure(uri: str, n_single: int = 200, n_batch: int = 40, batch: int = 50) -> dict:
@@ -91,7 +83,7 @@ def report(results: dict[str, dict], base: str = "sqlite") -> str:
 
 def run_backends(postgres_url: str | None, root: Path, tracker=None, **kw) -> dict[str, dict]:
     """sqlite, server+sqlite and (with ``postgres_url``) server+pg, measured one after the other."""
-    svc = _services()
+    svc = services()
     results: dict[str, dict] = {}
     results["sqlite"] = measure(f"sqlite:///{root / 'embedded.db'}", **kw)
     backends = [("server+sqlite", f"sqlite:///{root / 'server.db'}")]
@@ -128,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             url = args.postgres
             if args.start_postgres:
                 os.chmod(root, 0o711)
-                pg = _services().start_postgres(root / "pg")
+                pg = services().start_postgres(root / "pg")
                 pg.createdb("mlflow_bench")
                 url = pg.url("mlflow_bench")
             results = run_backends(url, root, **kw)
@@ -137,10 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(report(results))
-    print(json.dumps(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return results
+    return emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@
   (blur destroys 32 px images).
 
 Budgets may then fix the batch and queue sizes of the proxy (see ``budget.py``);
-both recipes go through the same composition as sampled trials.
+both recipes go through the same composition as sampled trials. Neither distils
+(``distill: null`` wins over a teacher fixed in the space), so a distilled search's
+lift is measured against the published, teacher-free recipes.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ MOCO_V2 = Baseline(
         "proj_hidden_dim": 2048,
         "proj_out_dim": 128,
         "proj_bn": False,  # MoCo-v2's plain MLP head
+        "distill": None,
         **MOCO_V2_AUGMENT,
     },
 )
@@ -94,6 +97,7 @@ SINFONCE_LIGHT = Baseline(
         "blur_p": 0.0,
         "solarize_p": 0.0,
         "flip_p": 0.5,
+        "distill": None,
     },
 )
 

@@ -9,6 +9,9 @@ can break are repaired, and each repair is reported as a note:
 * ``smoothing_k`` is clipped to ``queue_size``;
 * ``warmup_epochs`` is clipped below ``epochs``.
 
+``distill.<field>`` keys (sampled or fixed in the space) go into the distill section;
+without a teacher (``distill`` null, as in the baselines) they are dropped.
+
 Anything else that is invalid raises :class:`trainer.errors.RecipeError`, which
 fails the trial with that message.
 
@@ -30,6 +33,8 @@ def compose(values: dict[str, Any], *, backbone: str, image_size: int, epochs: i
             ) -> tuple[Recipe, list[str]]:
     d: dict[str, Any] = {**(fixed or {}), **values, **(budget_fixed or {})}
     d.update(backbone=backbone, image_size=image_size, epochs=epochs, seed=seed)
+    if d.get("distill") is None:  # no teacher (e.g. a baseline): its sampled settings do not apply
+        d = {k: v for k, v in d.items() if not k.startswith("distill.")}
     defaults = {f: Recipe.__dataclass_fields__[f].default for f in Recipe.field_names()}
     get = lambda k: d.get(k, defaults[k])  # noqa: E731
     notes: list[str] = []

@@ -12,8 +12,12 @@ or a parameter to sample::
 ``extends: default`` (or a path relative to the file) starts from another space;
 the keys of the extending file replace the base's. ``description:`` is free text.
 ``backbone``, ``epochs``, ``image_size`` and ``seed`` are set by the command line
-and the budget, never by a space. ``distill`` may only be fixed (a teacher section
-as in a recipe, or null).
+and the budget, never by a space. ``distill`` is fixed (a teacher section as in a
+recipe, or null); with a teacher fixed, ``distill.weight`` and ``distill.views`` may
+be sampled or fixed like any field::
+
+    distill: {teacher_backbone: resnet18, teacher_recipe: {epochs: 200, lr: 0.06}}
+    distill.weight: {type: loguniform, low: 0.1, high: 10.0}
 
 Every mistake raises :class:`SpaceError` naming the file and the key path, e.g.
 ``spaces/bad.yaml: lr.low must be > 0``.
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.recipe import Recipe
+from trainer.recipe import Distill, Recipe
 
 from .errors import SpaceError
 
@@ -58,6 +62,9 @@ _KEYS = {
     "choice": ("type", "values"),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+# fields of the distill section a space may sample (given a fixed teacher): dotted names
+SAMPLED_DISTILL = ("weight", "views")
+_FIELDS.update({f"distill.{f.name}": f for f in dataclasses.fields(Distill) if f.name in SAMPLED_DISTILL})
 
 
 def spaces_dir() -> Path:
@@ -140,10 +147,9 @@ class SearchSpace:
 
     def point(self, values: dict) -> dict:
         """``values`` (e.g. a baseline recipe) as a point of this space, projected into it."""
-        defaults = Recipe.__dataclass_fields__
         out = {}
         for name, p in self.params.items():
-            v = values[name] if name in values else defaults[name].default
+            v = values[name] if name in values else _FIELDS[name].default
             out[name] = p.project(v)
         return out
 
@@ -255,6 +261,10 @@ def parse_space(data: dict, source: str = "<space>", base: SearchSpace | None = 
             raise SpaceError(f"{source}: {key} cannot be set in a search space (it is set by "
                              f"{NOT_SEARCHABLE[key]})")
         if key not in _FIELDS:
+            if key.startswith("distill."):
+                raise SpaceError(f"{source}: {key} cannot be set in a search space; of the distill section "
+                                 f"only {', '.join('distill.' + n for n in SAMPLED_DISTILL)} may be (the "
+                                 "teacher is fixed in distill:)")
             close = difflib.get_close_matches(key, allowed, n=3)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise SpaceError(f"{source}: unknown recipe field {key!r}{hint}; "
@@ -271,6 +281,15 @@ def parse_space(data: dict, source: str = "<space>", base: SearchSpace | None = 
                 params.pop(key, None)
         except SpaceError as e:
             raise SpaceError(f"{source}: {e}") from None
+    dotted = sorted(k for k in (*params, *fixed) if k.startswith("distill."))
+    if fixed.get("distill") is None:
+        if "distill" in data and dotted:  # this file removed the teacher: drop its settings
+            for k in dotted:
+                params.pop(k, None)
+                fixed.pop(k, None)
+        elif dotted:
+            raise SpaceError(f"{source}: {', '.join(dotted)} needs a teacher: fix the distill section "
+                             "(distill: {teacher_backbone: ...} or {teacher_checkpoint: ...})")
     description = data.get("description", base.description if base else "")
     sources = (*(base.sources if base else ()), source)
     return SearchSpace(params=params, fixed=fixed, sources=sources, description=str(description or ""))

@@ -38,7 +38,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 
 EPOCH_KEYS = ("loss", "knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
-              "smoothing", "key_momentum")
+              "smoothing", "key_momentum", "distill_loss", "teacher_cosine")  # the last two: with a teacher
 FINAL_KEYS = ("probe_top1", "probe_val_top1", "probe_train_top1", "probe_l2", "probe_time_s",
               "train_time_s", "epochs_completed", "mean_images_per_sec", "duration_s")
 MAX_TAG = 5000

@@ -200,3 +200,51 @@ def test_distill_section_can_be_fixed_but_not_sampled(tmp_path):
     assert recipe.distill is not None and recipe.distill.weight == 0.5
     with pytest.raises(SpaceError, match="distill needs exactly one of teacher_checkpoint"):
         load_space(write(tmp_path, "distill: {weight: 0.5}\n"))
+
+
+TEACHER = "distill: {teacher_backbone: resnet18, teacher_recipe: {epochs: 1}}\n"
+
+
+def test_distill_weight_and_views_can_be_sampled_with_a_fixed_teacher(tmp_path):
+    space = load_space(write(tmp_path, TEACHER + "distill.weight: {type: loguniform, low: 0.1, high: 10.0}\n"
+                                                 "distill.views: {type: choice, values: [both, first]}\n"))
+    dists = space.optuna_space()
+    assert set(dists) == {"distill.weight", "distill.views"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    point = study.ask(dists).params
+    recipe, _ = compose(point, backbone="mobilenetv3_small_050", image_size=32, epochs=2, seed=0,
+                        fixed=space.fixed)
+    assert recipe.distill.teacher_backbone == "resnet18" and recipe.distill.teacher_recipe == {"epochs": 1}
+    assert recipe.distill.weight == point["distill.weight"] and recipe.distill.views == point["distill.views"]
+    # the baselines stay teacher-free (the published recipes), the sampled settings dropped
+    for b in BASELINES:
+        assert set(space.point(b.values)) == {"distill.weight", "distill.views"}
+        base, _ = compose(b.values, backbone="mobilenetv3_small_050", image_size=32, epochs=2, seed=0,
+                          fixed=space.fixed)
+        assert base.distill is None
+    # fixed, like any field
+    fixed = load_space(write(tmp_path, TEACHER + "distill.weight: 4.0\n", "fixed.yaml"))
+    recipe, _ = compose({}, backbone="mobilenetv3_small_050", image_size=32, epochs=2, seed=0, fixed=fixed.fixed)
+    assert recipe.distill.weight == 4.0
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("distill.weight: {type: uniform, low: 0.1, high: 2.0}\n", "distill.weight needs a teacher"),
+    (TEACHER + "distill.teacher_backbone: {type: choice, values: [resnet18]}\n",
+     "distill.teacher_backbone cannot be set in a search space; of the distill section only "
+     "distill.weight, distill.views may be"),
+    (TEACHER + "distill.weight: {type: uniform, low: -1.0, high: 2.0}\n", "distill.weight.low must be in"),
+    (TEACHER + "distill.weight: {type: int, low: 1, high: 2}\n", "distill.weight is a float field"),
+    (TEACHER + "distill.views: {type: choice, values: [both, last]}\n", "distill.views.values[1] must be one of"),
+])
+def test_bad_distill_parameters_name_the_key(tmp_path, text, fragment):
+    with pytest.raises(SpaceError) as e:
+        load_space(write(tmp_path, text))
+    assert fragment in str(e.value), str(e.value)
+
+
+def test_a_child_space_that_drops_the_teacher_drops_its_settings(tmp_path):
+    write(tmp_path, TEACHER + "distill.weight: {type: loguniform, low: 0.1, high: 10.0}\n"
+                              "lr: {type: loguniform, low: 0.01, high: 1.0}\n", "base.yaml")
+    child = load_space(write(tmp_path, "extends: base.yaml\ndistill: null\n", "child.yaml"))
+    assert set(child.params) == {"lr"} and child.fixed["distill"] is None

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 BACKBONE = "mobilenetv3_small_050"
+BUDGET = "smoke"  # the README's budget (32 px, 4 epochs), cut to 4 trials, then 6 after the resume
 RECIPE_SEARCH = Path(sys.executable).parent / "recipe-search"
 
 
@@ -161,7 +162,7 @@ def test_search_on_the_cluster(cluster, state, capsys):
     _say(capsys, f"services up in {cluster.timings}; root {cluster.root}")
     t0 = time.monotonic()
     res = cluster.recipe_search(
-        "run", "--backbone", BACKBONE, "--budget", "tiny", *data_args(), "--no-progress",
+        "run", "--backbone", BACKBONE, "--budget", BUDGET, "--num-samples", "4", *data_args(), "--no-progress",
         "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
         "--study-storage", cluster.pg.url("optuna"))
     state["search_s"] = time.monotonic() - t0
@@ -225,7 +226,7 @@ def test_api_serves_the_promoted_recipe(cluster, state):
     with urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30) as r:
         assert r.status == 200
         body = json.loads(r.read())
-    assert body["backbone"] == BACKBONE and body["budget"] == "tiny", body
+    assert body["backbone"] == BACKBONE and body["budget"] == BUDGET, body
     best = cluster.pg.psql("mlflow", f"""
         select b.value from tags b join tags s on s.run_uuid = b.run_uuid
         where b.key = 'rs.best_run_id' and s.key = 'rs.search_id' and s.value = '{state["search_id"]}'""")
@@ -242,7 +243,7 @@ def test_resume_from_another_driver(cluster, state, capsys):
     sid = state["search_id"]
     t0 = time.monotonic()
     res = cluster.recipe_search(
-        "run", "--backbone", BACKBONE, "--budget", "tiny", *data_args(), "--no-progress", "--resume",
+        "run", "--backbone", BACKBONE, "--budget", BUDGET, *data_args(), "--no-progress", "--resume",
         "--search-id", sid, "--num-samples", "6",
         "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
         "--study-storage", cluster.pg.url("optuna"), home=str(cluster.root / "home2"))

@@ -1,0 +1,31 @@
+"""What the benchmarks share: the integration tests' throwaway services (PostgreSQL, an MLflow
+server, ...) and the one JSON line (plus an optional ``--json`` file) each bench ends with."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def services():
+    """``tests/integration/services.py`` as a module (the tests are not a package)."""
+    name = "rs_it_services"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "integration" / "services.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def emit(result: dict, json_path: str | None = None) -> dict:
+    """Print ``result`` as one JSON line; also write it, indented, to ``json_path``."""
+    print(json.dumps(result))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    return result
