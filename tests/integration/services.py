@@ -315,6 +315,42 @@ def start_ray_head(root: Path, num_cpus: int = 2, env: dict | None = None,
     return svc
 
 
+def start_ray_worker(head: Service, num_cpus: int = 1, env: dict | None = None,
+                     tracker: ProcessTracker | None = None, timeout: float = 120) -> Service:
+    """A second Ray node on this machine, joined to ``head`` (``ray start --address ... --block``):
+    trials are then scheduled across two raylets, as on a real cluster. It shares the head's
+    session directory, so :func:`stop_ray_head` also finds its processes."""
+    root = Path(head.extra["temp_dir"]).parent
+    log = root / "ray-worker.log"
+    proc = _spawn("ray-worker", [str(VENV_BIN / "ray"), "start", "--address", f"127.0.0.1:{head.port}",
+                                 "--num-cpus", str(num_cpus), "--disable-usage-stats", "--block"], log,
+                  env={"RAY_USAGE_STATS_ENABLED": "0", **(env or {})}, tracker=tracker)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start --address exited with {proc.returncode}\n{log.read_text()[-3000:]}")
+        if "block forever" in log.read_text(errors="replace"):
+            break
+        time.sleep(0.5)
+    else:
+        raise TimeoutError(f"the Ray worker node did not start\n{log.read_text()[-3000:]}")
+    if tracker is not None:
+        tracker.add(proc.pid)
+    return Service("ray-worker", proc, log, head.port, extra={"temp_dir": head.extra["temp_dir"]})
+
+
+def stop_ray_worker(svc: Service, tracker: ProcessTracker | None = None) -> None:
+    if tracker is not None:
+        tracker.add(svc.proc.pid)
+    if svc.proc.poll() is None:
+        svc.proc.send_signal(signal.SIGTERM)  # --block: Ray shuts this node's processes down
+        try:
+            svc.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+    _terminate(svc.proc, timeout=5)
+
+
 def stop_ray_head(svc: Service, tracker: ProcessTracker | None = None) -> None:
     if tracker is not None:
         tracker.add(svc.proc.pid)

@@ -1,8 +1,8 @@
 """The multi-machine setup on one machine: PostgreSQL (throwaway cluster), an MLflow tracking
-server over it, a Ray head node, ``recipe-search run`` joining them with the Optuna study in
-PostgreSQL, ``recipe-search serve`` reading the promoted recipe back, a resume from a second
-driver, the MLflow UI in headless Chromium, the metric write rates per tracking backend, and a
-teardown that leaves no process.
+server over it, a Ray cluster of two nodes (head + worker), ``recipe-search run`` joining
+them with the Optuna study in PostgreSQL, ``recipe-search serve`` reading the promoted recipe
+back, a resume from a second driver, the MLflow UI in headless Chromium, the metric write
+rates per tracking backend, and a teardown that leaves no process.
 
 Run with ``.ci/integration`` (or ``RECIPE_SEARCH_INTEGRATION=1 .venv/bin/python -m pytest -m
 integration tests/integration -q``). The tests in this module run in file order and share
@@ -90,9 +90,12 @@ class Cluster:
         self.timings["mlflow_server_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        self.ray = svc.start_ray_head(self.root / "ray", num_cpus=2, env=self.env, tracker=self.tracker)
+        # two Ray nodes of one CPU each: trials run on both raylets, as on a real cluster
+        self.ray = svc.start_ray_head(self.root / "ray", num_cpus=1, env=self.env, tracker=self.tracker)
         self.stack.callback(svc.stop_ray_head, self.ray, self.tracker)
-        self.timings["ray_head_s"] = time.monotonic() - t0
+        self.ray_worker = svc.start_ray_worker(self.ray, num_cpus=1, env=self.env, tracker=self.tracker)
+        self.stack.callback(svc.stop_ray_worker, self.ray_worker, self.tracker)
+        self.timings["ray_nodes_s"] = time.monotonic() - t0
         self.tracker.sample()
         return self
 
@@ -169,7 +172,7 @@ def test_search_on_the_cluster(cluster, state, capsys):
     _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
     assert res.returncode == 0, res.stdout[-6000:]
     assert "promoted" in res.stdout, res.stdout[-4000:]
-    assert "1 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight
+    assert "2 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight, on both nodes
     rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
                                      "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
                                      "k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search')")
