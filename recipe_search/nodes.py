@@ -59,10 +59,14 @@ def check_nodes(ray, storage: Path, spec, image_size: int, seed: int, *, timeout
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
     if not nodes:
         raise SearchError("the Ray cluster has no alive node with CPUs to run trials on")
-    storage.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     probe = storage / f"{PROBE_PREFIX}{token[:8]}"
-    probe.write_text(token)
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    except OSError as e:
+        raise SearchError(f"the Tune storage {storage} is not writable from this driver "
+                          f"({type(e).__name__}: {e}); choose another --storage-path") from None
     task = ray.remote(num_cpus=0, max_retries=0)(_probe_node)
     try:
         refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(

@@ -353,3 +353,15 @@ def test_janitor_strips_weights_of_stopped_and_failed_trials_only(tmp_path):
     assert sorted(p.name for p in done_dir.iterdir()) == ["checkpoint.pt", "encoder.pt", "history.json"]
     janitor.on_trial_complete(SimpleNamespace(checkpoint=None, last_result={}), [])  # never checkpointed
     assert janitor.freed_files == 4
+
+
+def test_node_preflight_needs_a_writable_storage(env, tmp_path):
+    import ray
+
+    from recipe_search.errors import SearchError
+    from recipe_search.nodes import check_nodes
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SearchError, match="is not writable from this driver"):
+        check_nodes(ray, blocker / "storage", None, 16, 0)
