@@ -203,6 +203,37 @@ def _print_outcome(o) -> None:
     elif o.promotion_error:
         err_console.print(f"[bold red]error:[/] promotion failed: {o.promotion_error}", highlight=False)
     console.print(f"MLflow: parent run {o.parent_run_id} in {o.tracking_uri}", highlight=False)
+    if o.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"  {runs_url(o.tracking_uri, o.tracking_uri, run_id=o.parent_run_id)}", highlight=False)
+    else:
+        console.print("  browse it with: recipe-search ui", highlight=False)
+
+
+def runs_url(base: str, tracking_uri: str, experiment: str = "recipe-search", run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment's runs (MLflow 3 opens an experiment on its GenAI
+    overview; the runs table is ``#/experiments/<id>/runs``), or of one run. ``base`` alone when
+    the experiment cannot be looked up."""
+    base = base.rstrip("/")
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)  # a server that is down must not hold the command for minutes
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        if run_id is not None:
+            exp_id = client.get_run(run_id).info.experiment_id
+            return f"{base}/#/experiments/{exp_id}/runs/{run_id}"
+        exp = client.get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a link is a convenience; the store may not exist yet
+        return base
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return f"{base}/#/experiments/{exp.experiment_id}/runs" if exp is not None else base
 
 
 # --------------------------------------------------------------------------- store views
@@ -285,19 +316,21 @@ def ui(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the embedded store)"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(5000),
+    experiment: str = typer.Option("recipe-search", help="MLflow experiment of the search runs"),
 ) -> None:
     """Start the MLflow UI on the same store as the searches."""
     from .store import artifact_root_for
 
     uri = tracking_uri or config.default_tracking_uri()
     if uri.startswith(("http://", "https://")):
-        console.print(f"the store is an MLflow server: open {uri}")
+        console.print(f"the store is an MLflow server: open {runs_url(uri, uri, experiment)}", highlight=False)
         return
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     art = artifact_root_for(uri)
     if art:
         cmd += ["--default-artifact-root", art]
-    console.print(f"MLflow UI on http://{host}:{port} for {uri}  (Ctrl-C to stop)", highlight=False)
+    console.print(f"MLflow UI on http://{host}:{port} for {uri}  (Ctrl-C to stop)\n"
+                  f"the searches: {runs_url(f'http://{host}:{port}', uri, experiment)}", highlight=False)
     try:
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:

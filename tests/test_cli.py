@@ -270,3 +270,20 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     promos = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
                         "where k.key = 'rs.kind' and k.value = 'promotion' and t.key = 'rs.state'")
     assert promos == [("current",)]
+
+
+def test_ui_links_to_the_runs_table(home, tmp_path):
+    """MLflow 3 opens an experiment on its GenAI overview: the commands link to the runs table."""
+    from mlflow.tracking import MlflowClient
+
+    from recipe_search.cli import runs_url
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("recipe-search")
+    run = client.create_run(exp).info.run_id
+    assert runs_url("http://h:5000/", uri) == f"http://h:5000/#/experiments/{exp}/runs"
+    assert runs_url("http://h:5000", uri, run_id=run) == f"http://h:5000/#/experiments/{exp}/runs/{run}"
+    assert runs_url("http://h:5000", uri, experiment="nope") == "http://h:5000"
+    result, out = invoke("ui", "--tracking-uri", "http://127.0.0.1:9")  # nothing listens there
+    assert result.exit_code == 0 and "the store is an MLflow server: open http://127.0.0.1:9" in out, out
