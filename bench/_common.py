@@ -1,5 +1,6 @@
-"""What the benchmarks share: the integration tests' throwaway services (PostgreSQL, an MLflow
-server, ...) and the one JSON line (plus an optional ``--json`` file) each bench ends with."""
+"""What the benchmarks share: the torch device set-up of the step benches, the integration
+tests' throwaway services (PostgreSQL, an MLflow server, ...) and the one JSON line (plus an
+optional ``--json`` file) each bench ends with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def torch_device(device: str, threads: int = 0):
+    """``(torch.device, a name for the report)`` for ``--device cpu|cuda``; ``threads`` > 0 pins
+    torch's CPU threads. Exits with a message when CUDA is asked for and absent."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for but CUDA is not available")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    return dev, name
 
 
 def services():

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench._common import torch_device  # noqa: E402
 from trainer.augment import MoCoViews  # noqa: E402
 from trainer.recipe import Recipe  # noqa: E402
 
@@ -141,12 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
     args = p.parse_args(argv)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    device, name = torch_device(args.device, args.threads)
     print(f"torch {torch.__version__} on {name}")
     for size in args.size:
         bench_size(size, args, device)

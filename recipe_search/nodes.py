@@ -72,7 +72,7 @@ def check_nodes(ray, storage: Path, spec, image_size: int, seed: int, *, timeout
         refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
                     scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
                     str(probe), token, spec, image_size, seed) for n in nodes}
-        ready, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        _, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
         problems = []
         for name, ref in refs.items():
             if ref in pending:

@@ -127,6 +127,7 @@ class Plan:
     data: Any  # trainer.data.DataSpec
     num_samples: int
     max_epochs: int
+    checkpoint_every: int
     tracking_uri: str
 
 
@@ -163,6 +164,8 @@ def plan(settings: SearchSettings) -> Plan:
     data = budget.data_spec(settings.dataset, settings.data, download=settings.download)
     return Plan(settings=settings, budget=budget, space=space, data=data, num_samples=num_samples,
                 max_epochs=settings.max_epochs or budget.max_epochs,
+                checkpoint_every=budget.checkpoint_every if settings.checkpoint_every is None
+                else settings.checkpoint_every,
                 tracking_uri=settings.tracking_uri or config.default_tracking_uri())
 
 
@@ -502,7 +505,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             device=device, threads=max(1, int(cpt)), baselines=BASELINES,
             extra={"faults": s.faults, "finished": finished, "finished_points": finished_points},
             baseline_points=tuple(p.space.point(b.values) for b in BASELINES),
-            checkpoint_every=p.budget.checkpoint_every if s.checkpoint_every is None else s.checkpoint_every)
+            checkpoint_every=p.checkpoint_every)
         resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
 

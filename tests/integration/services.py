@@ -340,10 +340,12 @@ def start_ray_worker(head: Service, num_cpus: int = 1, env: dict | None = None,
 
 
 def stop_ray_worker(svc: Service, tracker: ProcessTracker | None = None) -> None:
+    """Stop a ``ray start --block`` node: SIGTERM makes Ray shut its node processes down."""
     if tracker is not None:
         tracker.add(svc.proc.pid)
+        tracker.sample()
     if svc.proc.poll() is None:
-        svc.proc.send_signal(signal.SIGTERM)  # --block: Ray shuts this node's processes down
+        svc.proc.send_signal(signal.SIGTERM)
         try:
             svc.proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -352,16 +354,7 @@ def stop_ray_worker(svc: Service, tracker: ProcessTracker | None = None) -> None
 
 
 def stop_ray_head(svc: Service, tracker: ProcessTracker | None = None) -> None:
-    if tracker is not None:
-        tracker.add(svc.proc.pid)
-        tracker.sample()
-    if svc.proc.poll() is None:
-        svc.proc.send_signal(signal.SIGTERM)  # --block: Ray shuts its node processes down
-        try:
-            svc.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-    _terminate(svc.proc, timeout=5)
+    stop_ray_worker(svc, tracker)  # the same ``ray start --block`` stop, then the leftovers
     if tracker is not None:  # node processes that escaped the group (raylet workers, gcs)
         deadline = time.monotonic() + 10
         temp_dir = str(svc.extra["temp_dir"])
