@@ -2,17 +2,21 @@
 
 ``create_app(tracking_uri)`` builds the app; ``api.server.serve`` runs it with uvicorn.
 
-* ``GET /recipes``                      current recipes (one per backbone/dataset/budget)
-* ``GET /recipes/{backbone}?dataset=``  recipe, metrics, provenance, MLflow run link
-* ``GET /recipes/{backbone}/trials``    trial leaderboard read from MLflow
+* ``GET /recipes``                      current recipes (one per backbone/dataset/fingerprint)
+* ``GET /recipes/{backbone}?dataset=&fingerprint=``  recipe, verdict (seeds, floor, lift
+  intervals), confirmed test_probe_top1, metrics, provenance, MLflow run link
+* ``GET /recipes/{backbone}/fingerprints?dataset=``  which fingerprints have a current recipe
+* ``GET /recipes/{backbone}/trials``    trial leaderboard read from MLflow (val_knn_top1 first)
 * ``GET /recipes/{backbone}/history``   promotions over time
 * ``GET /healthz``, ``GET /readyz``     liveness, readiness (checks the store)
 * ``POST /searches``, ``GET /searches/{id}``  start/inspect ``recipe-search run``
   (write endpoint: needs ``Authorization: Bearer $RECIPE_SEARCH_TOKEN``)
 
 Reads go through a short per-key TTL cache, every JSON GET carries a strong
-ETag (``If-None-Match`` -> 304), a missing or corrupt store answers 503 with a
-JSON message. Nothing is ever written to the store by this app.
+ETag (``If-None-Match`` -> 304), a missing, corrupt or outdated store (promotions
+from before ``rs.schema`` 2) answers 503 with a one-line JSON message. Metric names
+say their split (``val_knn_top1``, ``test_probe_top1``). Nothing is ever written to
+the store by this app.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import math
 import os
 import shutil
 import subprocess
@@ -35,23 +40,26 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from recipe_search import __version__, config
-from recipe_search.store import PromotedRecipe, RecipeStore, StoreUnavailable, TrialRun
+from recipe_search.store import PromotedRecipe, RecipeStore, StoreOutdated, StoreUnavailable, TrialRun
 
 from .cache import TTLCache
 from .models import (
     ErrorBody,
     Health,
     HistoryEntry,
+    ProxyShape,
     Ready,
     RecipeDetail,
     RecipeSummary,
     RunLink,
+    Score,
     SearchJob,
     SearchRequest,
     Trial,
+    Verdict,
 )
 
 KEY_PARAMS = (
@@ -92,13 +100,55 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class _NotFound(Exception):
-    def __init__(self, detail: str, known: list[str]) -> None:
-        self.detail, self.known = detail, known
+    def __init__(self, detail: str, known: list[str], fingerprints: list[str] | None = None) -> None:
+        self.detail, self.known, self.fingerprints = detail, known, fingerprints
+
+
+def _score(r: PromotedRecipe) -> Score:
+    s = r.score
+    return Score(mean=s.mean, std=s.std, n=s.n, values=list(s.values))
 
 
 def _summary(r: PromotedRecipe) -> RecipeSummary:
-    return RecipeSummary(backbone=r.backbone, dataset=r.dataset, budget=r.budget, metric=r.metric,
-                         updated_at=r.updated_at)
+    return RecipeSummary(backbone=r.backbone, dataset=r.dataset, fingerprint=r.fingerprint, budget=r.budget,
+                         verdict=r.verdict, test_probe_top1=_score(r), updated_at=r.updated_at, run_id=r.run_id)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no inf/nan)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _verdict(provenance: dict) -> Verdict | None:
+    """provenance["verdict"] as a model; a part that does not fit the contract is left out."""
+    v = provenance.get("verdict")
+    if not isinstance(v, dict):
+        return None
+    v = _finite(v)
+    try:
+        return Verdict.model_validate(v)
+    except ValidationError:
+        pass
+    try:  # keep what fits: the verdict and its line at least
+        return Verdict.model_validate({k: v[k] for k in ("verdict", "line", "metric", "seeds", "winner") if k in v})
+    except ValidationError:
+        return None
+
+
+def _proxy(provenance: dict) -> ProxyShape | None:
+    p = provenance.get("fingerprint")
+    if not isinstance(p, dict):
+        return None
+    try:
+        return ProxyShape.model_validate(_finite(p))
+    except ValidationError:
+        return None
 
 
 def _key_params(params: dict[str, str]) -> dict[str, str]:
@@ -154,7 +204,9 @@ def create_app(
 
     # -- rendering ------------------------------------------------------------------
     def unavailable(e: StoreUnavailable) -> Rendered:
-        return _render(503, ErrorBody(detail=str(e), store=store.display_uri), {"Retry-After": "5"})
+        # an outdated store does not heal by waiting: no Retry-After
+        retry = {} if isinstance(e, StoreOutdated) else {"Retry-After": "5"}
+        return _render(503, ErrorBody(detail=str(e), store=store.display_uri), retry)
 
     def compute(fn: Callable[[], Rendered]) -> Callable[[], Rendered]:
         def run() -> Rendered:
@@ -163,7 +215,8 @@ def create_app(
             except StoreUnavailable as e:
                 return unavailable(e)
             except _NotFound as e:
-                return _render(404, ErrorBody(detail=e.detail, known_backbones=e.known))
+                return _render(404, ErrorBody(detail=e.detail, known_backbones=e.known,
+                                              known_fingerprints=e.fingerprints))
 
         return run
 
@@ -193,44 +246,80 @@ def create_app(
         return RunLink(run_id=run_id, experiment_id=experiment_id, url=url, hint=hint)
 
     errors: dict[int | str, dict[str, Any]] = {
-        503: {"model": ErrorBody, "description": "The store is missing, corrupt or unreachable."},
+        503: {"model": ErrorBody, "description": "The store is missing, corrupt, unreachable or outdated "
+                                                 "(promotions from before rs.schema 2)."},
     }
     not_found: dict[int | str, dict[str, Any]] = {
-        404: {"model": ErrorBody, "description": "Unknown backbone; lists the known ones."},
+        404: {"model": ErrorBody, "description": "Unknown backbone (lists the known ones), or no recipe for "
+                                                 "the dataset/fingerprint (lists the backbone's fingerprints)."},
         **errors,
     }
     BackboneParam = PathParam(..., description="timm model name, e.g. resnet18")
+    DatasetParam = Query(None, description="Only recipes promoted on this dataset.")
+    FingerprintParam = Query(None, pattern=r"^[0-9a-fA-F]{16}$",
+                             description="Pick the recipe of this fingerprint (16 hex digits, see "
+                                         "/recipes/{backbone}/fingerprints).")
+
+    def missing(backbone: str, dataset: str | None, fingerprint: str | None = None) -> _NotFound:
+        names = known()
+        if backbone not in names:
+            return _NotFound(f"unknown backbone {backbone!r}", names)
+        fps = [r.fingerprint for r in store.fingerprints(backbone)]
+        if fingerprint is not None:
+            on = f" on dataset {dataset!r}" if dataset is not None else ""
+            return _NotFound(f"backbone {backbone!r} has no current recipe with fingerprint {fingerprint!r}{on}",
+                             names, fps)
+        return _NotFound(f"backbone {backbone!r} has no recipe for dataset {dataset!r}", names, fps)
 
     # -- read endpoints ----------------------------------------------------------------
     @app.get("/recipes", response_model=list[RecipeSummary], responses=errors, tags=["recipes"])
     async def list_recipes(request: Request) -> Response:
-        """Every current recipe: one per (backbone, dataset, budget)."""
+        """Every current recipe: one per (backbone, dataset, fingerprint), with its verdict and
+        confirmed test_probe_top1 (mean ± std over the seeds)."""
         return await respond(request, ("list",), lambda: _render(200, [_summary(r) for r in store.list()]))
 
     @app.get("/recipes/{backbone}", response_model=RecipeDetail, responses=not_found, tags=["recipes"])
     async def get_recipe(
         request: Request,
         backbone: str = BackboneParam,
-        dataset: str | None = Query(None, description="Pick the recipe for this dataset."),
+        dataset: str | None = DatasetParam,
+        fingerprint: str | None = FingerprintParam,
     ) -> Response:
-        """The current recipe of a backbone: recipe JSON, metrics, provenance and its MLflow run."""
+        """The current recipe of a backbone (the newest one unless ``dataset``/``fingerprint`` pick
+        one): recipe JSON, verdict with seeds, floor and lift intervals, the confirmed
+        test_probe_top1 per seed, the fingerprint, metrics, provenance and its MLflow run."""
+        fp = fingerprint.lower() if fingerprint is not None else None
 
         def build() -> Rendered:
-            rec = store.get(backbone, dataset=dataset)
+            rec = store.get(backbone, dataset=dataset, fingerprint=fp)
             if rec is None:
-                names = known()
-                if backbone in names:
-                    raise _NotFound(f"backbone {backbone!r} has no recipe for dataset {dataset!r}", names)
-                raise _NotFound(f"unknown backbone {backbone!r}", names)
+                raise missing(backbone, dataset, fp)
             exp = store.experiment_id
             return _render(200, RecipeDetail(
-                backbone=rec.backbone, dataset=rec.dataset, budget=rec.budget, metric=rec.metric,
+                backbone=rec.backbone, dataset=rec.dataset, fingerprint=rec.fingerprint, budget=rec.budget,
+                verdict=_verdict(rec.provenance), test_probe_top1=_score(rec), proxy=_proxy(rec.provenance),
                 metrics=rec.metrics, recipe=rec.recipe, provenance=rec.provenance, state=rec.state,
                 updated_at=rec.updated_at, run_id=rec.run_id, source_run_id=rec.source_run_id,
                 mlflow=link(rec.run_id, exp),
             ))
 
-        return await respond(request, ("recipe", backbone, dataset), build)
+        return await respond(request, ("recipe", backbone, dataset, fp), build)
+
+    @app.get("/recipes/{backbone}/fingerprints", response_model=list[RecipeSummary], responses=not_found,
+             tags=["recipes"])
+    async def get_fingerprints(
+        request: Request, backbone: str = BackboneParam, dataset: str | None = DatasetParam,
+    ) -> Response:
+        """Which fingerprints (proxy data + budget shape) have a current recipe for the backbone,
+        newest first: dataset, budget, verdict, confirmed test_probe_top1 and promotion time."""
+
+        def build() -> Rendered:
+            recs = store.fingerprints(backbone, dataset)
+            if not recs:
+                raise missing(backbone, dataset)
+            return _render(200, [_summary(r) for r in recs])
+
+        return await respond(request, ("fingerprints", backbone, dataset), build)
 
     @app.get("/recipes/{backbone}/trials", response_model=list[Trial], responses=not_found,
              tags=["recipes"])
@@ -239,7 +328,8 @@ def create_app(
         backbone: str = BackboneParam,
         limit: int = Query(20, ge=1, le=1000, description="How many trials (best first)."),
     ) -> Response:
-        """The trial leaderboard: the backbone's search trials in MLflow, best probe_top1 first."""
+        """The trial leaderboard: the backbone's trials in MLflow, best val_knn_top1 first.
+        Confirmation trials (stage ``confirmation``) also carry test_probe_top1 and test_knn_top1."""
 
         def build() -> Rendered:
             trials: list[TrialRun] = store.trials(backbone, limit=limit)
@@ -248,8 +338,9 @@ def create_app(
                 if backbone not in names:
                     raise _NotFound(f"no trials and no recipe for backbone {backbone!r}", names)
             return _render(200, [
-                Trial(run_id=t.run_id, run_name=t.run_name, status=t.status, probe_top1=t.probe_top1,
-                      knn_top1=t.knn_top1, params=_key_params(t.params), search_id=t.search_id,
+                Trial(run_id=t.run_id, run_name=t.run_name, status=t.status, stage=t.stage,
+                      val_knn_top1=t.val_knn_top1, test_probe_top1=t.test_probe_top1,
+                      test_knn_top1=t.test_knn_top1, params=_key_params(t.params), search_id=t.search_id,
                       experiment_id=t.experiment_id, start_time=t.start_time,
                       mlflow=link(t.run_id, t.experiment_id))
                 for t in trials
@@ -267,9 +358,10 @@ def create_app(
             if not hist:
                 raise _NotFound(f"unknown backbone {backbone!r}", known())
             return _render(200, [
-                HistoryEntry(backbone=h.backbone, dataset=h.dataset, budget=h.budget, metric=h.metric,
-                             metrics=h.metrics, state=h.state, updated_at=h.updated_at, run_id=h.run_id,
-                             source_run_id=h.source_run_id, recipe=h.recipe)
+                HistoryEntry(backbone=h.backbone, dataset=h.dataset, fingerprint=h.fingerprint, budget=h.budget,
+                             verdict=h.verdict, test_probe_top1=_score(h), metrics=h.metrics, state=h.state,
+                             updated_at=h.updated_at, run_id=h.run_id, source_run_id=h.source_run_id,
+                             recipe=h.recipe)
                 for h in hist
             ])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class ErrorBody(BaseModel):
@@ -15,14 +15,74 @@ class ErrorBody(BaseModel):
         None, description="On 404 for an unknown backbone: the backbones the store knows."
     )
     store: str | None = Field(None, description="On 503: the store's tracking URI (password hidden).")
+    known_fingerprints: list[str] | None = Field(
+        None, description="On 404 for an unknown fingerprint: the backbone's current fingerprints.")
+
+
+VERDICTS = "better_than_baselines | no_significant_lift | below_floor"
+
+
+class Score(BaseModel):
+    """Mean ± std of one metric over the confirmation seeds."""
+
+    mean: float
+    std: float = Field(..., description="Sample standard deviation (ddof=1); 0 for one seed.")
+    n: int = Field(..., description="How many seeds.")
+    values: list[float] = Field(..., description="The per-seed values, in seed order.")
+
+
+class LiftInterval(BaseModel):
+    """A 95% t interval on a difference of means (bounds null when it has no interval: one seed)."""
+
+    mean: float
+    low: float | None = None
+    high: float | None = None
+    n: int
+    method: str = Field(..., examples=["paired t interval over seeds (95%)"])
+
+
+class Verdict(BaseModel):
+    """What the confirmation found (provenance["verdict"])."""
+
+    verdict: str = Field(..., description=VERDICTS)
+    line: str = Field(..., description="The verdict in one sentence.")
+    metric: str = Field("test_probe_top1", description="The metric every score and lift is about.")
+    seeds: list[int] = Field(default_factory=list, description="The confirmation seeds.")
+    winner: str | None = None
+    score: Score | None = Field(None, description="The promoted recipe's confirmed score.")
+    floor: Score | None = Field(None, description="The untrained encoder's score on the same seeds.")
+    baselines: dict[str, Score] = Field(default_factory=dict)
+    lift: dict[str, LiftInterval] = Field(
+        default_factory=dict, description="Lift over each baseline, the best baseline and the floor.")
+
+
+class ProxyShape(BaseModel):
+    """What the fingerprint covers (provenance["fingerprint"])."""
+
+    model_config = ConfigDict(extra="allow")
+
+    digest: str
+    data_digest: str | None = Field(None, description="sha256 of the proxy data's images and labels.")
+    image_size: int | None = None
+    classes: int | None = None
+    train_per_class: int | None = None
+    val_per_class: int | None = None
+    test_per_class: int | None = None
+    epochs: int | None = None
+    budget: str | None = None
 
 
 class RecipeSummary(BaseModel):
+    """One current recipe: the key, its verdict and its confirmed score."""
+
     backbone: str
     dataset: str
-    budget: str
-    metric: float = Field(..., description="Linear-probe top-1 accuracy (probe_top1) of the recipe.")
+    fingerprint: str = Field(..., description="16 hex: the proxy data actually used and the budget shape.")
+    budget: str = Field(..., description="The budget's name (informative; not part of the key).")
+    verdict: str | None = Field(None, description=VERDICTS)
+    test_probe_top1: Score = Field(..., description="Confirmed linear-probe top-1 on the test split, over seeds.")
     updated_at: str = Field(..., description="When it was promoted (ISO-8601 UTC).")
+    run_id: str = Field(..., description="The store run's MLflow id.")
 
 
 class RunLink(BaseModel):
@@ -37,9 +97,13 @@ class RunLink(BaseModel):
 class RecipeDetail(BaseModel):
     backbone: str
     dataset: str
+    fingerprint: str = Field(..., description="16 hex: the proxy data actually used and the budget shape.")
     budget: str
-    metric: float
-    metrics: dict[str, float]
+    verdict: Verdict | None = Field(
+        None, description="Verdict, seeds, floor, baselines and lift intervals (null if not recorded).")
+    test_probe_top1: Score = Field(..., description="Confirmed linear-probe top-1 on the test split, over seeds.")
+    proxy: ProxyShape | None = Field(None, description="What the fingerprint covers.")
+    metrics: dict[str, float] = Field(..., description="Final metrics; the names say their split.")
     recipe: dict[str, Any] = Field(..., description="The recipe (trainer.recipe.Recipe.to_dict()).")
     provenance: dict[str, Any]
     state: str
@@ -52,8 +116,10 @@ class RecipeDetail(BaseModel):
 class HistoryEntry(BaseModel):
     backbone: str
     dataset: str
+    fingerprint: str
     budget: str
-    metric: float
+    verdict: str | None = Field(None, description=VERDICTS)
+    test_probe_top1: Score
     metrics: dict[str, float]
     state: str = Field(..., description="current | superseded")
     updated_at: str
@@ -66,8 +132,10 @@ class Trial(BaseModel):
     run_id: str
     run_name: str | None = None
     status: str = Field(..., description="MLflow run status (RUNNING, FINISHED, FAILED, KILLED).")
-    probe_top1: float | None = None
-    knn_top1: float | None = None
+    stage: str = Field(..., description="search | confirmation")
+    val_knn_top1: float | None = Field(None, description="kNN top-1 on the validation split (last epoch).")
+    test_probe_top1: float | None = Field(None, description="Confirmation trials only.")
+    test_knn_top1: float | None = Field(None, description="Confirmation trials only.")
     params: dict[str, str] = Field(..., description="The trial's key recipe parameters.")
     search_id: str | None = None
     experiment_id: str

@@ -40,9 +40,21 @@ def load_store(uri: str, backbones: list[str]) -> None:
     store = RecipeStore(uri)
     for i, b in enumerate(backbones):
         for j, ds in enumerate(("cifar10", "stl10")):
-            store.promote(b, ds, "small", {"backbone": b, "lr": 0.01 * (i + 1), "seed": j},
-                          {"probe_top1": 0.3 + 0.05 * i + 0.01 * j, "knn_top1": 0.25 + 0.05 * i},
-                          {"search_id": f"bench-{i}", "code_version": "bench"})
+            scores = [0.3 + 0.05 * i + 0.01 * j + d for d in (-0.01, 0.0, 0.01)]
+            mean = sum(scores) / len(scores)
+            fp = f"{i:08x}{j:08x}"
+            verdict = {"verdict": "better_than_baselines", "line": "bench", "metric": "test_probe_top1",
+                       "seeds": [0, 1, 2], "winner": "tpe",
+                       "score": {"mean": mean, "std": 0.01, "n": 3, "values": scores},
+                       "floor": {"mean": 0.1, "std": 0.01, "n": 3, "values": [0.09, 0.1, 0.11]},
+                       "baselines": {}, "lift": {"floor": {"mean": mean - 0.1, "low": mean - 0.13,
+                                                          "high": mean - 0.07, "n": 3,
+                                                          "method": "paired t interval over seeds (95%)"}}}
+            store.promote(b, ds, fp, {"backbone": b, "lr": 0.01 * (i + 1), "seed": j},
+                          {"test_probe_top1": mean, "test_knn_top1": 0.25 + 0.05 * i},
+                          {"search_id": f"bench-{i}", "code_version": "bench", "verdict": verdict,
+                           "fingerprint": {"digest": fp, "budget": "small"}},
+                          scores=scores, budget="small")
 
 
 def free_port() -> int:

@@ -111,14 +111,14 @@ def replay(uri: str, trials: int, epochs: int, backbone: str, first: int = 0) ->
         trial = SimpleNamespace(trial_id=f"{i:05d}", config=config, last_result={}, status="RUNNING")
         logger.on_trial_start(trial, done + [trial])
         for epoch in range(1, epochs + 1):
-            result = {"epoch": epoch, "loss": 8.0 - epoch / epochs, "knn_top1": 0.1 + 0.4 * epoch / epochs,
+            result = {"epoch": epoch, "loss": 8.0 - epoch / epochs, "val_knn_top1": 0.1 + 0.4 * epoch / epochs,
                       "lr": 0.1, "images_per_sec": 9000.0 + i, "epoch_time_s": 1.3, "knn_time_s": 0.1,
                       "elapsed_s": 1.4 * epoch, "smoothing": 0.1, "key_momentum": 0.99,
                       "trial_elapsed_s": 1.4 * epoch, "time_total_s": 1.4 * epoch}
             trial.last_result = result
             logger.on_trial_result(trial, result, done + [trial])
-        final = {"epoch": epochs, "final": True, "probe_top1": 0.55, "probe_val_top1": 0.56,
-                 "probe_train_top1": 0.7, "probe_l2": 1e-4, "probe_time_s": 2.0, "train_time_s": 1.4 * epochs,
+        final = {"epoch": epochs, "final": True, "val_knn_top1": 0.5, "val_probe_top1": 0.56,
+                 "train_probe_top1": 0.7, "probe_l2": 1e-4, "probe_time_s": 2.0, "train_time_s": 1.4 * epochs,
                  "epochs_completed": epochs, "mean_images_per_sec": 9000.0, "trial_wall_s": 1.4 * epochs + 3,
                  "time_total_s": 1.4 * epochs + 3}
         trial.last_result = final

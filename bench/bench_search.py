@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
         "tune_loop_ratio": round(outcome.tune_s / outcome.trials_train_s, 3) if outcome.trials_train_s else None,
         "overhead_per_trial_s": round((wall * args.max_concurrent - outcome.trials_train_s)
                                       / max(1, len(outcome.trials)), 2),
-        "best_probe_top1": outcome.best.probe_top1 if outcome.best else None,
+        "best_search_val_knn_top1": outcome.best.objective if outcome.best else None,
+        "verdict": outcome.verdict.verdict if outcome.verdict else None,
+        "search_stage_s": round(outcome.search_s, 2), "confirm_stage_s": round(outcome.confirm_s, 2),
         "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(f"search of {result['trials']} trials ({statuses}), {args.max_concurrent} at a time")

@@ -48,7 +48,7 @@ def measure(uri: str, n_single: int = 200, n_batch: int = 40, batch: int = 50) -
 
     t0 = time.perf_counter()
     for i in range(n_single):
-        client.log_metric(run_id, "knn_top1", i / n_single, step=i)
+        client.log_metric(run_id, "val_knn_top1", i / n_single, step=i)
     single_s = time.perf_counter() - t0
 
     names = [f"m{j}" for j in range(batch)]
@@ -59,7 +59,7 @@ def measure(uri: str, n_single: int = 200, n_batch: int = 40, batch: int = 50) -
     batch_s = time.perf_counter() - t0
     client.set_terminated(run_id)
 
-    stored = len(client.get_metric_history(run_id, "knn_top1"))
+    stored = len(client.get_metric_history(run_id, "val_knn_top1"))
     assert stored == n_single, f"{uri}: {stored} of {n_single} metric points stored"
     return {"log_metric_per_s": n_single / single_s, "log_metric_ms": 1000 * single_s / n_single,
             "log_batch_per_s": n_batch / batch_s, "batch_metrics_per_s": n_batch * batch / batch_s,

@@ -122,8 +122,17 @@ def run(
         None, "--storage-path", help="Ray Tune's state and trial checkpoints (default $RECIPE_SEARCH_HOME/ray); "
                                      "on a multi-node cluster a shared filesystem path, the same on every node"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live trial table"),
+    train_per_class: Optional[int] = typer.Option(None, help="proxy train images per class (default: the "
+                                                             "budget's; lowered to what the data has)"),
+    val_per_class: Optional[int] = typer.Option(None, help="val images per class, held out of train (selection)"),
+    test_per_class: Optional[int] = typer.Option(None, help="test images per class (read only by confirmation)"),
+    confirm_k: Optional[int] = typer.Option(None, help="finalists confirmed beside the baselines "
+                                                       "(default: the budget's)"),
+    confirm_seeds: Optional[int] = typer.Option(None, help="fresh seeds per confirmed recipe, >= 2 "
+                                                           "(default: the budget's)"),
+    yes: bool = typer.Option(False, "--yes", help="run a GPU budget (proxy) on the CPU anyway"),
 ) -> None:
-    """Search a pretraining recipe per backbone and promote the best one."""
+    """Search a pretraining recipe per backbone, confirm the finalists on fresh seeds, promote the winner."""
     from . import config
     from .search import SearchSettings, plan, prepare_data, ray_session, run_search
 
@@ -138,7 +147,9 @@ def run(
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
         num_cpus=num_cpus, download=download, study_storage=study_storage,
-        checkpoint_every=checkpoint_every) for b in backbone]
+        checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
+        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds, yes=yes)
+        for b in backbone]
     if not resume:
         for s in all_settings:  # every user error before anything starts
             prepare_data(plan(s))
@@ -156,7 +167,8 @@ def run(
                                   f"[bold]{_resume_command(remaining, experiment, storage_path)}[/]", soft_wrap=True)
                     raise typer.Exit(EXIT_INTERRUPTED)
                 _print_outcome(outcome)
-                failed |= outcome.promotion_error is not None and outcome.best is not None
+                failed |= outcome.promotion is None and outcome.verdict is not None and \
+                    outcome.verdict.verdict != "below_floor"  # the store refused a promotion
                 remaining.remove(s.backbone)
     except KeyboardInterrupt:
         err_console.print(f"\n[yellow]interrupted.[/] resume with:\n  "
@@ -175,33 +187,65 @@ def _fmt(v, digits: int = 4) -> str:
 def _print_outcome(o) -> None:
     counts: dict[str, int] = {}
     for t in o.trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    console.print(f"search [bold]{o.search_id}[/] {o.status}{' (resumed)' if o.resumed else ''}: "
+        key = f"{t.status}{' (confirmation)' if t.stage == 'confirmation' else ''}"
+        counts[key] = counts.get(key, 0) + 1
+    console.print(f"search [bold]{o.search_id}[/] {o.status}{' (resumed)' if o.resumed else ''}"
+                  f"{f' in the {o.stage} stage' if o.status == 'interrupted' else ''}: "
                   + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                  + f"  in {o.wall_s:.0f}s (trials trained {o.trials_train_s:.0f}s"
-                  + (f", overhead x{o.overhead:.2f})" if o.overhead else ")"), highlight=False)
-    table = Table(title="leaderboard (probe = linear-probe top-1, kNN = kNN top-1)", title_justify="left",
-                  **TABLE)
-    for col in ("trial", "kind", "status", "probe", "kNN", "note"):
+                  + f"  in {o.wall_s:.0f}s (search {o.search_s:.0f}s, confirmation {o.confirm_s:.0f}s; "
+                    f"trials trained {o.trials_train_s:.0f}s)", highlight=False)
+    floor_val = (o.floor.get("val") or {}).get("val_knn_top1")
+    table = Table(title="search stage (selection on validation: val kNN top-1; no test split read)",
+                  title_justify="left", **TABLE)
+    for col in ("trial", "kind", "status", "val kNN", "val probe", "note"):
         table.add_column(col, no_wrap=col != "note")
-    ranked = sorted(o.trials, key=lambda t: (t.probe_top1 is not None, t.probe_top1 or 0), reverse=True)
+    ranked = sorted((t for t in o.trials if t.stage != "confirmation"),
+                    key=lambda t: (t.objective is not None, t.objective or 0), reverse=True)
     for t in ranked:
-        style = "bold green" if o.best is not None and t.run_id == o.best.run_id else None
-        table.add_row(t.trial_id, t.label, t.status, _fmt(t.probe_top1, 3), _fmt(t.knn_top1, 3),
+        style = "bold" if o.best is not None and t.run_id == o.best.run_id else None
+        table.add_row(t.trial_id, t.label, t.status, _fmt(t.objective, 3), _fmt(t.metrics.get("val_probe_top1"), 3),
                       (t.error or "")[:80], style=style)
+    if floor_val is not None:
+        table.add_row("floor", "untrained", "-", _fmt(floor_val, 3),
+                      _fmt(o.floor["val"].get("val_probe_top1"), 3), "random-init encoder, same evaluation",
+                      style="dim")
     console.print(table)
-    if o.best is not None:
-        lifts = ", ".join(f"vs {k}: {'-' if v is None else f'{v:+.4f}'}" for k, v in o.lift.items())
-        console.print(f"best: {o.best.trial_id} ({o.best.label}) probe top-1 {o.best.probe_top1:.4f}; "
-                      f"lift {lifts}", highlight=False)
+    v = o.verdict
+    if v is not None:
+        seeds = ", ".join(map(str, v.seeds))
+        conf = Table(title=f"confirmation (seeds {seeds}; mean ± std; lift = paired 95% t interval over "
+                           f"{v.best_baseline or 'the best baseline'})", title_justify="left", **TABLE)
+        for col in ("recipe", "role", "val kNN", "test probe", "test kNN", "lift (test probe)"):
+            conf.add_column(col, overflow="fold", min_width=6 if col in ("recipe", "role") else 13)
+        from .stats import paired_interval
+
+        best = next((r for r in o.confirmation if r.name == v.best_baseline), None)
+        order = {name: i for i, name in enumerate(v.ranking)}
+        for r in sorted(o.confirmation, key=lambda r: order.get(r.name, len(order))):
+            cells = [r.summary(m, v.seeds) for m in ("val_knn_top1", "test_probe_top1", "test_knn_top1")]
+            lift = "-"
+            if best is not None and r.complete(v.seeds) and r.name != best.name:
+                lift = paired_interval(r.values("test_probe_top1", v.seeds),
+                                       best.values("test_probe_top1", v.seeds)).fmt()
+            note = "" if r.complete(v.seeds) else " (incomplete: a seed failed)"
+            conf.add_row(r.name + note, {"baseline": "base", "finalist": "final"}.get(r.role, r.role),
+                         *[c.fmt() if c is not None else "-" for c in cells], lift,
+                         style="bold green" if r.name == v.winner else None)
+        conf.add_row("floor", "untrained", "-", v.floor.fmt(), "-", v.lift["floor"].fmt() + " (winner)",
+                     style="dim")
+        console.print(conf)
+        style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
+                 "below_floor": "bold red"}[v.verdict]
+        console.print(f"[{style}]{v.line}[/]", highlight=False, soft_wrap=True)
     if o.promotion is not None:
         mark = "[green]promoted[/]" if o.promotion.promoted else "[yellow]not promoted[/]"
         console.print(f"{mark}: {o.promotion.reason}", highlight=False)
         current = o.promotion.current
-        console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}):")
+        console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}, "
+                      f"fingerprint {getattr(current, 'fingerprint', '?')}):", highlight=False)
         console.print_json(data=current.recipe)
-    elif o.promotion_error:
-        err_console.print(f"[bold red]error:[/] promotion failed: {o.promotion_error}", highlight=False)
+    elif o.promotion_error and o.status != "interrupted":
+        err_console.print(f"[bold yellow]{o.promotion_error}[/]", highlight=False)
     console.print(f"MLflow: parent run {o.parent_run_id} in {o.tracking_uri}", highlight=False)
     if o.tracking_uri.startswith(("http://", "https://")):
         console.print(f"  {runs_url(o.tracking_uri, o.tracking_uri, run_id=o.parent_run_id)}", highlight=False)
@@ -246,19 +290,45 @@ def _store(tracking_uri: Optional[str], *, create: bool = False):
 
 
 def _record_dict(rec) -> dict:
-    return {"backbone": rec.backbone, "dataset": rec.dataset, "budget": rec.budget, "recipe": rec.recipe,
-            "metrics": rec.metrics, "provenance": rec.provenance, "store_run_id": rec.run_id,
-            "source_run_id": rec.source_run_id, "updated_at": rec.updated_at}
+    verdict = rec.provenance.get("verdict") if isinstance(rec.provenance.get("verdict"), dict) else {}
+    return {"backbone": rec.backbone, "dataset": rec.dataset, "fingerprint": rec.fingerprint,
+            "budget": rec.budget, "verdict": rec.verdict, "verdict_line": rec.verdict_line,
+            "test_probe_top1": rec.score.to_dict(), "seeds": verdict.get("seeds"),
+            "recipe": rec.recipe, "metrics": rec.metrics, "provenance": rec.provenance,
+            "store_run_id": rec.run_id, "source_run_id": rec.source_run_id, "updated_at": rec.updated_at}
 
 
-def _promoted(backbone: str, dataset: Optional[str], tracking_uri: Optional[str]):
+def _describe_rec(rec) -> str:
+    return (f"{rec.dataset} fingerprint {rec.fingerprint} (budget {rec.budget or '-'}, "
+            f"{rec.verdict or 'no verdict'}, test_probe_top1 {rec.score.fmt(3)}, promoted {rec.updated_at[:19]})")
+
+
+def _promoted(backbone: str, dataset: Optional[str], tracking_uri: Optional[str],
+              fingerprint: Optional[str] = None):
+    """The current recipe of ``backbone`` (newest, unless ``dataset``/``fingerprint`` pick one;
+    ``fingerprint`` may be a unique prefix). Says on stderr which other fingerprints exist."""
     from trainer.recipe import check_backbone
 
     check_backbone(backbone)  # an unknown name gets "close matches"
-    rec = _store(tracking_uri).get(backbone, dataset)
-    if rec is None:
-        where = f" on {dataset}" if dataset else ""
+    recs = _store(tracking_uri).fingerprints(backbone, dataset)
+    where = f" on {dataset}" if dataset else ""
+    if not recs:
         fail(f"no promoted recipe for {backbone}{where}; run `recipe-search run --backbone {backbone}` first")
+    if fingerprint is not None:
+        fp = fingerprint.strip().lower()
+        hits = [r for r in recs if r.fingerprint.startswith(fp)] if fp else []
+        if len(hits) != 1:
+            have = ", ".join(f"{r.fingerprint} ({r.dataset})" for r in recs)
+            what = "matches several recipes" if hits else "matches no recipe"
+            fail(f"fingerprint {fingerprint!r} {what} of {backbone}{where}; current fingerprints: {have}")
+        return hits[0]
+    rec, others = recs[0], recs[1:]
+    if others:
+        err_console.print(
+            f"[yellow]note:[/] {backbone} has {len(recs)} current recipes; showing the newest, "
+            f"{_describe_rec(rec)}. Others: " + "; ".join(_describe_rec(r) for r in others)
+            + ". Pick one with --fingerprint F (a unique prefix is enough) or --dataset D.",
+            highlight=False, soft_wrap=True)
     return rec
 
 
@@ -267,10 +337,16 @@ def _promoted(backbone: str, dataset: Optional[str], tracking_uri: Optional[str]
 def show(
     backbone: str = typer.Argument(..., help="backbone whose promoted recipe to print"),
     dataset: Optional[str] = typer.Option(None, help="narrow to one dataset"),
+    fingerprint: Optional[str] = typer.Option(None, help="pick the recipe of this fingerprint (or a unique prefix)"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
 ) -> None:
-    """Print the promoted recipe of BACKBONE as JSON, with its provenance."""
-    rec = _promoted(backbone, dataset, tracking_uri)
+    """Print the promoted recipe of BACKBONE as JSON: verdict, confirmed score, recipe, provenance.
+
+    The verdict line also goes to stderr, so stdout stays plain JSON."""
+    rec = _promoted(backbone, dataset, tracking_uri, fingerprint)
+    err_console.print(f"[bold]{rec.backbone}[/] on {_describe_rec(rec)}", highlight=False, soft_wrap=True)
+    if rec.verdict_line:
+        err_console.print(f"verdict: {rec.verdict_line}", highlight=False, soft_wrap=True)
     text = json.dumps(_record_dict(rec), indent=2, default=str)
     if console.is_terminal:
         console.print_json(text)
@@ -284,7 +360,7 @@ def list_(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """List the promoted recipes (one per backbone, dataset and budget)."""
+    """List the promoted recipes (one per backbone, dataset and fingerprint)."""
     from .store import sqlite_path
 
     uri = tracking_uri or config.default_tracking_uri()
@@ -296,15 +372,24 @@ def list_(
     if not recs:
         console.print("no promoted recipes yet; run `recipe-search run --backbone NAME`")
         return
-    table = Table(title="promoted recipes (probe = linear-probe top-1, lift = vs the best baseline)",
-                  title_justify="left", **TABLE)
-    for col in ("backbone", "dataset", "budget", "probe", "lift", "batch", "updated"):
-        table.add_column(col, no_wrap=True)
-    for r in recs:
-        lift = (r.provenance.get("lift") or {}).get("best_baseline")
-        table.add_row(r.backbone, r.dataset, r.budget, _fmt(r.metric, 3), "-" if lift is None else f"{lift:+.3f}",
-                      str(r.recipe.get("batch_size")), r.updated_at[:10])
-    console.print(table)
+    def table_of(fp_len: int) -> Table:
+        table = Table(title="promoted recipes (test probe = confirmed linear-probe top-1 on the test split, "
+                            "mean ± std over the seeds)", title_justify="left", **TABLE)
+        for col in ("backbone", "dataset", "fingerprint", "budget", "verdict", "test probe", "promoted"):
+            # the key columns and the score never wrap; the others wrap in a narrow terminal
+            table.add_column(col, no_wrap=col in ("backbone", "fingerprint", "test probe", "promoted"))
+        for r in recs:
+            table.add_row(r.backbone, r.dataset, r.fingerprint[:fp_len], r.budget or "-", r.verdict or "-",
+                          r.score.fmt(3), r.updated_at[:10])
+        return table
+
+    # a pipe gets whole rows (rich would squeeze them into 80 columns); a narrow terminal
+    # gets 8-hex fingerprint prefixes (`show --fingerprint` takes a unique prefix)
+    out = console if console.is_terminal else Console(width=200, highlight=False)
+    table = table_of(16)
+    if Console(width=1000).measure(table).maximum > out.width:
+        table = table_of(8)
+    out.print(table)
 
 
 # --------------------------------------------------------------------------- ui / serve
@@ -397,12 +482,13 @@ def train(
     tracker.log_params(run_id, recipe.to_dict())
     tracker.log_text(run_id, recipe.to_json(), "recipe.json")
     console.print(f"training {backbone} for {epochs} epochs with the recipe promoted on "
-                  f"{rec.dataset}/{rec.budget} (probe top-1 {rec.metric:.4f}) -> {out_dir}", highlight=False)
+                  f"{rec.dataset}/{rec.budget} (confirmed test probe top-1 {rec.metric:.4f}) -> {out_dir}",
+                  highlight=False)
 
     def on_epoch(r: dict) -> None:
-        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  kNN top-1 {r['knn_top1']:.4f}  "
-                      f"{r['images_per_sec']:.0f} img/s", highlight=False)
-        tracker.log_metrics(run_id, {k: r[k] for k in ("loss", "knn_top1", "lr", "images_per_sec") if k in r},
+        console.print(f"epoch {r['epoch']}/{r['epochs']}  loss {r['loss']:.4f}  val kNN top-1 "
+                      f"{r['val_knn_top1']:.4f}  {r['images_per_sec']:.0f} img/s", highlight=False)
+        tracker.log_metrics(run_id, {k: r[k] for k in ("loss", "val_knn_top1", "lr", "images_per_sec") if k in r},
                             step=r["epoch"])
 
     import torch
@@ -422,8 +508,8 @@ def train(
         raise
     finally:
         torch.set_num_threads(saved_threads)
-    tracker.log_metrics(run_id, {k: v for k, v in result.metrics.items() if k.startswith("probe")
-                                 or k in ("train_time_s", "epochs_completed")}, step=epochs)
+    tracker.log_metrics(run_id, {k: v for k, v in result.metrics.items() if k.startswith(("val_", "test_", "train_"))
+                                 or k in ("probe_l2", "epochs_completed")}, step=epochs)
     tracker.set_tags(run_id, {"rs.status": result.status, "rs.error": result.error})
     tracker.terminate(run_id, "FINISHED" if result.status == "completed" else "FAILED")
     if result.status != "completed":

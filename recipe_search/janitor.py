@@ -23,7 +23,8 @@ class CheckpointJanitor:
         self.freed_files = 0
 
     def on_trial_complete(self, trial, trials) -> None:
-        if not (trial.last_result or {}).get("final"):  # stopped by ASHA before its last epoch
+        r = trial.last_result or {}
+        if not r.get("final") or r.get("diverged"):  # stopped by ASHA before its last epoch, or diverged
             self._strip(trial)
 
     def on_trial_error(self, trial, trials) -> None:

@@ -1,13 +1,17 @@
-"""Live progress of a search: a rich table of trials, the best so far and an ETA.
+"""Live progress of a search: a rich table of trials, the best so far, the floor and an ETA.
 
 A listener (see ``events.py``) rendered from Tune's own trial objects, so a
-resumed search shows the trials finished before the interruption too.
+resumed search shows the trials finished before the interruption too. In a terminal
+the table is redrawn in place; with stdout redirected (``nohup``, CI, a pipe) every
+trial event is one plain line instead (start, each epoch, end, best so far, ETA). The
+same lines always go to ``log_path`` (``<Tune storage>/<search id>/progress.log``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from rich import box
 from rich.console import Console, Group
@@ -23,7 +27,8 @@ MAX_ROWS = 24
 def trial_state(trial, errors: dict | None = None) -> str:
     status = trial.status
     if status == "TERMINATED":
-        return "done" if (trial.last_result or {}).get("final") else "pruned"
+        r = trial.last_result or {}
+        return ("diverged" if r.get("diverged") else "done") if r.get("final") else "pruned"
     if status == "ERROR":
         return (errors or {}).get(trial.trial_id, "failed")
     if status == "RUNNING":
@@ -52,7 +57,8 @@ class ProgressView:
     """Listener that keeps a rich Live table of the search up to date."""
 
     def __init__(self, *, title: str, num_samples: int, max_epochs: int, max_concurrent: int,
-                 ctx=None, console: Console | None = None, enabled: bool = True):
+                 ctx=None, console: Console | None = None, enabled: bool = True, floor: dict | None = None,
+                 log_path: str | Path | None = None):
         self.title = title
         self.num_samples = num_samples
         self.max_epochs = max_epochs
@@ -65,10 +71,48 @@ class ProgressView:
         self._live: Live | None = None
         self._last = 0.0
         self._trials: list = []
+        self.floor = floor or {}  # the untrained encoder's val metrics
+        self.log_path = Path(log_path) if log_path is not None else None
+        self._best_line = ""
 
     # -- listener events --------------------------------------------------------------
+    def _line(self, text: str, trials=None) -> None:
+        """One progress line: to the log file always, to the console when it is no terminal."""
+        if trials is not None:
+            self._trials = list(trials)
+        eta = self.eta(self._trials)
+        stamp = time.strftime("%H:%M:%S")
+        line = (f"{stamp} {text} | {self._best_text()} | elapsed "
+                f"{_duration(time.monotonic() - self.started)} ETA {_duration(eta) if eta is not None else '?'}")
+        if self.log_path is not None:
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+            except OSError:
+                pass
+        if self.enabled and not self.console.is_terminal:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def _best(self, trials):
+        best = None
+        for t in trials:
+            r = t.last_result or {}
+            if trial_state(t, self.errors) == "done" and r.get("objective") is not None:
+                if best is None or r["objective"] > best[1]:
+                    best = (t, r["objective"])
+        return best
+
+    def _best_text(self) -> str:
+        best = self._best(self._trials)
+        floor = self.floor.get("val_knn_top1")
+        text = (f"best so far {best[0].trial_id} ({self._label(best[0])}) val kNN {best[1]:.3f}"
+                if best else "best so far -")
+        return text + (f" (untrained floor {floor:.3f})" if floor is not None else "")
+
     def on_setup(self) -> None:
         self.started = time.monotonic()
+        self._line(f"{self.title}: started")
         if self.enabled and self._live is None:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2,
                               transient=False, auto_refresh=self.console.is_terminal)
@@ -78,18 +122,30 @@ class ProgressView:
         self._update(trials, force=False)
 
     def on_trial_start(self, trial, trials) -> None:
+        self._line(f"trial {trial.trial_id} ({self._label(trial)}) started", trials)
         self._update(trials)
 
     def on_trial_result(self, trial, result, trials) -> None:
+        if not result.get("final"):
+            self._line(f"trial {trial.trial_id} ({self._label(trial)}) epoch {int(result.get('epoch') or 0)}/"
+                       f"{self.max_epochs} val kNN {_fmt(result.get('objective'))} loss {_fmt(result.get('loss'))}",
+                       trials)
         self._update(trials)
 
     def on_trial_complete(self, trial, trials) -> None:
+        r = trial.last_result or {}
+        state = ("diverged" if r.get("diverged") else "done") if r.get("final") else "pruned"
+        extra = f" test probe {_fmt(r.get('test_probe_top1'))}" if r.get("test_probe_top1") is not None else ""
+        self._line(f"trial {trial.trial_id} ({self._label(trial)}) {state} at epoch {int(r.get('epoch') or 0)}: "
+                   f"val kNN {_fmt(r.get('objective'))}{extra}", trials)
         self._update(trials)
 
     def on_trial_error(self, trial, trials) -> None:
         from .events import trial_error
 
-        self.errors[trial.trial_id] = trial_error(trial)[0]
+        kind, message, _ = trial_error(trial)
+        self.errors[trial.trial_id] = kind
+        self._line(f"trial {trial.trial_id} ({self._label(trial)}) {kind}: {message[:200]}", trials)
         self._update(trials)
 
     def on_end(self, trials) -> None:
@@ -115,8 +171,11 @@ class ProgressView:
 
     # -- rendering ----------------------------------------------------------------------
     def _label(self, trial) -> str:
-        base = self.ctx.baseline_for(trial.config) if self.ctx is not None else None
-        return base.name if base is not None else "tpe"
+        job = (trial.config or {}).get("job")
+        if job is not None:
+            return f"{job['name']} s{job['seed']}"
+        base = (trial.config or {}).get("baseline")
+        return base or "tpe"
 
     def eta(self, trials) -> float | None:
         """Seconds left: epochs still to run x mean epoch time / concurrency."""
@@ -142,21 +201,16 @@ class ProgressView:
     def render(self):
         trials = self._trials
         counts = {k: 0 for k in ("running", "done", "pruned", "failed", "pending")}
-        best = None
         for t in trials:
             state = trial_state(t, self.errors)
             counts["failed" if state in ("diverged", "oom") else state] += 1
-            r = t.last_result or {}
-            if state == "done" and r.get("probe_top1") is not None:
-                if best is None or r["probe_top1"] > best[1]:
-                    best = (t, r["probe_top1"])
         counts["pending"] += max(0, self.num_samples - len(trials))
 
         table = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                       collapse_padding=True)
         for col, kw in (("trial", {"no_wrap": True}), ("kind", {"no_wrap": True}),
                         ("state", {"no_wrap": True}), ("epoch", {"justify": "right", "no_wrap": True}),
-                        ("kNN", {"justify": "right"}), ("probe", {"justify": "right"}),
+                        ("val kNN", {"justify": "right"}), ("test probe", {"justify": "right"}),
                         ("lr", {"justify": "right"}), ("eps", {"justify": "right"}),
                         ("time", {"justify": "right", "no_wrap": True})):
             table.add_column(col, **kw)
@@ -177,7 +231,7 @@ class ProgressView:
             table.add_row(
                 t.trial_id, self._label(t), Text(state, style=STYLE.get(state, "")),
                 f"{int(ep)}/{self.max_epochs}" if ep else f"0/{self.max_epochs}",
-                _fmt(r.get("knn_top1")), _fmt(r.get("probe_top1") if r.get("final") else None),
+                _fmt(r.get("objective")), _fmt(r.get("test_probe_top1") if r.get("final") else None),
                 _fmt(rec.lr if rec else c.get("lr")), _fmt(rec.smoothing if rec else c.get("smoothing")),
                 _duration(r.get("time_total_s")),
             )
@@ -189,7 +243,7 @@ class ProgressView:
             ("  pending ", "dim"), str(counts["pending"]),
             f"   elapsed {_duration(elapsed)}   ETA {_duration(eta) if eta is not None else '?'}",
         )
-        best_line = (Text.assemble(("best so far: ", "bold"), f"{best[0].trial_id} ({self._label(best[0])}) "
-                                   f"probe top-1 {best[1]:.3f}")
-                     if best else Text("best so far: -", style="dim"))
-        return Group(table, summary, best_line)
+        if self.floor.get("val_knn_top1") is not None:
+            table.add_row("floor", "untrained", "", "", _fmt(self.floor["val_knn_top1"]), "", "", "", "",
+                          style="dim")
+        return Group(table, summary, Text(self._best_text()))

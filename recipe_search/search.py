@@ -1,18 +1,25 @@
-"""Orchestration of one recipe search: Ray Tune's Tuner + OptunaSearch (TPE) + ASHA.
+"""Orchestration of one recipe search: a search stage, then a confirmation stage, then a verdict.
 
-One search = one backbone. Its trials are proxy pretrainings (``trial.run_trial``);
-the first two are the baselines, enqueued in Optuna as ``points_to_evaluate``.
-ASHA stops trials early on the per-epoch kNN top-1 (never a baseline, see
-``asha.py``, so every search reports its lift); Optuna optimises the final
-linear-probe top-1 (``objective``). Each trial is a nested MLflow run under the
-search's parent run; at the end the best trial is promoted into the recipe store.
+One search = one backbone.
 
-State lives under ``config.ray_storage_dir()/<search id>/``: Tune's experiment
-(trial states, checkpoints, the pickled OptunaSearch with its study) plus
-``recipe_search.json`` (the settings, ids and status of the search).
-``resume=True`` restores the Tuner from there (finished trials stay finished,
-running ones continue from their last epoch checkpoint) and reuses the same
-MLflow runs.
+1. **Search** (Ray Tune's Tuner + ``searcher.RecipeSearcher`` (Optuna TPE) + ASHA): the
+   two baselines run first, then sampled recipes; every trial is a proxy pretraining
+   (``trial.run_trial``) ranked on the validation objective (val kNN top-1) by ASHA
+   and the sampler alike. Nothing in this stage reads the test split.
+2. **Confirmation** (``confirm.py``): the top ``confirm_k`` searched recipes and both
+   baselines are trained again with ``confirm_seeds`` fresh seeds; the test split is
+   read for the first time; the untrained encoder is evaluated at the same seeds.
+3. **Verdict** (``verdict.py``): the winner is chosen on mean validation score, reported
+   with its test mean ± std and paired intervals on its lift over each baseline and
+   the floor; it is promoted into the recipe store unless it is below the floor.
+
+Each trial is a nested MLflow run under the search's parent run (``rs.stage`` says
+which stage). State lives under ``config.ray_storage_dir()``: ``<search id>/`` holds
+the search stage's Tune experiment and ``recipe_search.json`` (settings, ids, stage,
+the confirmation jobs once chosen), ``<search id>-confirm/`` the confirmation's Tune
+experiment. ``resume=True`` continues at the stage where the search stopped: finished
+trials stay finished, running ones continue from their last epoch checkpoint, and the
+same MLflow runs are reused.
 """
 
 from __future__ import annotations
@@ -35,16 +42,19 @@ from . import config, events
 from .baselines import BASELINES
 from .budget import Budget, get_budget
 from .errors import ResumeError, SearchError, SpaceError
-from .promote import (TrialSummary, baseline_metrics, best_trial, lift, promote_best, provenance,
+from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
                       summarize)
 from .space import SearchSpace, load_space
 from .janitor import CheckpointJanitor
 from .tracking import TAG_BACKBONE, Tracker, TrialLogger
+from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
+from .estimate import duration
+from .verdict import Verdict, decide
 
 META_FILE = "recipe_search.json"
 DEFAULT_EXPERIMENT = "recipe-search"
-OBJECTIVE = "objective"      # kNN top-1 per epoch, linear-probe top-1 in the final report
-ASHA_METRIC = "knn_top1"
+OBJECTIVE = "objective"      # val kNN top-1, per epoch and in the final report (trial.py)
+CONFIRM_SUFFIX = "-confirm"  # the confirmation stage's Tune experiment: <search id>-confirm
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +81,12 @@ class SearchSettings:
     download: bool = False  # let torchvision download the dataset
     study_storage: str | None = None  # SQLAlchemy URL of an Optuna RDB storage (None: in the Tune state)
     checkpoint_every: int | None = None  # epochs between persisted trial checkpoints (None: the budget's)
+    train_per_class: int | None = None  # per-class sizes (None: the budget's)
+    val_per_class: int | None = None
+    test_per_class: int | None = None
+    confirm_k: int | None = None  # finalists confirmed (None: the budget's)
+    confirm_seeds: int | None = None  # fresh seeds per confirmed recipe (None: the budget's)
+    yes: bool = False  # run a GPU budget on the CPU anyway
     faults: str = ""  # test hook, see trial.py
 
     def to_dict(self) -> dict:
@@ -98,15 +114,20 @@ class SearchOutcome:
     experiment_dir: str
     tracking_uri: str
     trials: list[TrialSummary] = field(default_factory=list)
-    best: TrialSummary | None = None
-    baselines: dict = field(default_factory=dict)
-    lift: dict = field(default_factory=dict)
+    best: TrialSummary | None = None  # the best search-stage trial on the val objective
+    floor: dict = field(default_factory=dict)  # {"val": metrics at the search seed, "test": {seed: metrics}}
+    confirmation: list = field(default_factory=list)  # verdict.RecipeRuns
+    verdict: Verdict | None = None
+    fingerprint: dict = field(default_factory=dict)
     promotion: Any = None  # store.PromotionResult
     promotion_error: str | None = None
     wall_s: float = 0.0
     tune_s: float = 0.0
+    search_s: float = 0.0
+    confirm_s: float = 0.0
     trials_train_s: float = 0.0
     resumed: bool = False
+    stage: str = "search"  # where an interrupted search stopped
 
     @property
     def overhead(self) -> float | None:
@@ -124,11 +145,14 @@ class Plan:
     settings: SearchSettings
     budget: Budget
     space: SearchSpace
-    data: Any  # trainer.data.DataSpec
+    data: Any  # trainer.data.DataSpec (fitted to the data by prepare_data)
     num_samples: int
     max_epochs: int
     checkpoint_every: int
     tracking_uri: str
+    confirm_k: int
+    confirm_seeds: int
+    data_notes: list = field(default_factory=list)  # what prepare_data had to shrink
 
 
 def plan(settings: SearchSettings) -> Plan:
@@ -136,8 +160,11 @@ def plan(settings: SearchSettings) -> Plan:
     from trainer.recipe import check_backbone
 
     check_backbone(settings.backbone)
-    budget = get_budget(settings.budget)
-    for name, low in (("num_samples", 1), ("max_epochs", 1), ("max_concurrent", 1)):
+    budget = get_budget(settings.budget).with_sizes(train_per_class=settings.train_per_class,
+                                                     val_per_class=settings.val_per_class,
+                                                     test_per_class=settings.test_per_class)
+    for name, low in (("num_samples", 1), ("max_epochs", 1), ("max_concurrent", 1), ("confirm_k", 0),
+                      ("confirm_seeds", 2)):
         v = getattr(settings, name)
         if v is not None and (not isinstance(v, int) or v < low):
             raise SearchError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
@@ -166,15 +193,21 @@ def plan(settings: SearchSettings) -> Plan:
                 max_epochs=settings.max_epochs or budget.max_epochs,
                 checkpoint_every=budget.checkpoint_every if settings.checkpoint_every is None
                 else settings.checkpoint_every,
-                tracking_uri=settings.tracking_uri or config.default_tracking_uri())
+                tracking_uri=settings.tracking_uri or config.default_tracking_uri(),
+                confirm_k=budget.confirm_k if settings.confirm_k is None else settings.confirm_k,
+                confirm_seeds=budget.confirm_seeds if settings.confirm_seeds is None else settings.confirm_seeds)
 
 
-def prepare_data(plan_: Plan) -> None:
-    """Decode (and cache) the proxy data once, in this process: a bad --data fails here,
-    before Ray starts, and trials never race to build the cache."""
-    from trainer.data import load_proxy
+def prepare_data(plan_: Plan):
+    """Fit the budget's per-class sizes to what the data holds (down to the trainer's minimum;
+    ``plan_.data`` and ``plan_.data_notes`` say what was used), then decode (and cache) the
+    proxy once, in this process: a bad --data fails here, before Ray starts, and trials
+    never race to build the cache. Returns the ``ProxyData``."""
+    from trainer.data import fit_spec, load_proxy
 
-    load_proxy(plan_.data, plan_.budget.image_size, plan_.settings.seed)
+    fitted, notes = fit_spec(plan_.data, plan_.budget.image_size, plan_.settings.seed)
+    plan_.data, plan_.data_notes = fitted, list(notes)
+    return load_proxy(plan_.data, plan_.budget.image_size, plan_.settings.seed)
 
 
 # --------------------------------------------------------------------------- Optuna RDB storage
@@ -358,8 +391,8 @@ def _resources(plan_: Plan, ray) -> tuple[float, float, int, str, list[str]]:
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
     gpt = s.gpus_per_trial if s.gpus_per_trial is not None else (plan_.budget.gpus_per_trial if gpus else 0.0)
     if gpt > 0 and gpus == 0:
-        notes.append(f"no GPU in the Ray cluster: --gpus-per-trial {gpt:g} ignored, trials run on the CPU")
-        gpt = 0.0
+        raise SearchError(f"--gpus-per-trial {gpt:g} asks for a GPU but the Ray cluster has none; "
+                          "leave it out (or 0) to run the trials on the CPU")
     if gpt > gpus > 0:
         raise SearchError(f"--gpus-per-trial {gpt:g} exceeds the cluster's {gpus:g} GPU(s)")
     if gpt > 0:
@@ -448,19 +481,22 @@ def _exclusive(exp_dir: Path, search_id: str):
 
 def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: bool, console, progress: bool,
          note, t_start: float) -> SearchOutcome:
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-    import optuna
-
-    from .asha import BaselineSafeASHA
-    from .progress import ProgressView
-    from .store import RecipeStore
-    from .trial import TrialContext, run_trial
+    from .estimate import estimate, measure_images_per_sec
+    from .fingerprint import fingerprint, mlflow_dataset
+    from .trial import TrialContext
 
     s = p.settings
     search_id = s.search_id
-    prepare_data(p)
+    proxy = prepare_data(p)
     storage = open_study_storage(s.study_storage) if s.study_storage else None  # before any MLflow write
+    for n in p.data_notes:
+        note(f"data: {n}")
+    fp = fingerprint(proxy, dataset=s.dataset, budget=s.budget, image_size=p.budget.image_size,
+                     epochs=p.max_epochs, spec=p.data)
+    stage = (meta or {}).get("stage", "search")
+    from .store import RecipeStore
+
+    RecipeStore(p.tracking_uri).check_schema()  # an outdated recipe store fails now, not after the search
 
     with ray_session(s.ray_address, s.num_cpus) as ray:
         cpt, gpt, conc, device, notes = _resources(p, ray)  # before any MLflow write
@@ -470,20 +506,45 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             note(f"checking the Ray nodes (data {s.data or s.dataset}, Tune storage {storage_dir()})")
             notes += check_nodes(ray, storage_dir(), None if p.data.dataset == "synthetic" else p.data,
                                  p.budget.image_size, s.seed)
+        ctx = TrialContext(
+            backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
+            image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
+            device=device, threads=max(1, int(cpt)), baselines=BASELINES,
+            extra={"faults": s.faults}, checkpoint_every=p.checkpoint_every)
+        floor_recipe = ctx.recipe_for({"baseline": BASELINES[-1].name})[0]
+        seeds = confirmation_seeds(s.seed, p.confirm_seeds)
+        confirm_jobs = (p.confirm_k + len(BASELINES)) * len(seeds)
+        if meta is None or device == "cpu":
+            ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
+            est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
+                           max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
+                           cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.budget.grace_period)
+            for line in [p.budget.summary(), *est.lines]:
+                note(line)
+            if device == "cpu" and p.budget.name == "proxy" and not s.yes:
+                raise SearchError(f"--budget proxy is sized for a GPU and this cluster has none: estimated "
+                                  f"{duration(est.total_s)} on the CPU; pass --yes to run it anyway, or use "
+                                  "--budget smoke")
 
         tracker = Tracker(p.tracking_uri, s.experiment)
-        base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget}
+        base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget,
+                     "rs.fingerprint": fp["digest"]}
         parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
                          "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
                          "space": ",".join(p.space.sources), "time_budget": s.time_budget,
-                         "image_size": p.budget.image_size, **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
-                                                               if k not in ("name", "max_epochs", "num_samples")}}
+                         "image_size": p.budget.image_size, "confirm_k": p.confirm_k,
+                         "confirm_seeds": ",".join(map(str, seeds)), "fingerprint": fp["digest"],
+                         **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
+                            if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
+                         **{f"data.{k}": v for k, v in fp["sizes"].items()}}
+        dataset = mlflow_dataset(fp, s.data)
         try:
             parent_run_id = tracker.parent_run(search_id, name=f"search-{search_id}",
                                                tags={**base_tags, "rs.status": "running"}, params=parent_params)
             if meta is None:
                 tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
                 tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
+                tracker.log_dataset(parent_run_id, dataset)
         except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
             from .store import StoreUnavailable
 
@@ -492,125 +553,259 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
                 "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
-                "status": "running", "settings": s.to_dict(), "updated": now}
+                "status": "running", "stage": stage, "settings": s.to_dict(), "updated": now,
+                "fingerprint": fp["digest"]}
         meta.pop("dir", None)
         _write_meta(meta_path, meta)
-
         for n in notes:
             note(n)
-        finished, finished_points = _finished_trials(tracker, search_id) if resume else ({}, {})
-        ctx = TrialContext(
-            backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
-            image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
-            device=device, threads=max(1, int(cpt)), baselines=BASELINES,
-            extra={"faults": s.faults, "finished": finished, "finished_points": finished_points},
-            baseline_points=tuple(p.space.point(b.values) for b in BASELINES),
-            checkpoint_every=p.checkpoint_every)
-        resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
 
-        logger = TrialLogger(tracker, parent_run_id=parent_run_id, search_id=search_id, ctx=ctx,
-                             tags=base_tags)
-        view = ProgressView(title=f"recipe search {search_id}  ({s.budget}, {p.num_samples} trials, "
-                                  f"{p.max_epochs} epochs, {device}, {conc} at a time)",
-                            num_samples=p.num_samples, max_epochs=p.max_epochs, max_concurrent=conc,
-                            ctx=ctx, console=console, enabled=progress)
-        events.register(search_id, [logger, view, CheckpointJanitor()])
-        events.INTERRUPTED.clear()
-        restored = False
+        # the untrained floor on val, at the search's seed: shown beside every trial
+        floor = {"val": meta.get("floor_val") or floor_metrics(floor_recipe, proxy, [s.seed],
+                                                                evaluate_test=False)[s.seed]}
+        if "floor_val" not in meta:
+            meta["floor_val"] = floor["val"]
+            _write_meta(meta_path, meta)
+            tracker.log_metrics(parent_run_id, {f"floor_{k}": v for k, v in floor["val"].items()
+                                                if k.startswith("val_")})
+
+        outcome = SearchOutcome(search_id=search_id, backbone=s.backbone, status="finished",
+                                parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
+                                tracking_uri=p.tracking_uri, floor=floor, fingerprint=fp)
+        runner = _StageRunner(p, ctx, tracker, parent_run_id, base_tags, dataset, conc, cpt, gpt, device,
+                              console, progress, floor)
         t_tune = time.monotonic()
-        try:
-            if resume and tune.Tuner.can_restore(str(exp_dir)):
-                tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                           resume_errored=False, restart_errored=False)
-                restored = True
-            else:
-                n_startup = min(10, max(3, p.num_samples // 4))
-                points = [dict(pt) for pt in ctx.baseline_points]
-                num_samples = p.num_samples
-                study_kwargs: dict[str, Any] = {}
-                if storage is not None:
-                    study_kwargs = dict(storage=storage, study_name=study_name(search_id))
-                    existing = _existing_study(storage, study_name(search_id)) if resume else None
-                    if existing is not None:  # resumed on another driver: the study goes on
-                        from optuna.trial import TrialState
-
-                        done = len(existing.get_trials(deepcopy=False, states=(
-                            TrialState.COMPLETE, TrialState.PRUNED)))
-                        num_samples = max(1, p.num_samples - done)
-                        if existing.trials:
-                            points = []  # the baselines were enqueued (and run) already
-                        note(f"Optuna study {study_name(search_id)}: {done} trials done, "
-                             f"{num_samples} to go")
-                searcher = OptunaSearch(
-                    space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
-                    sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup,
-                                                       constant_liar=conc > 1),
-                    points_to_evaluate=points or None, **study_kwargs)
-                scheduler = BaselineSafeASHA(baseline_points=list(ctx.baseline_points),
-                                             time_attr="epoch", metric=ASHA_METRIC, mode="max",
-                                             max_t=p.max_epochs,
-                                             grace_period=min(p.budget.grace_period, p.max_epochs),
-                                             reduction_factor=p.budget.reduction_factor,
-                                             stop_last_trials=False)
-                tuner = tune.Tuner(
-                    trainable,
-                    tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                                num_samples=num_samples, max_concurrent_trials=conc,
-                                                time_budget_s=s.time_budget, reuse_actors=True),
-                    run_config=tune.RunConfig(
-                        name=search_id, storage_path=str(storage_dir()), verbose=0,
-                        callbacks=[events.TuneBridge(search_id)],
-                        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
-            tuner.fit()
-        finally:
-            view.stop()
-            events.unregister(search_id)
-        tune_s = time.monotonic() - t_tune
-        interrupted = events.INTERRUPTED.is_set()
+        if stage == "search":
+            outcome.resumed, interrupted = runner.search(exp_dir, resume, storage, note)
+            outcome.search_s = time.monotonic() - t_tune
+            if interrupted:
+                return _stop(outcome, tracker, meta, meta_path, t_start, "search")
+            trials = summarize(tracker, search_id)
+            named = [(b.name, ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in BASELINES]
+            meta.update(stage="confirmation", seeds=seeds,
+                        jobs=plan_jobs(trials, named, p.confirm_k, seeds))
+            _write_meta(meta_path, meta)
+            resume = False
+        jobs, seeds = meta["jobs"], meta["seeds"]
+        t_confirm = time.monotonic()
+        floor["test"] = {int(k): v for k, v in (meta.get("floor_test") or {}).items()}
+        if not floor["test"]:  # the first read of the test split: the floor at the confirmation seeds
+            floor["test"] = floor_metrics(floor_recipe, proxy, seeds, evaluate_test=True)
+            meta["floor_test"] = floor["test"]
+            _write_meta(meta_path, meta)
+        restored, interrupted = runner.confirm(exp_dir.with_name(search_id + CONFIRM_SUFFIX), jobs,
+                                               resume and stage == "confirmation", note)
+        outcome.resumed |= restored
+        outcome.confirm_s = time.monotonic() - t_confirm
+        outcome.tune_s = time.monotonic() - t_tune
         if interrupted:
-            logger.mark_interrupted(logger.trials)
+            return _stop(outcome, tracker, meta, meta_path, t_start, "confirmation")
 
     trials = summarize(tracker, search_id)
-    best = best_trial(trials)
-    bl = baseline_metrics(trials)
-    lifts = lift(best, bl)
-    train_s = sum(float(t.metrics.get("trial_time_s") or 0.0) for t in trials)
-    outcome = SearchOutcome(search_id=search_id, backbone=s.backbone,
-                            status="interrupted" if interrupted else "finished",
-                            parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
-                            tracking_uri=p.tracking_uri, trials=trials, best=best, baselines=bl, lift=lifts,
-                            tune_s=tune_s, trials_train_s=train_s, resumed=restored)
-    if not interrupted and best is not None:
-        prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, best=best, baselines=bl,
-                          lifts=lifts, search_id=search_id, parent_run_id=parent_run_id,
-                          experiment=s.experiment, space=",".join(p.space.sources),
+    outcome.trials = trials
+    outcome.best = best_search_trial(trials)
+    outcome.trials_train_s = sum(float(t.metrics.get("trial_time_s") or 0.0) for t in trials)
+    outcome.confirmation = confirmation_runs(trials, recipes_of(jobs))
+    outcome.verdict = decide(outcome.confirmation, floor["test"], seeds)
+    if outcome.verdict is None:
+        outcome.promotion_error = "no confirmed recipe completed every seed: no verdict, nothing to promote"
+    elif outcome.verdict.verdict == "below_floor":
+        outcome.promotion_error = ("not promoted: the best confirmed recipe is not above the untrained "
+                                   "floor")
+    else:
+        prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
+                          confirmation=outcome.confirmation, fingerprint=fp, search_id=search_id,
+                          parent_run_id=parent_run_id, experiment=s.experiment,
+                          space=",".join(p.space.sources),
                           settings={"num_samples": p.num_samples, "max_epochs": p.max_epochs,
-                                    "seed": s.seed, "data": s.data,
-                                    "image_size": p.budget.image_size})
-        from .store import StoreUnavailable
+                                    "seed": s.seed, "data": s.data, "image_size": p.budget.image_size,
+                                    "confirm_k": p.confirm_k, "confirm_seeds": seeds})
+        from .store import RecipeStore, StoreUnavailable
 
         try:
-            outcome.promotion = promote_best(RecipeStore(p.tracking_uri), backbone=s.backbone,
-                                             dataset=s.dataset, budget=s.budget, best=best,
-                                             provenance=prov, force=s.force)
+            outcome.promotion = promote_winner(RecipeStore(p.tracking_uri), backbone=s.backbone,
+                                               dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
+                                               confirmation=outcome.confirmation, provenance=prov,
+                                               source_run_id=_winner_run(trials, outcome.verdict.winner),
+                                               force=s.force)
         except StoreUnavailable as e:
             outcome.promotion_error = str(e)
-    elif not interrupted:
-        outcome.promotion_error = "no trial completed: nothing to promote"
     outcome.wall_s = time.monotonic() - t_start
     _finish_parent(tracker, outcome)
-    meta.update(status=outcome.status, updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.update(status="finished", stage="finished",
+                updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     _write_meta(meta_path, meta)
     return outcome
 
 
-def _finished_trials(tracker: Tracker, search_id: str) -> tuple[dict, dict]:
-    """Final metrics of the trials already completed in MLflow, by trial id and by point."""
+def _winner_run(trials: list[TrialSummary], winner: str) -> str | None:
+    """The search-stage MLflow run of the recipe named ``winner`` (a trial id or a baseline)."""
+    for t in trials:
+        if t.stage == "search" and (t.trial_id == winner or t.baseline == winner):
+            return t.run_id
+    return None
+
+
+def _stop(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path, t_start: float,
+          stage: str) -> SearchOutcome:
+    """An interrupted search: its trials as they stand, the parent run KILLED, resumable at ``stage``."""
+    outcome.status, outcome.stage = "interrupted", stage
+    outcome.trials = summarize(tracker, outcome.search_id)
+    outcome.best = best_search_trial(outcome.trials)
+    outcome.wall_s = time.monotonic() - t_start
+    _finish_parent(tracker, outcome)
+    meta.update(status="interrupted", updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _write_meta(meta_path, meta)
+    return outcome
+
+
+class _StageRunner:
+    """Runs the two Tune experiments of a search with the same trainable, resources and listeners."""
+
+    def __init__(self, p: Plan, ctx, tracker: Tracker, parent_run_id: str, tags: dict, dataset, conc: int,
+                 cpt: float, gpt: float, device: str, console, progress: bool, floor: dict):
+        self.p, self.ctx, self.tracker, self.parent_run_id = p, ctx, tracker, parent_run_id
+        self.tags, self.dataset, self.conc, self.device = tags, dataset, conc, device
+        self.console, self.progress, self.floor = console, progress, floor
+        self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
+        self.trainable = None
+
+    def _make_trainable(self, finished: tuple[dict, dict]):
+        """The trainable with the context shipped to the workers (the trials a crash finished
+        already: re-reported, not re-run)."""
+        from ray import tune
+
+        from .trial import run_trial
+
+        ctx = dataclasses.replace(self.ctx, extra={**self.ctx.extra, "finished": finished[0],
+                                                   "finished_points": finished[1]})
+        self.trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), self.resources)
+
+    def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict]) -> tuple[bool, bool]:
+        """Run one Tune experiment with the MLflow logger, progress view and janitor listening."""
+        from .progress import ProgressView
+
+        search_id = self.p.settings.search_id
+        self._make_trainable(finished)
+        logger = TrialLogger(self.tracker, parent_run_id=self.parent_run_id, search_id=search_id,
+                             ctx=self.ctx, tags=self.tags, dataset=self.dataset)
+        view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
+                            max_concurrent=self.conc, ctx=self.ctx, console=self.console,
+                            enabled=self.progress, floor=self.floor.get("val"),
+                            log_path=storage_dir() / search_id / "progress.log")
+        events.register(key, [logger, view, CheckpointJanitor()])
+        events.INTERRUPTED.clear()
+        try:
+            tuner, restored = make_tuner()
+            tuner.fit()
+        finally:
+            view.stop()
+            events.unregister(key)
+        interrupted = events.INTERRUPTED.is_set()
+        if interrupted:
+            logger.mark_interrupted(logger.trials)
+        return restored, interrupted
+
+    def _run_config(self, name: str, key: str):
+        from ray import tune
+
+        return tune.RunConfig(name=name, storage_path=str(storage_dir()), verbose=0,
+                              callbacks=[events.TuneBridge(key)],
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                              failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+
+    def search(self, exp_dir: Path, resume: bool, storage, note) -> tuple[bool, bool]:
+        import optuna
+        from ray import tune
+
+        from .asha import BaselineSafeASHA
+        from .searcher import RecipeSearcher
+
+        p, s = self.p, self.p.settings
+
+        def make():
+            if resume and tune.Tuner.can_restore(str(exp_dir)):
+                return tune.Tuner.restore(str(exp_dir), trainable=self.trainable, resume_unfinished=True,
+                                          resume_errored=False, restart_errored=False), True
+            n_startup = min(10, max(3, p.num_samples // 4))
+            baselines = [(b.name, baseline_point(p.space, self.ctx, b.name)) for b in BASELINES]
+            for name, point in baselines:
+                if point is None:
+                    note(f"baseline {name} is not a point of the space: the sampler is not told its result")
+            num_samples, study_kwargs, sampler_seed = p.num_samples, {}, s.seed
+            if storage is not None:
+                study_kwargs = dict(storage=storage, study_name=study_name(s.search_id))
+                existing = _existing_study(storage, study_name(s.search_id)) if resume else None
+                if existing is not None:  # resumed on another driver: the study goes on
+                    from optuna.trial import TrialState
+
+                    done = len(existing.get_trials(deepcopy=False, states=(
+                        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+                    if existing.trials:  # the baselines ran already (those outside the space untold)
+                        done += sum(1 for _, point in baselines if point is None)
+                        baselines = []
+                    num_samples = max(1, p.num_samples - done)
+                    sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
+                    note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
+            searcher = RecipeSearcher(
+                space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
+                sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
+                                                   constant_liar=self.conc > 1),
+                baselines=baselines, **study_kwargs)
+            scheduler = BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
+                                         grace_period=min(p.budget.grace_period, p.max_epochs),
+                                         reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
+            return tune.Tuner(
+                self.trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                            max_concurrent_trials=self.conc, time_budget_s=s.time_budget,
+                                            reuse_actors=True),
+                run_config=self._run_config(s.search_id, s.search_id)), False
+
+        title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, "
+                 f"{self.device}, {self.conc} at a time; objective val kNN top-1)")
+        finished = _finished_trials(self.tracker, s.search_id, "search") if resume else ({}, {})
+        return self._fit(s.search_id, title, p.num_samples, make, finished)
+
+    def confirm(self, exp_dir: Path, jobs: list[dict], resume: bool, note) -> tuple[bool, bool]:
+        from ray import tune
+
+        s = self.p.settings
+        key = s.search_id + CONFIRM_SUFFIX
+
+        def make():
+            if resume and tune.Tuner.can_restore(str(exp_dir)):
+                return tune.Tuner.restore(str(exp_dir), trainable=self.trainable, resume_unfinished=True,
+                                          resume_errored=False, restart_errored=False), True
+            return tune.Tuner(
+                self.trainable, param_space={"job": tune.grid_search(jobs)},
+                tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=self.conc, reuse_actors=True),
+                run_config=self._run_config(key, key)), False
+
+        names = sorted({j["name"] for j in jobs})
+        note(f"confirmation: {', '.join(names)} x seeds {sorted({j['seed'] for j in jobs})} "
+             f"(the test split is read from here on)")
+        title = f"confirmation {s.search_id}  ({len(jobs)} runs, {self.p.max_epochs} epochs, fresh seeds)"
+        # always: a search continued from another driver re-confirms the same jobs by adoption
+        finished = _finished_trials(self.tracker, s.search_id, "confirmation")
+        return self._fit(key, title, len(jobs), make, finished)
+
+
+def baseline_point(space: SearchSpace, ctx, name: str) -> dict | None:
+    """What baseline ``name`` runs with as a point of ``space`` (None when it is not one)."""
+    recipe = ctx.recipe_for({"baseline": name})[0].to_dict()
+    if space.outside(recipe):
+        return None
+    from .space import _get_dotted
+
+    return {k: _get_dotted(recipe, k) for k in space.params}
+
+
+def _finished_trials(tracker: Tracker, search_id: str, stage: str) -> tuple[dict, dict]:
+    """Final metrics of the trials of ``stage`` already completed in MLflow, by trial id and by point."""
     by_id, by_point = {}, {}
     for t in summarize(tracker, search_id):
-        if t.status == "completed" and t.probe_top1 is not None:
+        if t.stage == stage and t.status == "completed" and t.objective is not None:
             final = {k: v for k, v in t.metrics.items() if isinstance(v, float) and math.isfinite(v)}
             by_id[t.trial_id] = final
             if t.point:
@@ -621,18 +816,30 @@ def _finished_trials(tracker: Tracker, search_id: str) -> tuple[dict, dict]:
 def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
     counts: dict[str, int] = {}
     for t in o.trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
-    metrics: dict[str, Any] = {f"trials_{k}": v for k, v in counts.items()}
-    metrics.update(search_wall_s=o.wall_s, tune_wall_s=o.tune_s, trials_train_s=o.trials_train_s,
-                   overhead_ratio=o.overhead)
+        key = f"{'confirm' if t.stage == 'confirmation' else 'trials'}_{t.status}"
+        counts[key] = counts.get(key, 0) + 1
+    metrics: dict[str, Any] = dict(counts)
+    metrics.update(search_wall_s=o.wall_s, tune_wall_s=o.tune_s, search_stage_s=o.search_s,
+                   confirm_stage_s=o.confirm_s, trials_train_s=o.trials_train_s, overhead_ratio=o.overhead)
     if o.best is not None:
-        metrics["best_probe_top1"] = o.best.probe_top1
-    for name, m in o.baselines.items():
-        metrics[f"baseline_{name}_probe_top1"] = m.get("probe_top1")
-    for name, v in o.lift.items():
-        metrics[f"lift_{name}"] = v
+        metrics["best_search_val_knn_top1"] = o.best.objective
+    tags: dict[str, Any] = {"rs.status": o.status, "rs.stage": o.stage if o.status == "interrupted" else "finished"}
+    v = o.verdict
+    if v is not None:
+        metrics.update(floor_test_probe_top1=v.floor.mean, floor_test_probe_top1_std=v.floor.std,
+                       winner_test_probe_top1=v.score.mean, winner_test_probe_top1_std=v.score.std)
+        for r in o.confirmation:
+            for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1"):
+                sm = r.summary(m, v.seeds)
+                if sm is not None:
+                    metrics[f"confirm_{r.name}_{m}"] = sm.mean
+                    metrics[f"confirm_{r.name}_{m}_std"] = sm.std
+        for name, iv in v.lift.items():
+            metrics.update({f"lift_{name}": iv.mean, f"lift_{name}_low": iv.low, f"lift_{name}_high": iv.high})
+        tags.update({"rs.verdict": v.verdict, "rs.verdict_line": v.line, "rs.winner": v.winner,
+                     "rs.winner_run_id": _winner_run(o.trials, v.winner)})
+        tracker.log_dict(o.parent_run_id, v.to_dict(), "verdict.json")
     tracker.log_metrics(o.parent_run_id, metrics)
-    tags = {"rs.status": o.status}
     if o.best is not None:
         tags.update({"rs.best_trial_id": o.best.trial_id, "rs.best_run_id": o.best.run_id})
     if o.promotion is not None:

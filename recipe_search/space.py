@@ -113,6 +113,16 @@ class Param:
         value = min(max(value, self.low), self.high)
         return int(round(value)) if self.kind == "int" else float(value)
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain (exactly, no projection)."""
+        if self.kind == "choice":
+            return any(value == v and type(value) is type(v) for v in self.values)
+        if isinstance(value, bool) or not _is_number(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high
+
     def to_dict(self) -> dict:
         if self.kind == "choice":
             return {"type": "choice", "values": list(self.values)}
@@ -152,6 +162,21 @@ class SearchSpace:
             v = values[name] if name in values else _FIELDS[name].default
             out[name] = p.project(v)
         return out
+
+    def outside(self, values: dict) -> list[str]:
+        """Why ``values`` (a full recipe dict, e.g. what a baseline ran with) is not a point of
+        this space: one line per sampled field out of its domain or fixed field that differs;
+        empty when it is a point."""
+        reasons = []
+        for name, p in self.params.items():
+            v = _get_dotted(values, name)
+            if not p.contains(v):
+                reasons.append(f"{name}={v!r} outside {p.describe()}")
+        for name, fixed in self.fixed.items():
+            v = _get_dotted(values, name)
+            if v != fixed and not (name == "distill" and v is None and not fixed):
+                reasons.append(f"{name}={v!r} but the space fixes {fixed!r}")
+        return reasons
 
     def with_fixed(self, values: dict) -> "SearchSpace":
         """A copy with ``values`` fixed (sampled parameters of those names are dropped)."""
@@ -399,6 +424,15 @@ def _value(name: str, path: str, value: Any) -> Any:
             interval = f"{'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
             raise SpaceError(f"{path} must be in {interval}, got {_fmt(value)}")
     return value
+
+
+def _get_dotted(values: dict, name: str) -> Any:
+    head, dot, tail = name.partition(".")
+    if not dot:
+        return values.get(name, _FIELDS[name].default if name in _FIELDS else None)
+    nested = values.get(head)
+    nested = nested.to_dict() if hasattr(nested, "to_dict") else (nested or {})
+    return nested.get(tail)
 
 
 def _is_number(v: Any) -> bool:

@@ -1,27 +1,41 @@
-"""The recipe store: the best recipe per (backbone, dataset, budget), kept in MLflow.
+"""The recipe store: the best recipe per (backbone, dataset, fingerprint), kept in MLflow.
 
 The store is the MLflow experiment ``recipe-store`` (:data:`config.STORE_EXPERIMENT`).
-Every promotion is one run in it, named ``<backbone>/<dataset>/<budget>``, tagged
+The key is ``(backbone, dataset, fingerprint)``: the *fingerprint* is a 16-hex digest
+of the proxy data actually used (a digest of its images and labels) and of the budget
+shape (image size, classes, per-class sizes, epochs), so two searches on "cifar10"
+with different subsets or budgets never compete. Every promotion is one run, named
+``<backbone>/<dataset>/<fingerprint>``, tagged
 
-* ``rs.backbone``, ``rs.dataset``, ``rs.budget`` -- the key,
+* ``rs.backbone``, ``rs.dataset``, ``rs.fingerprint`` -- the key; ``rs.budget`` --
+  the budget's name (informative only),
+* ``rs.schema`` -- ``2`` (:data:`SCHEMA`); runs without it are from before metric names
+  said their split and make reads fail with :class:`StoreOutdated`,
 * ``rs.state`` -- ``current`` or ``superseded`` (``pending`` while a promotion is
   being written; readers ignore pending runs),
+* ``rs.scores`` -- the per-seed confirmed ``test_probe_top1`` values (JSON list),
+* ``rs.verdict`` -- ``better_than_baselines`` | ``no_significant_lift`` | ``below_floor``
+  (``provenance["verdict"]["verdict"]``),
 * ``rs.recipe`` -- the recipe as compact JSON, ``rs.provenance`` -- JSON,
 * ``rs.source_run_id`` -- the winning trial's MLflow run id,
 * ``rs.promoted_at`` -- ISO-8601 UTC time of the promotion,
 
-with metric ``probe_top1`` (plus every other final metric given) and the recipe
-also logged as the artifact ``recipe.json``. Reads only use
-``MlflowClient.search_runs`` on tags, never artifacts.
+with metric ``test_probe_top1`` (:data:`PRIMARY_METRIC`, the mean of the scores;
+plus every other final metric given) and the recipe also logged as the artifact
+``recipe.json``. Reads only use ``MlflowClient.search_runs`` on tags, never artifacts.
 
-Replacement rule: a promotion replaces the current recipe for its key only if its
-``probe_top1`` is strictly better (or ``force=True``); the old run's state becomes
-``superseded``. Promotions into a local SQLite store are serialised across
-processes with a lock file next to the database; for remote stores concurrent
-promoters are reconciled on read (the newest ``current`` run of a key wins).
+Replacement rule: the first promotion of a key always lands. After that a promotion
+replaces the current recipe only when the Welch t interval (95%) on
+``mean(scores) - mean(current scores)`` lies entirely above 0 -- a lift the seeds
+cannot explain away -- or with ``force=True``; the old run's state becomes
+``superseded``. The reason (:attr:`PromotionResult.reason`) states the interval.
+Promotions into a local SQLite store are serialised across processes with a lock
+file next to the database; for remote stores concurrent promoters are reconciled on
+read (the newest ``current`` run of a key wins).
 
 >>> store = RecipeStore("sqlite:////tmp/rs/mlflow.db")          # doctest: +SKIP
->>> store.promote("resnet18", "cifar10", "small", recipe, {"probe_top1": 0.61}, {})  # doctest: +SKIP
+>>> store.promote("resnet18", "cifar10", "3f2a9c1d0b7e4a55", recipe,       # doctest: +SKIP
+...               {"test_probe_top1": 0.34}, provenance, scores=[0.33, 0.34, 0.35], budget="proxy")
 """
 
 from __future__ import annotations
@@ -35,11 +49,12 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from . import config
 from .config import STORE_EXPERIMENT
+from .stats import Interval, Summary, summary, welch_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Run
@@ -49,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "StoreUnavailable",
+    "StoreOutdated",
     "PromotedRecipe",
     "PromotionResult",
     "RecipeStore",
@@ -57,67 +73,105 @@ __all__ = [
     "sqlite_path",
     "TAG_BACKBONE",
     "TAG_DATASET",
+    "TAG_FINGERPRINT",
     "TAG_BUDGET",
+    "TAG_SCHEMA",
     "TAG_STATE",
     "TAG_RECIPE",
     "TAG_PROVENANCE",
+    "TAG_SCORES",
+    "TAG_VERDICT",
     "TAG_SOURCE_RUN",
     "TAG_PROMOTED_AT",
     "PRIMARY_METRIC",
+    "SCHEMA",
 ]
 
 TAG_BACKBONE = "rs.backbone"
 TAG_DATASET = "rs.dataset"
+TAG_FINGERPRINT = "rs.fingerprint"
 TAG_BUDGET = "rs.budget"
+TAG_SCHEMA = "rs.schema"
 TAG_STATE = "rs.state"
 TAG_RECIPE = "rs.recipe"
 TAG_PROVENANCE = "rs.provenance"
+TAG_SCORES = "rs.scores"
+TAG_VERDICT = "rs.verdict"
 TAG_SOURCE_RUN = "rs.source_run_id"
 TAG_PROMOTED_AT = "rs.promoted_at"
 TAG_SUPERSEDED_BY = "rs.superseded_by"
 TAG_SUPERSEDED_AT = "rs.superseded_at"
 TAG_KIND = "rs.kind"
+TAG_STAGE = "rs.stage"
 
-PRIMARY_METRIC = "probe_top1"
+SCHEMA = "2"
+PRIMARY_METRIC = "test_probe_top1"  # the confirmed mean over seeds
 CURRENT, SUPERSEDED, PENDING = "current", "superseded", "pending"
 _MAX_TAG = 8000  # MLflow's tag value limit
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:+@/ -]*$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_KEEP_IN_TAG = ("verdict", "fingerprint")  # provenance keys _shrink drops last
 
 
 class StoreUnavailable(Exception):
     """The store cannot be reached or read; the message names the URI and the reason."""
 
 
+class StoreOutdated(StoreUnavailable):
+    """The store holds promotions of another schema (from before ``rs.schema`` 2);
+    the message (one line) says how to start a fresh store."""
+
+
 @dataclass(frozen=True)
 class PromotedRecipe:
     backbone: str
     dataset: str
-    budget: str
+    fingerprint: str  # 16 hex: the proxy data actually used + the budget shape
+    budget: str  # the budget's name (informative; not part of the key)
     recipe: dict  # Recipe.to_dict()
-    metric: float  # probe_top1
+    metric: float  # test_probe_top1: the confirmed mean over the seeds
+    scores: tuple[float, ...]  # the per-seed confirmed test_probe_top1 values
+    verdict: str | None  # better_than_baselines | no_significant_lift | below_floor
     metrics: dict[str, float]
     provenance: dict
     run_id: str  # the store run's id
     source_run_id: str | None
     state: str  # "current" | "superseded"
-    updated_at: str  # ISO-8601 UTC
+    updated_at: str  # ISO-8601 UTC: when it was promoted
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.backbone, self.dataset, self.budget)
+        return (self.backbone, self.dataset, self.fingerprint)
+
+    @property
+    def score(self) -> Summary:
+        """Mean ± std (n, values) of the confirmed test_probe_top1 scores."""
+        return summary(self.scores)
+
+    @property
+    def verdict_line(self) -> str | None:
+        """The verdict's one sentence (``provenance["verdict"]["line"]``), if any."""
+        v = self.provenance.get("verdict")
+        line = v.get("line") if isinstance(v, dict) else None
+        return line if isinstance(line, str) else None
 
 
 @dataclass(frozen=True)
 class TrialRun:
-    """One search trial as logged to MLflow (tags ``rs.kind=trial``, ``rs.backbone``)."""
+    """One trial as logged to MLflow (tags ``rs.kind=trial``, ``rs.backbone``).
+
+    Search trials log ``val_knn_top1`` only; confirmation trials (``rs.stage``
+    ``confirmation``) also log ``test_probe_top1`` and ``test_knn_top1``."""
 
     run_id: str
     run_name: str | None
     experiment_id: str
     status: str  # MLflow run status: RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
-    probe_top1: float | None
-    knn_top1: float | None
+    stage: str  # "search" | "confirmation" (tag rs.stage; search when absent)
+    val_knn_top1: float | None
+    test_probe_top1: float | None
+    test_knn_top1: float | None
     metrics: dict[str, float]
     params: dict[str, str]
     search_id: str | None
@@ -129,6 +183,7 @@ class PromotionResult:
     promoted: bool
     reason: str
     current: PromotedRecipe  # what is current for the key after the call
+    lift: Interval | None = None  # Welch interval vs the previous current recipe (None for the first)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -230,16 +285,31 @@ def _check_sqlite_file(path: Path, uri: str, *, must_exist: bool) -> None:
 
 def _shrink(prov: dict) -> str:
     """Compact provenance JSON under the tag limit: the largest values are replaced by a
-    pointer to the ``provenance.json`` artifact, which holds the full provenance."""
+    pointer to the ``provenance.json`` artifact, which holds the full provenance (the
+    verdict and the fingerprint go last)."""
     out = dict(prov)
     note = "<too long for a tag: see artifact provenance.json>"
-    for key in sorted(out, key=lambda k: len(json.dumps(out[k], default=str)), reverse=True):
+    order = sorted(out, key=lambda k: (k in _KEEP_IN_TAG, -len(json.dumps(out[k], default=str))))
+    for key in order:
         text = json.dumps(out, separators=(",", ":"), default=str)
         if len(text) <= _MAX_TAG - 100:
             break
         out[key] = note
     out["truncated"] = True
     return json.dumps(out, separators=(",", ":"), default=str)
+
+
+def _finite_float(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _fmt_interval(iv: Interval) -> str:
+    if not (math.isfinite(iv.low) and math.isfinite(iv.high)):
+        return f"{iv.mean:+.3f} [no interval: needs 2+ seeds on both sides]"
+    return iv.fmt(3)
 
 
 def _describe(exc: BaseException) -> str:
@@ -383,6 +453,13 @@ class RecipeStore:
         with self._wrap():
             return self._connect()
 
+    def check_schema(self) -> None:
+        """Raise :class:`StoreOutdated` when the store holds promotions of another
+        schema, :class:`StoreUnavailable` when it cannot be read (a missing or empty
+        store passes). Searches call it before training anything."""
+        with self._wrap():
+            self._current_runs()
+
     # -- reads -----------------------------------------------------------------------
     def _search(self, filter_string: str) -> list[Run]:
         client = self._connect()
@@ -400,12 +477,45 @@ class RecipeStore:
             if not token:
                 return runs
 
+    def _records(self, runs: Iterable[Run]) -> list[PromotedRecipe]:
+        """Promotion records of ``runs`` (current or superseded); refuses other schemas."""
+        out = []
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(TAG_STATE) not in (CURRENT, SUPERSEDED):
+                continue  # pending (being written) or not a promotion
+            if tags.get(TAG_SCHEMA) != SCHEMA:
+                raise self._outdated(run)
+            rec = self._to_record(run)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def _outdated(self, run: Run) -> StoreOutdated:
+        tags = run.data.tags
+        schema = tags.get(TAG_SCHEMA)
+        what = f"promotion run {run.info.run_id} ({tags.get(TAG_BACKBONE, '?')}/{tags.get(TAG_DATASET, '?')})"
+        if self._db is not None:
+            fresh = f"move {self._db} aside, or point RECIPE_SEARCH_HOME or --tracking-uri at a new place"
+        else:
+            fresh = (f"point --tracking-uri or MLFLOW_TRACKING_URI at a new store, or delete the "
+                     f"experiment {self.experiment!r} there")
+        if schema is None:
+            found = "from before metric names said their split (metric probe_top1, no rs.schema tag)"
+        else:
+            found = f"of another schema (rs.schema {schema!r}; this recipe-search reads {SCHEMA!r})"
+        return StoreOutdated(
+            f"recipe store {self.display_uri} holds promotions {found}, e.g. {what}; start a fresh "
+            f"store ({fresh}) and re-run the searches"
+        )
+
     def _current_runs(self, backbone: str | None = None) -> list[PromotedRecipe]:
         """Every run tagged current (a key may briefly have two, see _currents)."""
         # One tag filter only: MLflow's SQL for two tag filters is ~3x slower, and the
-        # current runs are few (backbones x datasets x budgets); filter in Python.
+        # current runs are few (backbones x datasets x fingerprints); filter in Python.
+        # Every current run is checked, so an outdated store is refused for any backbone.
         flt = f"tags.`{TAG_STATE}` = '{CURRENT}'"
-        recs = [r for r in (self._to_record(run) for run in self._search(flt)) if r is not None]
+        recs = [r for r in self._records(self._search(flt)) if r.state == CURRENT]
         if backbone is not None:
             recs = [r for r in recs if r.backbone == backbone]
         return recs
@@ -421,38 +531,47 @@ class RecipeStore:
                 best[rec.key] = rec
         return list(best.values())
 
-    def get(self, backbone: str, dataset: str | None = None) -> PromotedRecipe | None:
-        """The current recipe for ``backbone`` (the most recently updated one when it
-        has several datasets/budgets, unless ``dataset`` narrows it)."""
+    @staticmethod
+    def _newest_first(recs: Iterable[PromotedRecipe]) -> list[PromotedRecipe]:
+        return sorted(recs, key=lambda r: (r.updated_at, r.run_id), reverse=True)
+
+    def fingerprints(self, backbone: str, dataset: str | None = None) -> list[PromotedRecipe]:
+        """The current recipe of every fingerprint of ``backbone`` (on ``dataset`` when
+        given), newest first."""
         with self._wrap():
             recs = [r for r in self._currents(backbone) if dataset is None or r.dataset == dataset]
-        if not recs:
-            return None
-        return max(recs, key=lambda r: (r.updated_at, r.run_id))
+        return self._newest_first(recs)
 
-    def get_key(self, backbone: str, dataset: str, budget: str) -> PromotedRecipe | None:
-        """The current recipe for exactly one (backbone, dataset, budget)."""
+    def get(
+        self, backbone: str, dataset: str | None = None, fingerprint: str | None = None
+    ) -> PromotedRecipe | None:
+        """The current recipe for ``backbone``: the most recently promoted one when it has
+        several datasets/fingerprints, unless ``dataset`` / ``fingerprint`` narrow it."""
+        recs = [r for r in self.fingerprints(backbone, dataset)
+                if fingerprint is None or r.fingerprint == fingerprint]
+        return recs[0] if recs else None
+
+    def get_key(self, backbone: str, dataset: str, fingerprint: str) -> PromotedRecipe | None:
+        """The current recipe for exactly one (backbone, dataset, fingerprint)."""
         with self._wrap():
             for rec in self._currents(backbone):
-                if rec.key == (backbone, dataset, budget):
+                if rec.key == (backbone, dataset, fingerprint):
                     return rec
         return None
 
     def list(self) -> list[PromotedRecipe]:
-        """All current recipes, sorted by backbone (then dataset, budget)."""
+        """All current recipes, sorted by backbone and dataset, newest first within."""
         with self._wrap():
-            recs = self._currents()
-        return sorted(recs, key=lambda r: r.key)
+            recs = self._newest_first(self._currents())
+        return sorted(recs, key=lambda r: (r.backbone, r.dataset))  # stable: keeps newest first
 
     def history(self, backbone: str) -> list[PromotedRecipe]:
         """Every promotion of ``backbone`` (current and superseded), newest first."""
         q = _quote(backbone)
         flt = f"tags.`{TAG_BACKBONE}` = {q}" if q is not None else ""
         with self._wrap():
-            runs = self._search(flt)
-        recs = [r for r in (self._to_record(run) for run in runs) if r is not None]
-        recs = [r for r in recs if r.backbone == backbone and r.state in (CURRENT, SUPERSEDED)]
-        return sorted(recs, key=lambda r: (r.updated_at, r.run_id), reverse=True)
+            recs = [r for r in self._records(self._search(flt)) if r.backbone == backbone]
+        return self._newest_first(recs)
 
     def backbones(self) -> list[str]:
         """Backbones that have a current recipe, sorted."""
@@ -460,8 +579,8 @@ class RecipeStore:
 
     def trials(self, backbone: str, limit: int = 20) -> list[TrialRun]:
         """The trial leaderboard of ``backbone``: runs tagged ``rs.kind=trial`` and
-        ``rs.backbone=<backbone>`` in any active experiment, best ``probe_top1`` first
-        (runs without it last)."""
+        ``rs.backbone=<backbone>`` in any active experiment, best ``val_knn_top1``
+        first (runs without it last). Confirmation trials are included (``stage``)."""
         q = _quote(backbone)
         if q is None or limit < 1:
             return []
@@ -480,10 +599,10 @@ class RecipeStore:
             for i in range(0, len(exp_ids), 100):
                 runs.extend(client.search_runs(
                     exp_ids[i : i + 100], filter_string=flt, max_results=min(limit, 50000),
-                    order_by=[f"metrics.{PRIMARY_METRIC} DESC", "attributes.start_time DESC"],
+                    order_by=["metrics.val_knn_top1 DESC", "attributes.start_time DESC"],
                 ))
         rows = [self._to_trial(r) for r in runs]
-        rows.sort(key=lambda t: (t.probe_top1 is not None, t.probe_top1 or 0.0), reverse=True)
+        rows.sort(key=lambda t: (t.val_knn_top1 is not None, t.val_knn_top1 or 0.0), reverse=True)
         return rows[:limit]
 
     @staticmethod
@@ -495,8 +614,10 @@ class RecipeStore:
             run_name=run.info.run_name,
             experiment_id=run.info.experiment_id,
             status=run.info.status,
-            probe_top1=metrics.get(PRIMARY_METRIC),
-            knn_top1=metrics.get("knn_top1"),
+            stage=run.data.tags.get(TAG_STAGE) or "search",
+            val_knn_top1=metrics.get("val_knn_top1"),
+            test_probe_top1=metrics.get("test_probe_top1"),
+            test_knn_top1=metrics.get("test_knn_top1"),
             metrics=metrics,
             params=dict(run.data.params),
             search_id=run.data.tags.get("rs.search_id") or run.data.tags.get("mlflow.parentRunId"),
@@ -509,15 +630,21 @@ class RecipeStore:
         tags = run.data.tags
         try:
             backbone = tags[TAG_BACKBONE]
+            fingerprint = tags[TAG_FINGERPRINT]
             recipe = json.loads(tags[TAG_RECIPE])
             metrics = {k: float(v) for k, v in run.data.metrics.items()}
             metric = metrics[PRIMARY_METRIC]
+            scores = tuple(float(s) for s in json.loads(tags[TAG_SCORES]))
+            if not scores or not isinstance(recipe, dict):
+                return None
         except (KeyError, ValueError, TypeError):
             return None  # not a (finished) promotion run: ignore
         try:
             provenance = json.loads(tags.get(TAG_PROVENANCE) or "{}")
         except ValueError:
             provenance = {"error": "provenance tag is not valid JSON"}
+        if not isinstance(provenance, dict):
+            provenance = {"error": "provenance tag is not a JSON object"}
         updated = tags.get(TAG_PROMOTED_AT)
         if not updated:
             start = run.info.start_time or 0
@@ -529,9 +656,12 @@ class RecipeStore:
         return PromotedRecipe(
             backbone=backbone,
             dataset=tags.get(TAG_DATASET, ""),
+            fingerprint=fingerprint,
             budget=tags.get(TAG_BUDGET, ""),
             recipe=recipe,
             metric=metric,
+            scores=scores,
+            verdict=tags.get(TAG_VERDICT) or None,
             metrics=metrics,
             provenance=provenance,
             run_id=run.info.run_id,
@@ -566,34 +696,54 @@ class RecipeStore:
         self,
         backbone: str,
         dataset: str,
-        budget: str,
+        fingerprint: str,
         recipe: "Recipe | dict",
         metrics: dict,
         provenance: dict,
         *,
+        scores: Sequence[float],
+        budget: str = "",
         source_run_id: str | None = None,
         force: bool = False,
     ) -> PromotionResult:
-        """Make ``recipe`` the current one for (backbone, dataset, budget) if its
-        ``metrics["probe_top1"]`` is strictly better than the current one's, or if
-        ``force``. Returns what is current afterwards and why."""
-        recipe_dict, metrics_f, key = self._validate(backbone, dataset, budget, recipe, metrics)
-        new_metric = metrics_f[PRIMARY_METRIC]
+        """Make ``recipe`` the current one for (backbone, dataset, fingerprint).
+
+        ``scores`` are its per-seed confirmed ``test_probe_top1`` values and
+        ``metrics["test_probe_top1"]`` their mean. It lands when the key has no current
+        recipe, when the Welch t interval (95%) on the lift over the current recipe's
+        scores lies above 0, or with ``force``. Returns what is current afterwards and
+        why (the reason states the interval)."""
+        recipe_dict, metrics_f, scores_t, key = self._validate(
+            backbone, dataset, fingerprint, budget, recipe, metrics, scores)
+        new = summary(scores_t)
         if not self.create:
             raise StoreUnavailable(f"recipe store {self.display_uri} was opened read-only")
         with self._wrap(), self._promote_lock():
             client = self._connect()
             exp = self._experiment(client, create=True)
             old = self.get_key(*key)
-            if old is not None and not force and not new_metric > old.metric:
-                return PromotionResult(
-                    promoted=False,
-                    reason=(
-                        f"{PRIMARY_METRIC} {new_metric:.4f} is not better than the current "
-                        f"{old.metric:.4f} (store run {old.run_id}); kept the current recipe"
-                    ),
-                    current=old,
-                )
+            lift: Interval | None = None
+            if old is None:
+                reason = (f"first recipe for {'/'.join(key)} (budget {budget or '-'}): "
+                          f"{PRIMARY_METRIC} {new.fmt(3)} over {new.n} seed{'s' * (new.n != 1)}")
+            else:
+                lift = welch_interval(scores_t, old.scores)
+                head = (f"{PRIMARY_METRIC} {new.fmt(3)} vs current {old.score.fmt(3)}: lift "
+                        f"{_fmt_interval(lift)}")
+                if lift.low > 0:
+                    reason = f"{head} ({lift.method}); replaced"
+                elif force:
+                    reason = f"{head} ({lift.method}); forced: replaced"
+                else:
+                    why = ("" if not math.isfinite(lift.high) else
+                           " is below 0" if lift.high < 0 else " includes 0")
+                    return PromotionResult(
+                        promoted=False,
+                        reason=(f"{head}{why} ({lift.method}); kept the current recipe (store run "
+                                f"{old.run_id})"),
+                        current=old,
+                        lift=lift,
+                    )
             promoted_at = _now()
             prov = dict(provenance or {})
             prov.setdefault("backbone", backbone)
@@ -601,11 +751,17 @@ class RecipeStore:
             prov.setdefault("budget", budget)
             prov.setdefault("metrics", metrics_f)
             prov.setdefault("source_run_id", source_run_id)
+            prov["store_key"] = {"backbone": backbone, "dataset": dataset, "fingerprint": fingerprint}
+            prov["scores"] = list(scores_t)
             prov["promoted_at"] = promoted_at
             prov["forced"] = bool(force)
-            prov["previous"] = (
-                None if old is None else {"run_id": old.run_id, PRIMARY_METRIC: old.metric}
-            )
+            prov["promotion_reason"] = reason
+            prov["previous"] = None if old is None else {
+                "run_id": old.run_id, PRIMARY_METRIC: old.metric, "scores": list(old.scores),
+                "lift": lift.to_dict() if lift is not None else None,
+            }
+            verdict = prov.get("verdict")
+            verdict_name = verdict.get("verdict") if isinstance(verdict, dict) else None
             recipe_json = json.dumps(recipe_dict, separators=(",", ":"), sort_keys=False)
             prov_json = json.dumps(prov, separators=(",", ":"), default=str)
             if len(recipe_json) > _MAX_TAG:
@@ -619,15 +775,19 @@ class RecipeStore:
                 prov_json = _shrink(prov)
             run = client.create_run(
                 exp,
-                run_name=f"{backbone}/{dataset}/{budget}",
+                run_name="/".join(key),
                 tags={
                     TAG_KIND: "promotion",
+                    TAG_SCHEMA: SCHEMA,
                     TAG_BACKBONE: backbone,
                     TAG_DATASET: dataset,
+                    TAG_FINGERPRINT: fingerprint,
                     TAG_BUDGET: budget,
                     TAG_STATE: PENDING,
                     TAG_RECIPE: recipe_json,
                     TAG_PROVENANCE: prov_json,
+                    TAG_SCORES: json.dumps(list(scores_t)),
+                    TAG_VERDICT: str(verdict_name or "")[:250],
                     TAG_SOURCE_RUN: source_run_id or "",
                     TAG_PROMOTED_AT: promoted_at,
                 },
@@ -657,23 +817,21 @@ class RecipeStore:
             client.set_terminated(run_id, "FINISHED")
             current = self.get_key(*key)
             assert current is not None
-            if old is None:
-                reason = f"first recipe for {'/'.join(key)} ({PRIMARY_METRIC} {new_metric:.4f})"
-            elif force and not new_metric > old.metric:
-                reason = (
-                    f"forced: replaced {PRIMARY_METRIC} {old.metric:.4f} with {new_metric:.4f}"
-                )
-            else:
-                reason = f"{PRIMARY_METRIC} improved from {old.metric:.4f} to {new_metric:.4f}"
-            return PromotionResult(promoted=current.run_id == run_id, reason=reason, current=current)
+            return PromotionResult(promoted=current.run_id == run_id, reason=reason, current=current,
+                                   lift=lift)
 
     @staticmethod
     def _validate(
-        backbone: str, dataset: str, budget: str, recipe: Any, metrics: dict
-    ) -> tuple[dict, dict[str, float], tuple[str, str, str]]:
-        for name, value in (("backbone", backbone), ("dataset", dataset), ("budget", budget)):
+        backbone: str, dataset: str, fingerprint: str, budget: str, recipe: Any, metrics: dict,
+        scores: Sequence[float],
+    ) -> tuple[dict, dict[str, float], tuple[float, ...], tuple[str, str, str]]:
+        for name, value in (("backbone", backbone), ("dataset", dataset)):
             if not isinstance(value, str) or not value or "/" in value or len(value) > 250:
                 raise ValueError(f"{name} must be a non-empty string without '/', got {value!r}")
+        if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
+            raise ValueError(f"fingerprint must be 16 lowercase hex digits, got {fingerprint!r}")
+        if not isinstance(budget, str) or len(budget) > 250:
+            raise ValueError(f"budget must be a string (the budget's name), got {budget!r}")
         from trainer.recipe import Recipe
 
         if isinstance(recipe, Recipe):
@@ -682,14 +840,26 @@ class RecipeStore:
             rec = Recipe.from_dict(dict(recipe))  # validates; raises RecipeError
         if rec.backbone != backbone:
             raise ValueError(f"recipe.backbone is {rec.backbone!r} but promoting for {backbone!r}")
+        if isinstance(scores, (str, bytes)) or not isinstance(scores, Iterable):
+            raise ValueError(f"scores must be the per-seed {PRIMARY_METRIC} values, got {scores!r}")
+        scores_t = tuple(_finite_float(s) for s in scores)
+        if not scores_t or any(s is None for s in scores_t):
+            raise ValueError(
+                f"scores must be one or more finite per-seed {PRIMARY_METRIC} values, got {scores!r}")
         metrics_f: dict[str, float] = {}
         for k, v in (metrics or {}).items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue  # non-numeric extras belong in provenance
-            if math.isfinite(v):
-                metrics_f[str(k)] = float(v)
+            f = _finite_float(v)  # non-numeric extras belong in provenance
+            if f is not None:
+                metrics_f[str(k)] = f
         if PRIMARY_METRIC not in metrics_f:
             raise ValueError(
-                f"metrics must contain a finite {PRIMARY_METRIC!r}, got {metrics.get(PRIMARY_METRIC)!r}"
+                f"metrics must contain a finite {PRIMARY_METRIC!r} (the confirmed mean), got "
+                f"{(metrics or {}).get(PRIMARY_METRIC)!r}"
             )
-        return rec.to_dict(), metrics_f, (backbone, dataset, budget)
+        mean = summary(scores_t).mean  # type: ignore[arg-type]
+        if abs(metrics_f[PRIMARY_METRIC] - mean) > 1e-6:
+            raise ValueError(
+                f"metrics[{PRIMARY_METRIC!r}] = {metrics_f[PRIMARY_METRIC]!r} is not the mean of the "
+                f"scores ({mean!r})"
+            )
+        return rec.to_dict(), metrics_f, scores_t, (backbone, dataset, fingerprint)  # type: ignore[return-value]

@@ -34,13 +34,20 @@ TAG_ERROR = "rs.error"
 TAG_BASELINE = "rs.baseline"
 TAG_RECIPE = "rs.recipe"
 TAG_POINT = "rs.point"
+TAG_STAGE = "rs.stage"  # search | confirmation
+TAG_JOB = "rs.job"  # a confirmation run's recipe name
+TAG_SEED = "rs.seed"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 
-EPOCH_KEYS = ("loss", "knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
+EPOCH_KEYS = ("loss", "val_knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
               "smoothing", "key_momentum", "distill_loss", "teacher_cosine")  # the last two: with a teacher
-FINAL_KEYS = ("probe_top1", "probe_val_top1", "probe_train_top1", "probe_l2", "probe_time_s",
-              "train_time_s", "epochs_completed", "mean_images_per_sec", "duration_s")
+# search trials log the val_* metrics only; confirmation runs add the test_* ones (the final
+# val_knn_top1 is the last epoch's, already logged at that step)
+FINAL_KEYS = ("val_probe_top1", "train_probe_top1", "probe_l2", "probe_time_s",
+              "test_probe_top1", "test_knn_top1", "train_time_s", "epochs_completed", "mean_images_per_sec",
+              "duration_s")
+FINAL_MARK = "epochs_completed"  # present once a trial's final report is logged
 MAX_TAG = 5000
 
 
@@ -158,7 +165,7 @@ class Tracker:
             return run.info.run_id, 0
         if run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
-        hist = self.client.get_metric_history(run.info.run_id, "knn_top1")
+        hist = self.client.get_metric_history(run.info.run_id, "val_knn_top1")
         return run.info.run_id, max((m.step for m in hist), default=0)
 
     # -- writing -----------------------------------------------------------------------
@@ -191,6 +198,16 @@ class Tracker:
 
     def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dataset(self, run_id: str, dataset) -> None:
+        """Log ``dataset`` (an ``mlflow.entities.Dataset``) as the run's training input (the
+        Dataset column of the MLflow UI), once."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        have = self.client.get_run(run_id).inputs
+        if any(d.dataset.digest == dataset.digest for d in (have.dataset_inputs if have else [])):
+            return
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
 
     def terminate(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -255,8 +272,10 @@ def _json_default(o: Any) -> Any:
 class TrialLogger:
     """Listener (see ``events.py``) that mirrors Tune trials into nested MLflow runs."""
 
-    def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx, tags: dict):
+    def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx, tags: dict,
+                 dataset=None):
         self.tracker = tracker
+        self.dataset = dataset  # mlflow.entities.Dataset of the proxy, logged on every run
         self.parent_run_id = parent_run_id
         self.search_id = search_id
         self.ctx = ctx  # trial.TrialContext: recomposes each trial's recipe
@@ -283,8 +302,14 @@ class TrialLogger:
         if run_id is not None:
             return run_id
         recipe, notes, base, error = self._recipe(trial)
+        job = (trial.config or {}).get("job")
         label = f"baseline-{base.name}" if base is not None else "tpe"
+        if job is not None:
+            label = f"confirm-{job['name']}-s{job['seed']}"
         tags = {**self.tags, TAG_BASELINE: base.name if base is not None else None,
+                TAG_STAGE: "confirmation" if job is not None else "search",
+                TAG_JOB: job["name"] if job is not None else None,
+                TAG_SEED: recipe.seed if recipe is not None else None,
                 TAG_STATUS: "running", "rs.notes": "; ".join(notes) or None,
                 TAG_POINT: point_key(trial.config)}
         if recipe is not None:
@@ -294,6 +319,8 @@ class TrialLogger:
                                               known_trial_ids=[t.trial_id for t in self.trials])
         if last == 0:  # fresh (or never reported): log the recipe as params
             self.tracker.log_params(run_id, recipe.to_dict() if recipe is not None else dict(trial.config))
+            if self.dataset is not None:
+                self.tracker.log_dataset(run_id, self.dataset)
             self.series[trial.trial_id] = {}
         else:
             self.tracker.set_tags(run_id, {TAG_STATUS: "running"})
@@ -322,7 +349,7 @@ class TrialLogger:
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
         if result.get("final"):
             have = self.tracker.client.get_run(run_id).data.metrics
-            if "probe_top1" in have:  # re-reported after a resume: already logged
+            if FINAL_MARK in have:  # re-reported after a resume: already logged
                 self.replayed.add(trial.trial_id)
                 return
             final = {k: result[k] for k in FINAL_KEYS if k in result}
@@ -345,15 +372,19 @@ class TrialLogger:
         run_id = self.run_for(trial)
         result = trial.last_result or {}
         status = "completed" if result.get("final") else "pruned"
+        tags = {TAG_STATUS: status}
+        if result.get("diverged"):  # the NaN guard ended it: a result the sampler ranks last
+            status, tags = "diverged", {TAG_STATUS: "diverged", TAG_ERROR: str(result.get("error") or "diverged")}
+        end = "FAILED" if status == "diverged" else "FINISHED"
         if trial.trial_id in self.replayed:
-            self.tracker.set_tags(run_id, {TAG_STATUS: status})
-            self.tracker.terminate(run_id, "FINISHED")
+            self.tracker.set_tags(run_id, tags)
+            self.tracker.terminate(run_id, end)
             return
         self.tracker.log_metrics(run_id, {"duration_s": result.get("time_total_s")},
                                  step=int(result.get("epoch") or 0))
-        self.tracker.set_tags(run_id, {TAG_STATUS: status})
+        self.tracker.set_tags(run_id, tags)
         self._artifacts(run_id, trial)
-        self.tracker.terminate(run_id, "FINISHED")
+        self.tracker.terminate(run_id, end)
 
     def on_trial_error(self, trial, trials) -> None:
         from .events import trial_error

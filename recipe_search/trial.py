@@ -1,11 +1,22 @@
 """The Ray Tune trainable: one trial = one proxy pretraining with ``trainer.train``.
 
-Every epoch the trainer's callback reports to Tune (``objective`` = kNN top-1 for
+A trial's config is one of
+
+* ``{"baseline": name}`` -- a reference recipe (``baselines.py``),
+* a point sampled from the space (recipe fields),
+* ``{"job": {"name", "role", "seed", "recipe"}}`` -- a confirmation run: a finalist or
+  baseline recipe trained again from scratch with a fresh seed (init, augmentation,
+  batch order; the proxy subset stays the search's).
+
+Every epoch the trainer's callback reports to Tune (``objective`` = val kNN top-1, for
 ASHA and Optuna's intermediate values) with the epoch checkpoint; after training a
-final report carries the linear-probe top-1 as ``objective``. A restarted trial
-continues from its last reported checkpoint. Divergence raises
-:class:`TrialDiverged` so Tune marks the trial errored (Optuna: FAIL) and the
-search goes on; so does any other exception (bad recipe, data, out of memory).
+final report (``final=1``) carries the same validation objective at the last epoch,
+so a finished and a stopped trial are ranked on one quantity. Search trials never
+read the test split; only confirmation runs evaluate it (``test_probe_top1``,
+``test_knn_top1``). A diverged run (NaN loss) ends with a final report flagged
+``diverged=1`` and objective 0 (the sampler learns it); any other exception (bad
+recipe, data, out of memory) errors the trial, and the search goes on. A restarted
+trial continues from its last reported checkpoint.
 
 Test hook: ``$RECIPE_SEARCH_FAULTS`` or ``TrialContext.extra["faults"]`` (e.g.
 ``mocov2=raise,sinfonce-light=nan``) injects a fault into the baseline trials
@@ -29,15 +40,13 @@ from typing import Any
 from trainer.data import DataSpec
 from trainer.recipe import Recipe
 
-from .baselines import Baseline
+from .baselines import BASELINE_KEY, Baseline
 from .compose import compose
 from .space import SearchSpace
 
+JOB_KEY = "job"  # a confirmation run's config: {"job": {"name", "role", "seed", "recipe"}}
+
 FAULTS_ENV = "RECIPE_SEARCH_FAULTS"
-
-
-class TrialDiverged(RuntimeError):
-    """The trainer's NaN guard stopped the run (status ``diverged``)."""
 
 
 class InjectedFault(RuntimeError):
@@ -58,14 +67,17 @@ class TrialContext:
     device: str = "cpu"
     threads: int = 1  # torch intra-op threads of a CPU trial (its Ray CPUs)
     baselines: tuple[Baseline, ...] = ()
-    baseline_points: tuple[dict, ...] = ()
     checkpoint_every: int = 1  # epochs between the checkpoints a trial reports (0: none mid-trial)
     extra: dict = field(default_factory=dict)
 
     def baseline_for(self, config: dict) -> Baseline | None:
-        """The baseline whose point ``config`` is (baselines are the first, enqueued points)."""
-        for b, point in zip(self.baselines, self.baseline_points):
-            if all(config.get(k) == v for k, v in point.items()):
+        """The baseline a trial runs (search: ``{"baseline": name}``; confirmation: its job)."""
+        name = (config or {}).get(BASELINE_KEY)
+        job = (config or {}).get(JOB_KEY)
+        if job is not None and job.get("role") == "baseline":
+            name = job.get("name")
+        for b in self.baselines:
+            if b.name == name:
                 return b
         return None
 
@@ -81,8 +93,14 @@ class TrialContext:
         return (self.extra.get("finished_points") or {}).get(key)
 
     def recipe_for(self, config: dict) -> tuple[Recipe, list[str], Baseline | None]:
-        """The recipe of a trial: a baseline's own values, else the sampled point."""
+        """The recipe of a trial: a confirmation job's (with its seed), a baseline's own
+        values, else the sampled point."""
         base = self.baseline_for(config)
+        job = (config or {}).get(JOB_KEY)
+        if job is not None:
+            recipe = job["recipe"]
+            recipe = Recipe.from_json(recipe) if isinstance(recipe, str) else Recipe.from_dict(recipe)
+            return recipe.replace(seed=int(job["seed"])), [], base
         values = dict(base.values) if base is not None else dict(config)
         recipe, notes = compose(values, backbone=self.backbone, image_size=self.image_size,
                                 epochs=self.max_epochs, seed=self.seed, fixed=self.space.fixed,
@@ -152,12 +170,13 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     try:
-        _train_and_report(ctx, recipe, out_dir, faults)
+        _train_and_report(ctx, recipe, out_dir, faults, confirm=JOB_KEY in config)
     finally:  # every reported checkpoint is already persisted by Tune
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: list[str]) -> None:
+def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: list[str],
+                      confirm: bool = False) -> None:
     from ray import tune
 
     from trainer.engine import train
@@ -175,7 +194,7 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: 
 
     def on_epoch(report: dict[str, Any]) -> None:
         metrics = _numeric(report)
-        metrics["objective"] = metrics.get("knn_top1", 0.0)
+        metrics["objective"] = metrics.get("val_knn_top1", 0.0)
         metrics["trial_elapsed_s"] = time.perf_counter() - t0
         if sleep:
             time.sleep(sleep)
@@ -188,9 +207,12 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: 
 
     with _nan_loss() if "nan" in faults else contextlib.nullcontext():
         result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
-                       resume=True)
-    if result.status == "diverged":
-        raise TrialDiverged(f"diverged: {result.error or 'non-finite loss'}")
+                       resume=True, data_seed=ctx.seed, evaluate_test=confirm)
+    if result.status == "diverged":  # a result, not an error: the sampler ranks it last
+        tune.report({**_numeric(result.metrics), "objective": 0.0, "diverged": 1.0, "final": 1.0,
+                     "epoch": float(result.metrics.get("epochs_completed", 0)),
+                     "error": f"diverged: {result.error or 'non-finite loss'}"})
+        return
     if result.status != "completed":
         raise RuntimeError(f"training ended with status {result.status}: {result.error}")
     # the final report carries the finished run (metrics.json, no weights) as its checkpoint,
@@ -238,7 +260,7 @@ def _finished_metrics(out_dir: Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if data.get("status") == "completed" and "probe_top1" in data else None
+    return data if data.get("status") == "completed" and "val_knn_top1" in data else None
 
 
 def _final_report(metrics: dict, ctx: TrialContext, wall_s: float) -> dict:
@@ -247,6 +269,6 @@ def _final_report(metrics: dict, ctx: TrialContext, wall_s: float) -> dict:
         mean = final.pop("images_per_sec")
         final.setdefault("mean_images_per_sec", mean)
     final.pop("knn_time_s", None)
-    final.update(objective=final.get("probe_top1", 0.0), final=1.0,
+    final.update(objective=final.get("val_knn_top1", 0.0), final=1.0,
                  epoch=float(metrics.get("epochs_completed", ctx.max_epochs)), trial_wall_s=wall_s)
     return final

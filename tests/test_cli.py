@@ -91,6 +91,24 @@ def test_bad_options_are_user_errors(home, args, fragment):
     assert_user_error(result, out, fragment)
 
 
+def test_gpu_budgets_and_gpus_asked_for_on_a_cpu_box_are_refused_with_the_estimate(home):
+    """No GPU here: --budget proxy stops after printing the plan and its estimated wall time
+    (measured), and asks for --yes; --gpus-per-trial 1 is an error, not a silent CPU run."""
+    pytest.importorskip("ray")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result, out = invoke("run", "--backbone", BACKBONE, "--budget", "proxy", *data_args(), "--num-cpus", "2",
+                         "--no-progress", "--train-per-class", "16", "--val-per-class", "8", "--test-per-class", "8")
+    assert_user_error(result, out, "--budget proxy is sized for a GPU", "--yes", "estimated")
+    assert "plan: search 40 trials x <= 30 epochs" in out and "train images/s per trial" in out, out
+    assert "SE <=" in out  # the budget says its val/test standard errors
+    result, out = invoke("run", "--backbone", BACKBONE, "--budget", "tiny", *data_args(), "--num-cpus", "2",
+                         "--gpus-per-trial", "1", "--no-progress")
+    assert_user_error(result, out, "--gpus-per-trial 1 asks for a GPU but the Ray cluster has none")
+
+
 def test_show_without_a_store_or_recipe(home):
     result, out = invoke("show", "resnet18")
     assert_user_error(result, out, "no store at", "mlflow.db", "recipe-search run")
@@ -117,20 +135,27 @@ def test_show_list_and_train_use_the_promoted_recipe(home, tmp_path):
 
     recipe = Recipe(backbone=BACKBONE, batch_size=16, queue_size=64, image_size=16, epochs=2,
                     proj_hidden_dim=128)
-    prov = {"search_id": "s1", "trial_id": "t1", "baselines": {"mocov2": {"probe_top1": 0.5}},
-            "lift": {"mocov2": 0.1, "best_baseline": 0.1}, "code_version": "0.1.0", "date": "2026-01-01T00:00:00Z"}
-    r = RecipeStore(config.default_tracking_uri()).promote(BACKBONE, "synthetic", "tiny", recipe,
-                                                           {"probe_top1": 0.6}, prov)
+    verdict = {"verdict": "no_significant_lift", "line": "verdict: no_significant_lift (...)", "seeds": [1, 2, 3],
+               "metric": "test_probe_top1", "winner": "t1",
+               "score": {"mean": 0.6, "std": 0.01, "n": 3, "values": [0.59, 0.6, 0.61]},
+               "floor": {"mean": 0.3, "std": 0.02, "n": 3, "values": [0.28, 0.3, 0.32]},
+               "lift": {"best_baseline": {"mean": 0.1, "low": -0.01, "high": 0.21, "n": 3, "method": "paired"}}}
+    prov = {"search_id": "s1", "verdict": verdict, "fingerprint": {"digest": "0123456789abcdef"},
+            "code_version": "0.1.0", "date": "2026-01-01T00:00:00Z"}
+    r = RecipeStore(config.default_tracking_uri()).promote(
+        BACKBONE, "synthetic", "0123456789abcdef", recipe, {"test_probe_top1": 0.6}, prov,
+        scores=[0.59, 0.6, 0.61], budget="tiny")
     assert r.promoted
 
     result, out = invoke("show", BACKBONE)
     assert result.exit_code == 0, out
     shown = json.loads(result.stdout)
     assert shown["recipe"] == recipe.to_dict() and shown["provenance"]["search_id"] == "s1"
-    assert shown["metrics"]["probe_top1"] == pytest.approx(0.6) and shown["budget"] == "tiny"
+    assert shown["test_probe_top1"]["mean"] == pytest.approx(0.6) and shown["budget"] == "tiny"
+    assert shown["fingerprint"] == "0123456789abcdef" and shown["verdict"] == "no_significant_lift"
 
     result, out = invoke("list")
-    assert result.exit_code == 0 and BACKBONE in out and "+0.100" in out
+    assert result.exit_code == 0 and BACKBONE in out and "no_significant_lift" in out and "0.600" in out
     result, out = invoke("list", "--json")
     assert [r["backbone"] for r in json.loads(result.stdout)] == [BACKBONE]
 
@@ -140,7 +165,7 @@ def test_show_list_and_train_use_the_promoted_recipe(home, tmp_path):
                          "--out", str(out_dir), "--device", "cpu", "--threads", "1")
     assert result.exit_code == 0, out
     assert (out_dir / "encoder.pt").exists() and json.loads((out_dir / "recipe.json").read_text())["epochs"] == 1
-    assert "probe_top1" in out
+    assert "test_probe_top1" in out and "val_knn_top1" in out
 
 
 # -- crash and Ctrl-C: real subprocesses ------------------------------------------------------------
@@ -170,7 +195,9 @@ def _query(db: Path, sql: str, *args):
 
 FINISHED_TRIALS = ("select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
                    "where t.key = 'rs.kind' and t.value = 'trial' and r.status = 'FINISHED'")
-EPOCH_ROWS = "select count(*) from metrics where key = 'knn_top1' and timestamp > ?"
+CONFIRMED_RUNS = ("select r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+                  "where t.key = 'rs.stage' and t.value = 'confirmation' and r.status = 'FINISHED'")
+EPOCH_ROWS = "select count(*) from metrics where key = 'val_knn_top1' and timestamp > ?"
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
@@ -208,11 +235,11 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     db = home / "mlflow.db"
     env = _env(home, cache)
     base = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--budget", "tiny",
-            *data_args(), "--num-samples", "4", "--max-concurrent", "1", "--num-cpus", "2", "--no-progress"]
+            *data_args(), "--num-samples", "4", "--max-concurrent", "2", "--num-cpus", "2", "--no-progress"]
     resume = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--resume",
               "--num-cpus", "2", "--no-progress"]
 
-    # 1. SIGKILL as soon as the first trial has finished (the second has just started)
+    # 1. SIGKILL as soon as the first trial has finished (the others are running or pending)
     proc = subprocess.Popen([*base, "--search-id", "crash"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     _wait_for(lambda: len(_query(db, FINISHED_TRIALS)) >= 1, proc, 300, "the first finished trial")
@@ -240,36 +267,66 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     assert parent == [("KILLED",)]
     _reap_session(proc.pid)
 
-    # 3. --resume to the end
+    # 3. --resume, and SIGKILL again once a confirmation run has finished
+    proc = subprocess.Popen(resume, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    _wait_for(lambda: len(_query(db, CONFIRMED_RUNS)) >= 1, proc, 400, "the first finished confirmation run")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = int(time.time() * 1000)
+    _reap_session(proc.pid)
+    confirmed_first = {r[0] for r in _query(db, CONFIRMED_RUNS)}
+    confirmed_rows = {run: _query(db, "select count(*) from metrics where run_uuid = ?", run)[0][0]
+                      for run in confirmed_first}
+
+    # 4. --resume to the end: it continues inside the confirmation stage
     done = subprocess.run(resume, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "resumed" in done.stdout
+    assert "resumed" in done.stdout and "verdict: " in done.stdout, done.stdout[-3000:]
+
+    def runs_of(stage: str):
+        return _query(db, "select r.run_uuid, r.status, (select value from tags where run_uuid = r.run_uuid and "
+                          "key = 'rs.trial_id'), (select value from tags where run_uuid = r.run_uuid and key = "
+                          "'rs.job'), (select value from tags where run_uuid = r.run_uuid and key = 'rs.seed') "
+                          "from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'rs.stage' and "
+                          "t.value = ?", stage)
 
     # exactly one parent and one child run per trial, all finished, none duplicated
-    trials = _query(db, "select r.run_uuid, r.status, (select value from tags where run_uuid = r.run_uuid "
-                        "and key = 'rs.trial_id') from runs r join tags t on t.run_uuid = r.run_uuid "
-                        "where t.key = 'rs.kind' and t.value = 'trial'")
+    trials = runs_of("search")
     assert len(trials) == 4, trials
     assert len({t[2] for t in trials}) == 4
     assert {t[1] for t in trials} == {"FINISHED"}, trials
-    # the Optuna state was restored: each baseline ran exactly once
-    baselines = _query(db, "select value, count(*) from tags where key = 'rs.baseline' group by value")
+    # the Optuna state was restored: each baseline ran exactly once in the search stage
+    baselines = _query(db, "select b.value, count(*) from tags b join tags s on s.run_uuid = b.run_uuid "
+                           "where b.key = 'rs.baseline' and s.key = 'rs.stage' and s.value = 'search' "
+                           "group by b.value")
     assert sorted(baselines) == [("mocov2", 1), ("sinfonce-light", 1)], baselines
+    # confirmation: one run per (recipe, seed), both baselines on seeds 1 and 2, all finished
+    confirmed = runs_of("confirmation")
+    pairs = [(c[3], c[4]) for c in confirmed]
+    assert len(pairs) == len(set(pairs)) and {"1", "2"} == {p[1] for p in pairs}, confirmed
+    assert {("mocov2", "1"), ("sinfonce-light", "2")} <= set(pairs) and len(pairs) in (4, 6), pairs
+    assert {c[1] for c in confirmed} == {"FINISHED"}, confirmed
     assert _query(db, "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
                       "where t.key = 'rs.kind' and t.value = 'search'") == [("FINISHED",)]
     # per-epoch metrics were never logged twice for an epoch
-    dup = _query(db, "select run_uuid, key, step, count(*) from metrics where key in ('knn_top1', 'loss', "
-                     "'probe_top1') group by run_uuid, key, step having count(*) > 1")
+    dup = _query(db, "select run_uuid, key, step, count(*) from metrics where key in ('val_knn_top1', 'loss', "
+                     "'val_probe_top1', 'test_probe_top1') group by run_uuid, key, step having count(*) > 1")
     assert dup == [], dup
-    # the trials finished before the crash were not re-run: nothing new logged to them
+    # the trials finished before a crash were not re-run: nothing new logged to them
     for run in first_done:
         assert _query(db, "select count(*) from metrics where run_uuid = ?", run)[0][0] == rows_before[run]
+    for run in confirmed_first:
+        assert _query(db, "select count(*) from metrics where run_uuid = ?", run)[0][0] == confirmed_rows[run]
         assert _query(db, "select count(*) from metrics where run_uuid = ? and timestamp > ?", run,
                       killed_at)[0][0] == 0
-    # one promotion, from this search
+    # the verdict is tagged on the parent; a recipe is promoted unless it is below the floor
+    verdict = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
+                         "where k.key = 'rs.kind' and k.value = 'search' and t.key = 'rs.verdict'")
+    assert len(verdict) == 1 and verdict[0][0] in ("better_than_baselines", "no_significant_lift", "below_floor")
     promos = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
                         "where k.key = 'rs.kind' and k.value = 'promotion' and t.key = 'rs.state'")
-    assert promos == [("current",)]
+    assert promos == ([] if verdict[0][0] == "below_floor" else [("current",)])
 
 
 def test_ui_links_to_the_runs_table(home, tmp_path):

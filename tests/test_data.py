@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -418,3 +419,144 @@ def test_proxydata_to_and_repr():
     if torch.cuda.is_available():
         g = p.to("cuda")
         assert g.train_x.is_cuda and g.test_y.is_cuda and not p.train_x.is_cuda
+
+
+# ---------------------------------------------------------------------------
+# fit_spec: per-class sizes lowered to what the classes hold
+# ---------------------------------------------------------------------------
+
+def _counted_folder(root: Path, train: dict[str, int], test: dict[str, int] | None) -> Path:
+    """root/{train,test}/<class>/*.png with the given counts per class (root/<class>/* when test is None)."""
+    for split, counts in (("train", train), ("test", test)):
+        for c, (name, n) in enumerate((counts or {}).items()):
+            d = root / split / name if test is not None else root / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                _image(c, i + (500 if split == "test" else 0), (8, 8)).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory) -> Path:
+    """Classes '3', '5', '7': class '5' has 20 train images, class '7' has 27 test images."""
+    return _counted_folder(tmp_path_factory.mktemp("uneven") / "uneven", {"3": 40, "5": 20, "7": 40},
+                           {"3": 50, "5": 50, "7": 27})
+
+
+def test_fit_spec_lowers_test_per_class_to_the_smallest_class(uneven, tmp_cache):
+    spec = DataSpec(dataset="imagefolder", root=str(uneven), classes=0, train_per_class=10, val_per_class=5,
+                    test_per_class=50)
+    with pytest.raises(DataError, match="test_per_class=50 but class '7' has only 27 test images"):
+        load_proxy(spec, 8, 0)
+    fitted, notes = data_mod.fit_spec(spec, 8, 0)
+    assert notes == ["test_per_class 50 -> 27: class '7' has 27 test images"]
+    assert fitted == DataSpec(dataset="imagefolder", root=str(uneven), classes=0, train_per_class=10,
+                              val_per_class=5, test_per_class=27)
+    p = load_proxy(fitted, 8, 0)
+    assert p.sizes() == {"classes": 3, "train": 30, "val": 15, "test": 81, "train_per_class": 10,
+                         "val_per_class": 5, "test_per_class": 27}
+    assert data_mod.fit_spec(fitted, 8, 0) == (fitted, [])  # fits now
+    assert data_mod.fit_spec(spec, 8, 0)[0] is not spec
+
+
+def test_fit_spec_lowers_train_then_val_and_leaves_a_fitting_spec_alone(uneven, tmp_cache):
+    base = dict(dataset="imagefolder", root=str(uneven), classes=0)
+    fits = DataSpec(**base, train_per_class=15, val_per_class=5, test_per_class=27)
+    assert data_mod.fit_spec(fits, 8, 0)[0] is fits and data_mod.fit_spec(fits, 8, 0)[1] == []
+    # val keeps its size while train can keep its minimum: train takes what is left
+    fitted, notes = data_mod.fit_spec(DataSpec(**base, train_per_class=30, val_per_class=5, test_per_class=0), 8, 0)
+    assert (fitted.train_per_class, fitted.val_per_class, fitted.test_per_class) == (15, 5, 0)
+    assert notes == ["train_per_class 30 -> 15: class '5' has 20 train-split images, 5 of them taken by "
+                     "val_per_class"]
+    # val would leave train fewer than its minimum: val shrinks to its share too
+    fitted, notes = data_mod.fit_spec(DataSpec(**base, train_per_class=30, val_per_class=15, test_per_class=2),
+                                      8, 0)
+    assert (fitted.train_per_class, fitted.val_per_class) == (14, 6)
+    assert [n.split(":")[0] for n in notes] == ["val_per_class 15 -> 6", "train_per_class 30 -> 14"]
+    assert all("class '5'" in n for n in notes)
+    p = load_proxy(fitted, 8, 0)
+    assert (p.sizes()["train_per_class"], p.sizes()["val_per_class"]) == (14, 6)
+    # synthetic data is generated to size: always fits
+    synthetic = DataSpec(dataset="synthetic", classes=3, train_per_class=500, val_per_class=50, test_per_class=100)
+    assert data_mod.fit_spec(synthetic, 8, 0) == (synthetic, [])
+
+
+def test_fit_spec_below_the_minimum_names_the_field_and_the_class(tmp_path, tmp_cache):
+    assert (data_mod.MIN_TRAIN_PER_CLASS, data_mod.MIN_VAL_PER_CLASS, data_mod.MIN_TEST_PER_CLASS) == (8, 2, 2)
+    few = _counted_folder(tmp_path / "few", {"a": 20, "b": 5}, {"a": 3, "b": 1})
+    spec = DataSpec(dataset="imagefolder", root=str(few), classes=0, train_per_class=10, val_per_class=2,
+                    test_per_class=3)
+    with pytest.raises(DataError, match=r"train_per_class: class 'b' has only 5 train-split images.*minimum 8"):
+        data_mod.fit_spec(spec, 8, 0)
+    with pytest.raises(DataError, match=r"test_per_class: class 'b' has only 1 test images.*minimum 2"):
+        data_mod.fit_spec(DataSpec(dataset="imagefolder", root=str(few), classes=0, train_per_class=3,
+                                   val_per_class=1, test_per_class=3), 8, 0)
+    tight = _counted_folder(tmp_path / "tight", {"a": 20, "b": 9}, {"a": 3, "b": 3})
+    with pytest.raises(DataError, match=r"val_per_class: class 'b' has only 9 train-split images.*minimum 2"):
+        data_mod.fit_spec(DataSpec(dataset="imagefolder", root=str(tight), classes=0, train_per_class=10,
+                                   val_per_class=4, test_per_class=3), 8, 0)
+
+
+def test_fit_spec_without_a_test_split_counts_the_held_out_share(tmp_path, tmp_cache):
+    flat = _counted_folder(tmp_path / "flat", {"x": 10, "y": 40}, None)  # x: 2 held out for test, 8 train
+    spec = DataSpec(dataset="imagefolder", root=str(flat), classes=0, train_per_class=20, val_per_class=0,
+                    test_per_class=5)
+    fitted, notes = data_mod.fit_spec(spec, 8, 0)
+    assert (fitted.train_per_class, fitted.val_per_class, fitted.test_per_class) == (8, 0, 2)
+    assert notes == ["train_per_class 20 -> 8: class 'x' has 8 train-split (after holding out the test share) "
+                     "images, 0 of them taken by val_per_class",
+                     "test_per_class 5 -> 2: class 'x' has 2 test images (held out of its train split)"]
+    p = load_proxy(fitted, 8, 0)
+    assert (p.sizes()["train_per_class"], p.sizes()["test_per_class"]) == (8, 2)
+    with pytest.raises(DataError, match=r"val_per_class: class 'x'"):  # 8 train-split images: no room for val
+        data_mod.fit_spec(dataclasses.replace(spec, val_per_class=2), 8, 0)
+
+
+def test_fit_spec_on_real_cifar10(cifar10_tarball, cifar_cache_dir):
+    spec = _small_cifar(cifar10_tarball, cifar_cache_dir, train_per_class=5000, test_per_class=1001)
+    fitted, notes = data_mod.fit_spec(spec, 32, 0)
+    assert (fitted.train_per_class, fitted.val_per_class, fitted.test_per_class) == (4995, 5, 1000)
+    assert len(notes) == 2 and notes[1] == "test_per_class 1001 -> 1000: class 'airplane' has 1000 test images"
+    small = _small_cifar(cifar10_tarball, cifar_cache_dir)
+    assert data_mod.fit_spec(small, 32, 0) == (small, [])
+
+
+# ---------------------------------------------------------------------------
+# ProxyData.fingerprint and sizes
+# ---------------------------------------------------------------------------
+
+def test_fingerprint_is_a_stable_content_digest(tmp_path, tmp_cache):
+    a = _make_folder(tmp_path / "a", classes=("cat", "dog"), train=4, test=2)
+    b = _make_folder(tmp_path / "b", classes=("cat", "dog"), train=4, test=2)
+    _image(7, 7, (20, 20)).save(b / "train" / "dog" / "001.png")  # one image differs
+    kw = dict(dataset="imagefolder", classes=0, train_per_class=3, val_per_class=1, test_per_class=2)
+    pa, pb = load_proxy(DataSpec(root=str(a), **kw), 16, 0), load_proxy(DataSpec(root=str(b), **kw), 16, 0)
+    assert pa.class_names == pb.class_names and pa.sizes() == pb.sizes()
+    digest = pa.fingerprint()
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert pb.fingerprint() != digest
+    again = load_proxy(DataSpec(root=str(a), **kw), 16, 0)
+    assert again.fingerprint() == digest == pa.to("cpu").fingerprint()
+    tgz = _tar(a, tmp_path / "a.tar.gz", prefix="a")  # same images from a tarball: same digest
+    assert load_proxy(DataSpec(root=str(tgz), **kw), 16, 0).fingerprint() == digest
+    fields = {f: getattr(pa, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    relabelled = ProxyData(**{**fields, "test_y": 1 - pa.test_y}, class_names=list(pa.class_names))
+    renamed = ProxyData(**fields, class_names=["cat", "wolf"])
+    assert relabelled.fingerprint() != digest and renamed.fingerprint() != digest
+    assert ProxyData(**fields, class_names=list(pa.class_names), source="elsewhere").fingerprint() == digest
+    assert pa.fingerprint(splits=("train", "val")) == relabelled.fingerprint(splits=("train", "val"))
+    assert load_proxy(DataSpec(root=str(a), **kw), 16, 1).fingerprint() != digest  # another subset
+
+
+def test_fingerprint_is_the_same_in_another_process():
+    import subprocess
+    import sys
+
+    code = ("from trainer import DataSpec, load_proxy; print(load_proxy(DataSpec(dataset='synthetic', classes=3, "
+            "train_per_class=4, val_per_class=2, test_per_class=2), 8, 0).fingerprint())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    here = load_proxy(DataSpec(dataset="synthetic", classes=3, train_per_class=4, val_per_class=2,
+                               test_per_class=2), 8, 0)
+    assert out == here.fingerprint()
+    assert here.sizes() == {"classes": 3, "train": 12, "val": 6, "test": 6, "train_per_class": 4,
+                            "val_per_class": 2, "test_per_class": 2}

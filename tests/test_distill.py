@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import trainer.engine as engine
-from trainer import CheckpointError, Recipe, RecipeError, train
+from trainer import CheckpointError, ProxyData, Recipe, RecipeError, train
 from trainer.backbone import create_backbone, load_encoder
 from trainer.distill import Distiller, Teacher, distill_loss, load_teacher, pretrain_teacher, teacher_dir
 from trainer.recipe import Distill
@@ -148,7 +148,7 @@ def test_distillation_raises_student_teacher_similarity_at_equal_steps(teacher_r
 
 def test_exported_student_encoder_has_no_extra_parameters(teacher_run, tiny_data, tmp_path):
     result = train(_distilled(teacher_run), tiny_data, out_dir=tmp_path, device="cpu")
-    assert result.status == "completed" and 0 <= result.metrics["probe_top1"] <= 1
+    assert result.status == "completed" and 0 <= result.metrics["test_probe_top1"] <= 1
     plain, _ = create_backbone(TINY["backbone"], 32)
     encoder, payload = load_encoder(str(tmp_path / "encoder.pt"))
     assert payload["state_dict"].keys() == plain.state_dict().keys()
@@ -209,7 +209,9 @@ def test_named_teacher_is_pretrained_once_resumed_after_a_crash_and_then_reused(
     assert [r["epoch"] for r in seen] == [2]  # resumed: only the missing epoch was trained
     history = json.loads((run_dir / "history.json").read_text())
     assert history[0]["loss"] == crashed.history[0]["loss"] and len(history) == 2
-    assert json.loads((run_dir / "teacher.json").read_text())["teacher_recipe"]["epochs"] == 2
+    record = json.loads((run_dir / "teacher.json").read_text())
+    assert record["teacher_recipe"]["epochs"] == 2
+    assert {"val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1"} <= set(record["metrics"])
     stamp = (run_dir / "checkpoint.pt").stat().st_mtime_ns
 
     again = train(student.with_values({"distill.weight": 0.25}), tiny_data, device="cpu")
@@ -221,6 +223,26 @@ def test_named_teacher_is_pretrained_once_resumed_after_a_crash_and_then_reused(
     with pytest.raises(CheckpointError, match="cached teacher: delete .* to pretrain it again"):
         train(student, tiny_data, device="cpu")
     assert (run_dir / "history.json").exists() and calls == ["mobilenetv3_small_050"]
+
+
+class _TestSplitIsOffLimits(ProxyData):
+    def __getattribute__(self, name):
+        if name in ("test_x", "test_y"):
+            raise AssertionError(f"{name} was read")
+        return super().__getattribute__(name)
+
+
+def test_teacher_cache_key_covers_train_and_val_and_never_reads_the_test_split(tiny_data, tmp_path):
+    teacher = Recipe(**TINY)
+    fields = {f: getattr(tiny_data, f) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    sealed = _TestSplitIsOffLimits(**fields, class_names=list(tiny_data.class_names))
+    key = teacher_dir(teacher, sealed, tmp_path)
+    assert key == teacher_dir(teacher, tiny_data, tmp_path)
+    other_test = ProxyData(**{**fields, "test_x": fields["test_x"].flip(0)}, class_names=list(tiny_data.class_names))
+    assert teacher_dir(teacher, other_test, tmp_path) == key  # the teacher never sees the test split
+    other_train = ProxyData(**{**fields, "train_x": fields["train_x"].flip(0)},
+                            class_names=list(tiny_data.class_names))
+    assert teacher_dir(teacher, other_train, tmp_path) != key
 
 
 def test_concurrent_runs_wait_for_one_teacher_pretraining(tiny_data, tmp_path, monkeypatch):

@@ -1,16 +1,19 @@
-"""The training loop: resume determinism, the NaN guard, early stop, outputs."""
+"""The training loop: resume determinism, the NaN guard, early stop, outputs, split-named metrics."""
 
 import json
 
 import pytest
 import torch
 
-from trainer import Recipe, StopTraining, train
+import trainer.engine as engine
+from trainer import DataSpec, ProxyData, Recipe, StopTraining, train
+from trainer.engine import random_init_metrics
 from trainer.losses import SInfoNCELoss
+from trainer.probe import linear_probe
 
 TINY = dict(backbone="mobilenetv3_small_050", image_size=32, batch_size=16, queue_size=64, epochs=3,
             proj_hidden_dim=64, proj_out_dim=32, smoothing=0.1, smoothing_k=8)
-
+FINAL_KEYS = ("val_knn_top1", "val_probe_top1", "train_probe_top1", "test_probe_top1", "test_knn_top1")
 
 
 def test_a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one(tmp_path, tiny_data):
@@ -26,7 +29,8 @@ def test_a_resumed_run_reaches_the_same_state_as_an_uninterrupted_one(tmp_path, 
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
-    assert full.metrics["probe_top1"] == resumed.metrics["probe_top1"]
+    assert full.metrics["test_probe_top1"] == resumed.metrics["test_probe_top1"]
+    assert full.metrics["val_knn_top1"] == resumed.metrics["val_knn_top1"] == full.history[-1]["val_knn_top1"]
 
 
 def test_same_seed_same_run_other_seed_other_run(tiny_data):
@@ -52,7 +56,8 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path, tiny_data, monkeypatch):
     assert result.status == "diverged"
     assert "non-finite loss" in result.error and "epoch 2" in result.error
     assert [r["epoch"] for r in seen] == [1]
-    assert "probe_top1" not in result.metrics
+    assert not any("probe" in key or key.startswith("test_") for key in result.metrics)
+    assert result.metrics["val_knn_top1"] == seen[0]["val_knn_top1"]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "diverged"
     assert not (tmp_path / "encoder.pt").exists()
@@ -70,9 +75,10 @@ def test_callback_reports_every_epoch_and_can_stop(tmp_path, tiny_data):
     result = train(Recipe(**TINY), tiny_data, out_dir=tmp_path, device="cpu", on_epoch=on_epoch)
     assert result.status == "stopped" and result.error == "pruned by test"
     assert [r["epoch"] for r in seen] == [1, 2]
-    for key in ("epoch", "epochs", "loss", "knn_top1", "lr", "images_per_sec", "elapsed_s"):
+    for key in ("epoch", "epochs", "loss", "val_knn_top1", "lr", "images_per_sec", "elapsed_s"):
         assert key in seen[0]
-    assert 0.0 <= seen[0]["knn_top1"] <= 1.0 and seen[0]["images_per_sec"] > 0
+    assert "knn_top1" not in seen[0]
+    assert 0.0 <= seen[0]["val_knn_top1"] <= 1.0 and seen[0]["images_per_sec"] > 0
 
 
 def test_completed_run_writes_encoder_metrics_recipe(tmp_path, tiny_data):
@@ -82,7 +88,9 @@ def test_completed_run_writes_encoder_metrics_recipe(tmp_path, tiny_data):
     assert result.status == "completed"
     for name in ("encoder.pt", "metrics.json", "recipe.json", "history.json", "checkpoint.pt"):
         assert (tmp_path / name).exists(), name
-    assert 0.0 <= result.metrics["probe_top1"] <= 1.0
+    for key in FINAL_KEYS:
+        assert 0.0 <= result.metrics[key] <= 1.0, key
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_probe_top1"] == result.metrics["test_probe_top1"]
     assert Recipe.from_json((tmp_path / "recipe.json").read_text()) == Recipe(**{**TINY, "epochs": 1})
     encoder, payload = load_encoder(str(tmp_path / "encoder.pt"))
     assert payload["backbone"] == "mobilenetv3_small_050"
@@ -105,3 +113,65 @@ def test_a_gpu_asked_for_and_absent_is_a_clear_error(tiny_data):
         pytest.skip("a GPU is present")
     with pytest.raises(DeviceError, match="no CUDA GPU is available"):
         train(Recipe(**TINY), tiny_data, device="cuda")
+
+
+class _TestSplitIsOffLimits(ProxyData):
+    """A ProxyData whose test split raises when anything reads it."""
+
+    def __getattribute__(self, name):
+        if name in ("test_x", "test_y"):
+            raise AssertionError(f"{name} was read")
+        return super().__getattribute__(name)
+
+
+def test_evaluate_test_false_never_reads_the_test_split(tmp_path, tiny_data):
+    recipe = Recipe(**{**TINY, "epochs": 1})
+    sealed = _TestSplitIsOffLimits(**{f: getattr(tiny_data, f) for f in (
+        "train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}, class_names=list(tiny_data.class_names))
+    with pytest.raises(AssertionError, match="test_x was read"):
+        sealed.test_x
+    blind = train(recipe, sealed, out_dir=tmp_path, device="cpu", evaluate_test=False)
+    seeing = train(recipe, tiny_data, device="cpu")
+    assert blind.status == seeing.status == "completed"
+    assert not any(k.startswith("test_") for k in blind.metrics)
+    assert not any(k.startswith("test_") for k in json.loads((tmp_path / "metrics.json").read_text()))
+    assert {"test_probe_top1", "test_knn_top1"} <= set(seeing.metrics)
+    for key in ("loss", "val_knn_top1", "val_probe_top1", "train_probe_top1", "probe_l2", "epochs_completed"):
+        assert blind.metrics[key] == seeing.metrics[key], key
+    floor = random_init_metrics(recipe, sealed, device="cpu", evaluate_test=False)
+    assert set(floor) == {"val_knn_top1", "val_probe_top1", "train_probe_top1", "probe_l2", "probe_time_s"}
+    full_floor = random_init_metrics(recipe, tiny_data, device="cpu")
+    assert set(full_floor) == set(floor) | {"test_probe_top1", "test_knn_top1"}
+    assert all(full_floor[k] == floor[k] for k in floor if k != "probe_time_s")
+
+
+def test_data_seed_fixes_the_subset_while_the_recipe_seed_varies_the_training(tiny_data, monkeypatch):
+    spec = DataSpec(dataset="synthetic", classes=4, train_per_class=16, val_per_class=4, test_per_class=8)
+    loaded = []
+    real = engine.load_proxy
+
+    def recording(spec, image_size, seed):
+        proxy = real(spec, image_size, seed)
+        loaded.append((seed, proxy.fingerprint()))
+        return proxy
+
+    monkeypatch.setattr(engine, "load_proxy", recording)
+    recipe = Recipe(**{**TINY, "epochs": 1})
+    a = train(recipe, spec, device="cpu", data_seed=5)
+    b = train(recipe.replace(seed=1), spec, device="cpu", data_seed=5)
+    assert [s for s, _ in loaded] == [5, 5] and loaded[0][1] == loaded[1][1]  # same subset
+    assert a.history[0]["loss"] != b.history[0]["loss"]                       # other training
+    train(recipe.replace(seed=1), spec, device="cpu")                        # default: the recipe's seed
+    random_init_metrics(recipe, spec, device="cpu", data_seed=5, evaluate_test=False)
+    assert [s for s, _ in loaded] == [5, 5, 1, 5] and loaded[2][1] != loaded[0][1] == loaded[3][1]
+
+
+def test_linear_probe_without_a_test_split():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    with_test = linear_probe((x[:30], y[:30]), (x[30:35], y[30:35]), (x[35:], y[35:]), 2)
+    without = linear_probe((x[:30], y[:30]), (x[30:35], y[30:35]), None, 2)
+    assert without.test_top1 is None and 0.0 <= with_test.test_top1 <= 1.0
+    assert (without.val_top1, without.train_top1, without.l2) == (with_test.val_top1, with_test.train_top1,
+                                                                   with_test.l2)

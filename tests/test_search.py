@@ -15,7 +15,6 @@ pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
 from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
-from recipe_search.promote import promote_best  # noqa: E402
 from recipe_search.search import SearchSettings, ray_session, run_search  # noqa: E402
 from recipe_search.store import RecipeStore  # noqa: E402
 from trainer.recipe import Recipe  # noqa: E402
@@ -63,27 +62,43 @@ def e2e(env):
     return env, outcome
 
 
-def test_search_completes_and_promotes(e2e):
+def test_search_confirms_on_fresh_seeds_and_ends_with_a_verdict(e2e):
     home, o = e2e
     assert o.status == "finished"
-    assert len(o.trials) == 4
+    search = [t for t in o.trials if t.stage == "search"]
+    confirm = [t for t in o.trials if t.stage == "confirmation"]
+    assert len(search) == 4
     assert all(t.status in ("completed", "pruned") for t in o.trials), [(t.status, t.error) for t in o.trials]
-    assert o.best is not None and o.best.status == "completed"
-    assert o.best.probe_top1 == max(t.probe_top1 for t in o.trials if t.probe_top1 is not None)
-    assert o.promotion is not None and o.promotion.promoted, o.promotion
-    assert o.overhead is not None and o.overhead > 0.5 and o.wall_s > o.tune_s > 0
+    assert o.best is not None and o.best.objective == max(t.objective for t in search if t.objective is not None)
+    # the finalist (tiny: k=1, when a searched trial completed) and both baselines, on seeds 1 and 2
+    names = {t.job for t in confirm}
+    assert {"mocov2", "sinfonce-light"} <= names and len(names) <= 3
+    assert sorted({t.seed for t in confirm}) == [1, 2] and len(confirm) == 2 * len(names)
+    assert all(t.recipe["seed"] == t.seed for t in confirm)
+    assert o.wall_s > o.tune_s > 0 and o.search_s > 0 and o.confirm_s > 0
+
+    v = o.verdict
+    assert v is not None and v.seeds == [1, 2] and v.verdict in ("better_than_baselines", "no_significant_lift",
+                                                                  "below_floor")
+    assert v.line.startswith(f"verdict: {v.verdict}") and "floor" in v.line
+    assert set(o.floor["test"]) == {1, 2} and v.floor.values == tuple(o.floor["test"][s]["test_probe_top1"]
+                                                                       for s in (1, 2))
+    assert set(v.lift) >= {"mocov2", "sinfonce-light", "best_baseline", "floor"}
+    c = client(home)
+    tags = c.get_run(o.parent_run_id).data.tags
+    assert tags["rs.verdict"] == v.verdict and tags["rs.verdict_line"] == v.line
 
     rec = RecipeStore(o.tracking_uri).get(BACKBONE)
-    assert rec is not None and rec.source_run_id == o.best.run_id
-    assert rec.recipe == o.best.recipe and rec.metric == pytest.approx(o.best.probe_top1)
+    if v.verdict == "below_floor":  # never promoted
+        assert o.promotion is None and rec is None and tags["rs.promoted"] == "false"
+        return
+    assert o.promotion is not None and o.promotion.promoted, o.promotion
+    assert rec.fingerprint == o.fingerprint["digest"] and rec.metric == pytest.approx(v.score.mean)
+    assert list(rec.scores) == pytest.approx(list(v.score.values))
     prov = rec.provenance
-    assert prov["backbone"] == BACKBONE and prov["budget"] == "tiny" and prov["search_id"] == o.search_id
-    assert prov["trial_id"] == o.best.trial_id and prov["trial_run_id"] == o.best.run_id
-    assert set(prov["baselines"]) == {"mocov2", "sinfonce-light"}
+    assert prov["verdict"]["verdict"] == v.verdict and prov["verdict"]["seeds"] == [1, 2]
+    assert prov["fingerprint"]["digest"] == o.fingerprint["digest"] and prov["search_id"] == o.search_id
     assert prov["code_version"] and prov["date"].endswith("Z")
-    probes = [b["probe_top1"] for b in prov["baselines"].values() if b["probe_top1"] is not None]
-    if probes:
-        assert prov["lift"]["best_baseline"] == pytest.approx(o.best.probe_top1 - max(probes))
 
 
 def test_parent_and_child_runs_in_mlflow(e2e):
@@ -92,35 +107,46 @@ def test_parent_and_child_runs_in_mlflow(e2e):
     parent = c.get_run(o.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["rs.kind"] == "search" and parent.data.tags["rs.search_id"] == o.search_id
-    for key in ("best_probe_top1", "search_wall_s", "trials_train_s", "overhead_ratio"):
+    for key in ("best_search_val_knn_top1", "search_wall_s", "search_stage_s", "confirm_stage_s",
+                "floor_val_knn_top1", "floor_test_probe_top1", "trials_train_s"):
         assert key in parent.data.metrics, key
-    assert parent.data.params["budget"] == "tiny"
-    assert "space.yaml" in {a.path for a in c.list_artifacts(o.parent_run_id)}
+    assert parent.data.params["budget"] == "tiny" and parent.data.params["confirm_seeds"] == "1,2"
+    assert {"space.yaml", "verdict.json"} <= {a.path for a in c.list_artifacts(o.parent_run_id)}
+    digest = o.fingerprint["data_digest"][:32]
+    assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [digest]
 
     runs = child_runs(home, o.search_id)
-    assert len(runs) == 4
-    assert len({r.data.tags["rs.trial_id"] for r in runs}) == 4
+    assert len(runs) == len(o.trials)
+    assert len({r.data.tags["rs.trial_id"] for r in runs}) == len(runs)
     for r in runs:
         tags, metrics, params = r.data.tags, r.data.metrics, r.data.params
         assert tags["mlflow.parentRunId"] == o.parent_run_id
         assert tags["rs.backbone"] == BACKBONE and tags["rs.kind"] == "trial"
+        assert tags["rs.fingerprint"] == o.fingerprint["digest"]
+        assert [d.dataset.digest for d in r.inputs.dataset_inputs] == [digest]  # the UI's Dataset column
         assert set(params) == set(Recipe.field_names())            # the full recipe as params
         assert r.info.status == "FINISHED"
-        history = c.get_metric_history(r.info.run_id, "knn_top1")
+        history = c.get_metric_history(r.info.run_id, "val_knn_top1")
         steps = [m.step for m in history]
         assert steps == sorted(set(steps)) and steps[0] == 1       # per epoch, with step, no duplicates
         assert "duration_s" in metrics
         artifacts = {a.path for a in c.list_artifacts(r.info.run_id)}
         assert {"recipe.json", "curves.json", "curves.csv"} <= artifacts
         curves = json.loads(Path(c.download_artifacts(r.info.run_id, "curves.json")).read_text())
-        assert [(p["epoch"], p["value"]) for p in curves["knn_top1"]] == [(m.step, m.value) for m in history]
-        assert set(curves) >= {"loss", "knn_top1", "lr", "images_per_sec"}
+        assert [(p["epoch"], p["value"]) for p in curves["val_knn_top1"]] == [(m.step, m.value) for m in history]
+        assert set(curves) >= {"loss", "val_knn_top1", "lr", "images_per_sec"}
+        if tags["rs.stage"] == "search":  # selection never saw a test metric
+            assert not [k for k in metrics if k.startswith("test_")], metrics
+        else:
+            assert tags["rs.stage"] == "confirmation" and tags["rs.status"] == "completed"
+            assert math.isfinite(metrics["test_probe_top1"]) and math.isfinite(metrics["test_knn_top1"])
         if tags["rs.status"] == "completed":
             assert steps == [1, 2]
-            for key in ("probe_top1", "train_time_s", "mean_images_per_sec", "epochs_completed"):
+            for key in ("val_knn_top1", "val_probe_top1", "train_time_s", "mean_images_per_sec",
+                        "epochs_completed"):
                 assert math.isfinite(metrics[key]), key
         else:
-            assert tags["rs.status"] == "pruned" and "probe_top1" not in metrics
+            assert tags["rs.status"] == "pruned" and "val_probe_top1" not in metrics
 
 
 def test_tune_storage_keeps_no_weights_of_ended_trials(e2e):
@@ -142,7 +168,7 @@ def test_tune_storage_keeps_no_weights_of_ended_trials(e2e):
 
 def test_baselines_are_the_first_trials(e2e):
     home, o = e2e
-    runs = child_runs(home, o.search_id)
+    runs = [r for r in child_runs(home, o.search_id) if r.data.tags["rs.stage"] == "search"]
     # the first two trials started (two run at once on 2 CPUs) are the baselines
     assert {r.data.tags.get("rs.baseline") for r in runs[:2]} == {"mocov2", "sinfonce-light"}
     assert all("rs.baseline" not in r.data.tags for r in runs[2:])
@@ -152,30 +178,10 @@ def test_baselines_are_the_first_trials(e2e):
         for k in ("lr", "temperature", "weight_decay", "proj_hidden_dim", "smoothing", "crop_min_scale"):
             assert recipe[k] == b.values[k], k
         assert recipe["batch_size"] == 16  # the tiny budget's fixed batch
-    # ASHA never stops a baseline: both reach the probe, so the lift is always reported
-    assert {b: m["status"] for b, m in o.baselines.items()} == {"mocov2": "completed", "sinfonce-light": "completed"}
-    assert o.lift["mocov2"] is not None and o.lift["sinfonce-light"] is not None
-    assert o.lift["best_baseline"] == pytest.approx(
-        o.best.probe_top1 - max(m["probe_top1"] for m in o.baselines.values()))
-
-
-def test_promotion_replacement_rule(e2e):
-    home, o = e2e
-    store = RecipeStore(o.tracking_uri)
-    best = o.best
-    worse = dataclasses.replace(best, metrics={**best.metrics, "probe_top1": best.probe_top1 - 0.05})
-    kwargs = dict(backbone=BACKBONE, dataset=data_args()["dataset"], budget="tiny",
-                  provenance={"search_id": "manual"})
-    r = promote_best(store, best=worse, **kwargs)
-    assert not r.promoted and r.current.metric == pytest.approx(best.probe_top1)
-    r = promote_best(store, best=worse, force=True, **kwargs)
-    assert r.promoted and r.current.metric == pytest.approx(best.probe_top1 - 0.05)
-    better = dataclasses.replace(best, metrics={**best.metrics, "probe_top1": best.probe_top1 + 0.01})
-    r = promote_best(store, best=better, **kwargs)
-    assert r.promoted and r.current.metric == pytest.approx(best.probe_top1 + 0.01)
-    # another budget is another key: not compared with this one
-    r = promote_best(store, best=worse, **{**kwargs, "budget": "smoke"})
-    assert r.promoted
+    # ASHA never stops a baseline: both finish the search stage and are confirmed
+    assert {t.baseline: t.status for t in o.trials if t.baseline and t.stage == "search"} == {
+        "mocov2": "completed", "sinfonce-light": "completed"}
+    assert {r.name for r in o.confirmation if r.role == "baseline"} == {"mocov2", "sinfonce-light"}
 
 
 def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
@@ -183,18 +189,25 @@ def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
                               faults="mocov2=raise,sinfonce-light=nan", **data_args())
     o = run_search(settings, progress=False)
     assert o.status == "finished"
-    by = {t.baseline or f"tpe{i}": t for i, t in enumerate(o.trials)}
+    search = [t for t in o.trials if t.stage == "search"]
+    by = {t.baseline or f"tpe{i}": t for i, t in enumerate(search)}
     assert by["mocov2"].status == "failed" and "InjectedFault" in by["mocov2"].error
     assert by["sinfonce-light"].status == "diverged" and "non-finite loss" in by["sinfonce-light"].error
-    tpe = [t for t in o.trials if not t.baseline]
+    tpe = [t for t in search if not t.baseline]
     assert len(tpe) == 2 and any(t.status == "completed" for t in tpe)
-    assert o.best is not None and o.best.baseline is None and o.promotion is not None
-    assert o.lift["mocov2"] is None and o.lift["best_baseline"] is None
+    assert o.best is not None and o.best.baseline is None
+    # the baselines fail in confirmation too: their seeds are recorded, the searched finalist
+    # alone is eligible, and the verdict cannot claim a lift over baselines that never finished
+    confirm = {(t.job, t.seed): t.status for t in o.trials if t.stage == "confirmation"}
+    assert {confirm[("mocov2", s)] for s in (2, 3)} == {"failed"}
+    assert {confirm[("sinfonce-light", s)] for s in (2, 3)} == {"diverged"}
+    assert o.verdict is not None and o.verdict.winner_role == "finalist"
+    assert o.verdict.verdict != "better_than_baselines" and set(o.verdict.incomplete) == {"mocov2", "sinfonce-light"}
     c = client(env)
     for t in (by["mocov2"], by["sinfonce-light"]):
         run = c.get_run(t.run_id)
         assert run.info.status == "FAILED" and run.data.tags["rs.error"]
-        assert "error.txt" in {a.path for a in c.list_artifacts(t.run_id)}
+    assert "error.txt" in {a.path for a in c.list_artifacts(by["mocov2"].run_id)}
     assert c.get_run(o.parent_run_id).data.metrics["trials_failed"] == 1
     assert c.get_run(o.parent_run_id).data.metrics["trials_diverged"] == 1
 
@@ -222,7 +235,7 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     point = {"lr": 0.1, "temperature": 0.2}
     tags = {TAG_POINT: point_key(point)}
     old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", tags=tags)
-    tracker.log_metrics(old, {"knn_top1": 0.5}, step=1)
+    tracker.log_metrics(old, {"val_knn_top1": 0.5}, step=1)
     # a trial Tune still knows keeps its own run even with the same point
     other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", tags=tags, known_trial_ids=["aaaa"])
     assert other != old
@@ -233,10 +246,10 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     assert len(tracker.trial_runs("s1")) == 2
 
     ctx = TrialContext(backbone="resnet18", space=None, budget_fixed={}, image_size=32, max_epochs=2, seed=0,
-                       data=None, extra={"finished": {"aaaa": {"probe_top1": 0.7}},
-                                         "finished_points": {point_key(point): {"probe_top1": 0.6}}})
-    assert ctx.finished_result("aaaa", {}) == {"probe_top1": 0.7}
-    assert ctx.finished_result("dddd", dict(point)) == {"probe_top1": 0.6}
+                       data=None, extra={"finished": {"aaaa": {"val_knn_top1": 0.7}},
+                                         "finished_points": {point_key(point): {"val_knn_top1": 0.6}}})
+    assert ctx.finished_result("aaaa", {}) == {"val_knn_top1": 0.7}
+    assert ctx.finished_result("dddd", dict(point)) == {"val_knn_top1": 0.6}
     assert ctx.finished_result("dddd", {"lr": 0.2, "temperature": 0.2}) is None
 
 
@@ -249,31 +262,38 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver1"))
     first = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=1, max_epochs=1,
-                                      tracking_uri=tracking, study_storage=study_url, **data_args()),
+                                      tracking_uri=tracking, study_storage=study_url, confirm_k=0,
+                                      **data_args()),
                        progress=False)
-    assert first.status == "finished" and len(first.trials) == 3
+    assert first.status == "finished" and len([t for t in first.trials if t.stage == "search"]) == 3
     study = optuna.load_study(study_name=f"recipe-search:{first.search_id}", storage=study_url)
-    assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    # both baselines lie outside this backbone's space (its heads are narrower): the sampler only
+    # hears of the sampled trial
+    assert len([t for t in study.trials if t.state.is_finished()]) == 1
 
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver2"))
     notes = []
     second = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, max_epochs=1,
                                        tracking_uri=tracking, study_storage=study_url, search_id=first.search_id,
-                                       **data_args()),
+                                       confirm_k=0, **data_args()),
                         resume=True, progress=False, on_note=notes.append)
     assert any("continuing its Optuna study" in n for n in notes), notes
     assert second.search_id == first.search_id and second.parent_run_id == first.parent_run_id
     study = optuna.load_study(study_name=f"recipe-search:{first.search_id}", storage=study_url)
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) == 4, [(t.number, t.state) for t in study.trials]
+    assert len(finished) == 2, [(t.number, t.state) for t in study.trials]
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=tracking)
     exp = c.get_experiment_by_name("recipe-search")
     runs = c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{first.search_id}' and "
                                               "tags.`rs.kind` = 'trial'")
-    assert len(runs) == 4 and len({r.data.tags["rs.trial_id"] for r in runs}) == 4
+    search = [r for r in runs if r.data.tags["rs.stage"] == "search"]
+    assert len(search) == 4 and len({r.data.tags["rs.trial_id"] for r in search}) == 4
     assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+    # the baselines' confirmation runs (same jobs, same seeds) were adopted, not run twice
+    jobs = [(r.data.tags["rs.job"], r.data.tags["rs.seed"]) for r in runs if r.data.tags["rs.stage"] != "search"]
+    assert sorted(jobs) == sorted({(b, s) for b in ("mocov2", "sinfonce-light") for s in ("2", "3")}), jobs
     assert not (tmp_path / "driver2" / "mlflow.db").exists()  # the second driver wrote to the shared store
 
 
@@ -313,8 +333,9 @@ def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
 
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
     o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, max_epochs=3, seed=2,
-                                  checkpoint_every=every, **data_args()), progress=False)
-    assert o.status == "finished" and len(o.trials) == 2  # the two baselines: never pruned
+                                  checkpoint_every=every, confirm_k=0, **data_args()), progress=False)
+    search = [t for t in o.trials if t.stage == "search"]
+    assert o.status == "finished" and len(search) == 2  # the two baselines: never pruned
     trial_dirs = [d for d in (storage_dir() / o.search_id).iterdir() if d.name.startswith("run_trial_")]
     assert len(trial_dirs) == 2, trial_dirs
     for d in trial_dirs:
@@ -324,7 +345,7 @@ def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
         assert not list(d.rglob("*.pt"))
     c = client(tmp_path / "home")
     for r in child_runs(tmp_path / "home", o.search_id):  # every epoch is still logged
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "knn_top1")] == [1, 2, 3]
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "val_knn_top1")] == [1, 2, 3]
 
 
 def test_janitor_strips_weights_of_stopped_and_failed_trials_only(tmp_path):
@@ -365,3 +386,72 @@ def test_node_preflight_needs_a_writable_storage(env, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(SearchError, match="is not writable from this driver"):
         check_nodes(ray, blocker / "storage", None, 16, 0)
+
+
+# -- selection never reads the test split; small folders fit the budget ------------------------------
+
+
+def _cifar_folder(root: Path, *, swap_test: int = 0) -> Path:
+    """An ImageFolder of real CIFAR-10 JPEGs: 2 classes, 48 train images each, 30 and 27 test images.
+    ``swap_test`` exchanges that many test images between the two classes (their labels shuffled;
+    train, val and the set of test images stay the same)."""
+    import tarfile
+
+    want = {("train", "airplane"): 48, ("train", "automobile"): 48, ("test", "airplane"): 30,
+            ("test", "automobile"): 27}
+    got: dict[tuple[str, str], list[tuple[str, bytes]]] = {k: [] for k in want}
+    with tarfile.open(CIFAR) as tar:
+        for m in tar:
+            parts = Path(m.name).parts
+            if len(parts) < 4 or not m.isfile():
+                continue
+            key = (parts[-3], parts[-2])
+            if key in got and len(got[key]) < want[key]:
+                got[key].append((parts[-1], tar.extractfile(m).read()))
+            if all(len(got[k]) == n for k, n in want.items()):
+                break
+    a, b = got[("test", "airplane")], got[("test", "automobile")]
+    got[("test", "airplane")], got[("test", "automobile")] = b[:swap_test] + a[swap_test:], a[:swap_test] + b[swap_test:]
+    for (split, cls), files in got.items():
+        d = root / split / cls
+        d.mkdir(parents=True)
+        for name, data in files:
+            (d / name).write_bytes(data)
+    return root
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason="needs the shared CIFAR-10 tarball")
+def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, monkeypatch):
+    """Two searches on folders that differ only in their test labels make every decision before
+    the confirmation stage identically (points sampled, ASHA's stops, val scores, finalists, the
+    winner); only the confirmed test figures and the data fingerprint differ. The folders have 27
+    test images in one class while the search asks for 50: the budget fits itself to the data."""
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    outcomes, notes = [], []
+    for name, swap in (("plain", 0), ("shuffled", 13)):
+        folder = _cifar_folder(tmp_path / name / "data", swap_test=swap)
+        outcomes.append(run_search(SearchSettings(
+            backbone=BACKBONE, budget="tiny", dataset="imagefolder", data=str(folder), num_samples=3, seed=3,
+            max_concurrent=1, test_per_class=50), progress=False, on_note=notes.append))
+    assert any("test_per_class 50 -> 27" in n for n in notes), notes
+    a, b = outcomes
+    assert a.fingerprint["test_per_class"] == 27 and a.fingerprint["digest"] != b.fingerprint["digest"]
+    assert a.fingerprint["data_digest"] != b.fingerprint["data_digest"]
+
+    def decisions(o):
+        search = [t for t in o.trials if t.stage == "search"]
+        return [(t.baseline, {k: v for k, v in (t.recipe or {}).items()}, t.status, t.objective,
+                 t.metrics.get("val_probe_top1")) for t in search]
+
+    assert decisions(a) == decisions(b)
+    for o in (a, b):
+        assert all(not k.startswith("test_") for t in o.trials if t.stage == "search" for k in t.metrics)
+        assert o.verdict is not None
+    # the same finalists (a finalist is named by its trial id, which differs between the searches)
+    recipes = lambda o: {r.name: (r.role, r.recipe) for r in o.confirmation}  # noqa: E731
+    assert [recipes(a)[n] for n in a.verdict.ranking] == [recipes(b)[n] for n in b.verdict.ranking]
+    assert recipes(a)[a.verdict.winner] == recipes(b)[b.verdict.winner]
+    val = lambda o: [r.summary("val_knn_top1", o.verdict.seeds).values for r in o.confirmation]  # noqa: E731
+    assert val(a) == val(b)
+    test = lambda o: [r.summary("test_probe_top1", o.verdict.seeds).values for r in o.confirmation]  # noqa: E731
+    assert test(a) != test(b)  # confirmation did read the (different) test labels

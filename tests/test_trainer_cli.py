@@ -23,11 +23,24 @@ def test_runs_and_prints_progress_and_final_json(tmp_path):
             *TINY)
     assert p.returncode == 0, p.stderr
     assert "epoch   1/2" in p.stderr and "epoch   2/2" in p.stderr and "ETA" in p.stderr
+    assert "val knn" in p.stderr
     result = json.loads(p.stdout)
     assert result["status"] == "completed"
-    assert 0 <= result["metrics"]["probe_top1"] <= 1 and 0 <= result["metrics"]["knn_top1"] <= 1
+    for key in ("val_knn_top1", "val_probe_top1", "train_probe_top1", "test_probe_top1", "test_knn_top1"):
+        assert 0 <= result["metrics"][key] <= 1, key
+    assert not {"probe_top1", "knn_top1", "knn_test_top1", "probe_val_top1"} & set(result["metrics"])
     for name in ("encoder.pt", "metrics.json", "recipe.json", "history.json"):
         assert (out / name).exists()
+    assert all("val_knn_top1" in r for r in json.loads((out / "history.json").read_text()))
+
+
+def test_no_test_reports_no_test_metrics(tmp_path):
+    p = run("--dataset", "synthetic", "--classes", "3", "--train-per-class", "16", "--val-per-class", "4",
+            "--test-per-class", "8", "--data-seed", "3", "--no-test", "--quiet", "--device", "cpu",
+            *TINY, "--set", "epochs=1")
+    assert p.returncode == 0, p.stderr
+    metrics = json.loads(p.stdout)["metrics"]
+    assert 0 <= metrics["val_probe_top1"] <= 1 and not any(k.startswith("test_") for k in metrics)
 
 
 def test_recipe_file_with_a_bad_value_exits_2_naming_the_field(tmp_path):

@@ -7,6 +7,9 @@ single fields (``--set lr=0.1 --set backbone=resnet18``; ``--set distill.weight=
 field of the distill section). The output directory receives the encoder checkpoint, the
 metrics, the per-epoch history and the recipe. A recipe with a ``distill`` section whose
 teacher is a backbone name pretrains that teacher first (once, cached under ``--cache-dir``).
+Every accuracy names its split (``val_knn_top1``, ``val_probe_top1``, ``test_probe_top1``, ...);
+``--no-test`` never reads the test split (no ``test_*`` metrics), ``--data-seed`` fixes the proxy
+subset while ``--set seed=N`` varies the training.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def progress_printer(stream=sys.stderr, label: str = ""):
         distill = (f"  distill {r['distill_loss']:.4f}  cos(t) {r['teacher_cosine']:.3f}"
                    if "distill_loss" in r else "")
         print(f"{label}epoch {r['epoch']:>3}/{r['epochs']}  loss {r['loss']:.4f}{distill}  "
-              f"knn {100 * r['knn_top1']:5.1f}%  lr {r['lr']:.4f}  {r['images_per_sec']:7.0f} img/s  "
+              f"val knn {100 * r['val_knn_top1']:5.1f}%  lr {r['lr']:.4f}  {r['images_per_sec']:7.0f} img/s  "
               f"elapsed {_fmt_time(wall)}  ETA {_fmt_time(eta)}", file=stream, flush=True)
 
     return on_epoch
@@ -69,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-per-class", type=int, default=500, help="proxy train images per class (0 = all)")
     p.add_argument("--val-per-class", type=int, default=50, help="held-out images per class for the kNN monitor")
     p.add_argument("--test-per-class", type=int, default=100, help="test images per class for the probe (0 = all)")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the proxy subset (default: the recipe's seed)")
+    p.add_argument("--no-test", action="store_true",
+                   help="never read the test split: report val and train metrics only")
     p.add_argument("--cache-dir", help="decoded-image cache (default: $RECIPE_SEARCH_CACHE or ~/.cache/recipe-search)")
     p.add_argument("--out", help="output directory (checkpoint, encoder, metrics, recipe)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
         result = train(recipe, spec, out_dir=args.out, device=args.device, compile=args.compile,
                        resume=not args.no_resume, on_epoch=None if args.quiet else progress_printer(),
-                       on_teacher_epoch=None if args.quiet else progress_printer(label="teacher "))
+                       on_teacher_epoch=None if args.quiet else progress_printer(label="teacher "),
+                       data_seed=args.data_seed, evaluate_test=not args.no_test)
     except TrainerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,9 @@
 
 A :class:`DataSpec` says *what* to train on; :func:`load_proxy` turns it into a
 :class:`ProxyData` of uint8 image tensors ``[N, 3, S, S]`` on the CPU.
+:func:`fit_spec` lowers a spec's per-class sizes to what the source's classes really
+hold (with a note per change); :meth:`ProxyData.fingerprint` is a content digest of
+the loaded subset and :meth:`ProxyData.sizes` its image counts.
 
 Sources (``DataSpec.dataset``):
 
@@ -50,8 +53,8 @@ import torch.nn.functional as F
 
 from .errors import DataError
 
-__all__ = ["DataSpec", "ProxyData", "load_proxy", "describe", "resolve_cache_dir", "DATASETS",
-           "DATA_ENV", "CACHE_ENV"]
+__all__ = ["DataSpec", "ProxyData", "load_proxy", "fit_spec", "describe", "resolve_cache_dir", "DATASETS",
+           "DATA_ENV", "CACHE_ENV", "MIN_TRAIN_PER_CLASS", "MIN_VAL_PER_CLASS", "MIN_TEST_PER_CLASS"]
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "synthetic")
 DATA_ENV = "RECIPE_SEARCH_DATA"
@@ -65,6 +68,10 @@ HELDOUT_FRACTION = 0.2       # test share of each class when a folder has no tes
 SYNTHETIC_CLASSES = 10       # synthetic classes when DataSpec.classes == 0
 SYNTHETIC_TRAIN = 100        # synthetic train images per class when train_per_class == 0
 SYNTHETIC_TEST = 50          # synthetic test images per class when test_per_class == 0
+MIN_TRAIN_PER_CLASS = 8      # fit_spec never lowers a per-class size below these
+MIN_VAL_PER_CLASS = 2
+MIN_TEST_PER_CLASS = 2
+SPLITS = ("train", "val", "test")
 _DECODE_CHUNK = 1024
 
 # torchvision datasets: class name, folder its files live in, native image size
@@ -149,6 +156,37 @@ class ProxyData:
     def device(self) -> torch.device:
         return self.train_x.device
 
+    def fingerprint(self, splits: tuple[str, ...] = SPLITS) -> str:
+        """A sha256 hex digest of the data: the class names, and for each of ``splits`` its
+        image shape, its uint8 image bytes and its labels.
+
+        Deterministic across runs, processes and devices; any changed image, label, class
+        name or split size changes it.
+        """
+        h = hashlib.sha256(b"proxydata-v1\0")
+        h.update(json.dumps(list(self.class_names)).encode() + b"\0")
+        for split in splits:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; expected some of {SPLITS}")
+            x = getattr(self, f"{split}_x").detach().to("cpu", torch.uint8).contiguous()
+            y = getattr(self, f"{split}_y").detach().to("cpu", torch.int64).contiguous()
+            h.update(f"{split}:{tuple(x.shape)}\0".encode())
+            h.update(x.numpy().reshape(-1))  # the image bytes, without a copy
+            h.update(np.ascontiguousarray(y.numpy(), dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    def sizes(self) -> dict[str, int]:
+        """Image counts: ``classes``, ``train``/``val``/``test`` totals and the smallest class of each split
+        (``train_per_class``, ...)."""
+        out: dict[str, int] = {"classes": self.num_classes}
+        for split in SPLITS:
+            out[split] = int(getattr(self, f"{split}_x").shape[0])
+        for split in SPLITS:
+            y = getattr(self, f"{split}_y").detach().cpu()
+            counts = torch.bincount(y, minlength=self.num_classes)
+            out[f"{split}_per_class"] = int(counts.min()) if counts.numel() else 0
+        return out
+
     def to(self, device: str | torch.device, non_blocking: bool = False) -> "ProxyData":
         """A copy with every tensor on ``device`` (``self`` is left where it is)."""
         moved = {name: getattr(self, name).to(device, non_blocking=non_blocking)
@@ -186,6 +224,77 @@ def load_proxy(spec: DataSpec, image_size: int, seed: int) -> ProxyData:
     proxy = _select(spec, train, test, seed)
     proxy.source = source
     return proxy
+
+
+def fit_spec(spec: DataSpec, image_size: int, seed: int) -> tuple[DataSpec, list[str]]:
+    """``spec`` with its per-class sizes lowered to what every proxy class of the source really has.
+
+    Looks at the classes ``seed`` picks (as :func:`load_proxy` does; the source is decoded into
+    the cache if needed) and returns ``(fitted spec, notes)``, one note per lowered field, e.g.
+    ``"test_per_class 50 -> 27: class '7' has 27 test images"``. ``val_per_class`` is held out of
+    the train split: when the smallest class cannot hold ``val + train``, ``train_per_class`` is
+    lowered first; ``val_per_class`` shrinks too (to its proportional share, at least
+    ``MIN_VAL_PER_CLASS``) only when train would otherwise fall below ``MIN_TRAIN_PER_CLASS``.
+    A spec that already fits is returned unchanged (the same object) with no notes, so
+    ``fit_spec`` never changes a spec :func:`load_proxy` accepts.
+
+    Raises :class:`DataError` naming the field and the class when a lowered size would fall below
+    its minimum (``MIN_TRAIN_PER_CLASS``, ``MIN_VAL_PER_CLASS``, ``MIN_TEST_PER_CLASS``), and for
+    the errors :func:`load_proxy` raises (missing data, too many classes, ...).
+    """
+    if not isinstance(spec, DataSpec):
+        raise DataError(f"spec must be a DataSpec, got {type(spec).__name__}")
+    size = _check_image_size(image_size)
+    seed = _check_seed(seed)
+    if spec.dataset == "synthetic":  # generated to the requested sizes: it always fits
+        if (spec.classes or SYNTHETIC_CLASSES) > 1000:
+            raise DataError(f"classes must be in [0, 1000] for the synthetic dataset, got {spec.classes}")
+        return spec, []
+    train, test = _decoded_splits(_resolve(spec), size, resolve_cache_dir(spec))
+    pools = _class_pools(spec, train, test, seed)
+    notes: list[str] = []
+    changes: dict[str, int] = {}
+
+    c, m = pools.smallest("train")
+    name, where = pools.names[c], pools.split_word
+    v, t = spec.val_per_class, spec.train_per_class
+    if v > m or (t > m - v if t else m - v <= 0):
+        if t and m - v >= MIN_TRAIN_PER_CLASS:  # val keeps its size, train takes the rest
+            new_v, new_t = v, m - v
+        else:  # val gives up its share too, keeping at least its minimum
+            share = m * v // max(1, v + (t or m))
+            new_v = max(min(v, max(MIN_VAL_PER_CLASS, share), m - MIN_TRAIN_PER_CLASS), 0)
+            new_t = min(t, m - new_v)
+            if m - new_v < MIN_TRAIN_PER_CLASS:
+                raise DataError(
+                    f"train_per_class: class {name!r} has only {m} {where} images, fewer than the minimum "
+                    f"{MIN_TRAIN_PER_CLASS} train images per class" + (f" plus {min(v, MIN_VAL_PER_CLASS)} for "
+                                                                       "val_per_class" if v else "")
+                    + f" (train_per_class={t}, val_per_class={v} asked for)")
+            if new_v < min(v, MIN_VAL_PER_CLASS):
+                raise DataError(
+                    f"val_per_class: class {name!r} has only {m} {where} images; after the minimum "
+                    f"{MIN_TRAIN_PER_CLASS} train images {m - MIN_TRAIN_PER_CLASS} are left, fewer than the minimum "
+                    f"{MIN_VAL_PER_CLASS} val images per class (val_per_class={v} asked for)")
+        if new_v != v:
+            changes["val_per_class"] = new_v
+            notes.append(f"val_per_class {v} -> {new_v}: class {name!r} has {m} {where} images "
+                         f"(val is held out of them, leaving {m - new_v} for train)")
+        if new_t != t:
+            changes["train_per_class"] = new_t
+            notes.append(f"train_per_class {t} -> {new_t}: class {name!r} has {m} {where} images, "
+                         f"{new_v} of them taken by val_per_class")
+
+    c, mt = pools.smallest("test")
+    name, q = pools.names[c], spec.test_per_class
+    held = " (held out of its train split)" if pools.heldout else ""
+    if q > mt or (q == 0 and sum(pools.test[k].numel() for k in pools.chosen) == 0):
+        if mt < MIN_TEST_PER_CLASS:
+            raise DataError(f"test_per_class: class {name!r} has only {mt} test images{held}, fewer than the "
+                            f"minimum {MIN_TEST_PER_CLASS} test images per class (test_per_class={q} asked for)")
+        changes["test_per_class"] = mt
+        notes.append(f"test_per_class {q} -> {mt}: class {name!r} has {mt} test images{held}")
+    return (dataclasses.replace(spec, **changes) if changes else spec), notes
 
 
 def describe(spec: DataSpec) -> str:
@@ -907,7 +1016,31 @@ def _synthetic_splits(spec: DataSpec, size: int, seed: int) -> tuple[_Split, _Sp
 # proxy subset
 # ---------------------------------------------------------------------------
 
-def _select(spec: DataSpec, train: _Split, test: _Split, seed: int) -> ProxyData:
+@dataclass
+class _Pools:
+    """The chosen classes of a proxy subset and the image indices each class can draw from."""
+
+    names: list[str]                  # every class of the source
+    chosen: list[int]                 # the proxy's classes (source indices, sorted)
+    train: dict[int, torch.Tensor]    # class -> indices into the train split (test share removed)
+    test: dict[int, torch.Tensor]     # class -> indices into test_src
+    test_src: _Split                  # the test split, or the train split when the test share is held out
+    heldout: bool                     # True: the source has no test split
+
+    @property
+    def split_word(self) -> str:
+        return "train-split (after holding out the test share)" if self.heldout else "train-split"
+
+    def smallest(self, which: str) -> tuple[int, int]:
+        """(class, count) of the chosen class with the fewest ``which`` ("train" / "test") images."""
+        pools = self.train if which == "train" else self.test
+        c = min(self.chosen, key=lambda c: pools[c].numel())
+        return c, int(pools[c].numel())
+
+
+def _class_pools(spec: DataSpec, train: _Split, test: _Split, seed: int) -> _Pools:
+    """Pick the proxy classes for ``seed`` and the per-class pools (holding out a seeded test share
+    of every class when the source has no test split)."""
     names = train.classes
     n_avail = len(names)
     if spec.classes > n_avail:
@@ -919,23 +1052,25 @@ def _select(spec: DataSpec, train: _Split, test: _Split, seed: int) -> ProxyData
 
     train_pools = _pools(train.y, n_avail)
     if test.present:
-        test_pools = _pools(test.y, n_avail)
-        test_src = test
-    else:  # hold a seeded share of every class out of the train split
-        test_src = train
-        test_pools = {}
-        for c in chosen:
-            pool = train_pools[c]
-            pool = pool[torch.randperm(pool.numel(), generator=_generator(seed, "heldout", names[c]))]
-            n_test = int(round(pool.numel() * HELDOUT_FRACTION)) if pool.numel() >= 2 else 0
-            n_test = max(n_test, 1) if pool.numel() >= 2 else 0
-            test_pools[c] = pool[:n_test].sort().values
-            train_pools[c] = pool[n_test:].sort().values
+        return _Pools(names, chosen, train_pools, _pools(test.y, n_avail), test, heldout=False)
+    test_pools = {}
+    for c in chosen:  # hold a seeded share of every class out of the train split
+        pool = train_pools[c]
+        pool = pool[torch.randperm(pool.numel(), generator=_generator(seed, "heldout", names[c]))]
+        n_test = int(round(pool.numel() * HELDOUT_FRACTION)) if pool.numel() >= 2 else 0
+        n_test = max(n_test, 1) if pool.numel() >= 2 else 0
+        test_pools[c] = pool[:n_test].sort().values
+        train_pools[c] = pool[n_test:].sort().values
+    return _Pools(names, chosen, train_pools, test_pools, train, heldout=True)
 
+
+def _select(spec: DataSpec, train: _Split, test: _Split, seed: int) -> ProxyData:
+    pools = _class_pools(spec, train, test, seed)
+    names, chosen, train_pools, test_pools, test_src = (pools.names, pools.chosen, pools.train, pools.test,
+                                                        pools.test_src)
     v, t, q = spec.val_per_class, spec.train_per_class, spec.test_per_class
-    smallest = min(chosen, key=lambda c: train_pools[c].numel())
-    m = train_pools[smallest].numel()
-    split_word = "train-split" if test.present else "train-split (after holding out the test share)"
+    smallest, m = pools.smallest("train")
+    split_word = pools.split_word
     if v > m:
         raise DataError(f"val_per_class={v} but class {names[smallest]!r} has only {m} {split_word} images; "
                         f"use at most {m}")
@@ -943,8 +1078,7 @@ def _select(spec: DataSpec, train: _Split, test: _Split, seed: int) -> ProxyData
         raise DataError(f"train_per_class={t} but class {names[smallest]!r} has only {m} {split_word} images, "
                         f"{v} of them taken by val_per_class; at most {m - v} available"
                         + ("" if m - v else " (lower val_per_class)"))
-    smallest_test = min(chosen, key=lambda c: test_pools[c].numel())
-    mt = test_pools[smallest_test].numel()
+    smallest_test, mt = pools.smallest("test")
     if q > mt:
         raise DataError(f"test_per_class={q} but class {names[smallest_test]!r} has only {mt} test images; "
                         f"use at most {mt} (or 0 for all)")

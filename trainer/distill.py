@@ -6,7 +6,8 @@ The recipe's :class:`~trainer.recipe.Distill` section names the teacher:
   query encoder (backbone + projection head) is the teacher; its recipe says how to build it.
 * ``teacher_backbone`` (+ ``teacher_recipe``): the trainer pretrains the teacher once with
   :func:`trainer.engine.train` into ``<cache_dir>/teachers/<backbone>-<key>/``, where ``key``
-  hashes the teacher recipe and the proxy data (images, labels, class names). Later runs reuse
+  hashes the teacher recipe and the proxy data it trains on (class names, train and val images
+  and labels; never the test split). Later runs reuse
   it; a lock file makes a concurrent run wait instead of training it twice, and an interrupted
   teacher run resumes from its checkpoint.
 
@@ -43,7 +44,7 @@ from .moco import IMAGENET_MEAN, IMAGENET_STD
 from .recipe import Recipe, check_teacher_dims
 
 TEACHERS_DIR = "teachers"
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the data key covers the train and val splits only
 
 
 def distill_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
@@ -187,13 +188,9 @@ def load_teacher(path: str | os.PathLike, student: Recipe | None = None) -> Teac
 
 
 def proxy_digest(proxy) -> str:
-    """A content hash of a :class:`~trainer.data.ProxyData` (images, labels, class names)."""
-    h = hashlib.sha256(json.dumps(list(proxy.class_names)).encode())
-    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
-        t = getattr(proxy, name).detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\0".encode())
-        h.update(t.numpy().data)
-    return h.hexdigest()
+    """A content hash of what a teacher trains on: the class names and the train and val splits of a
+    :class:`~trainer.data.ProxyData` (its test split is never read)."""
+    return proxy.fingerprint(splits=("train", "val"))
 
 
 def teacher_dir(teacher_recipe: Recipe, proxy, cache_dir: str | os.PathLike) -> Path:
@@ -230,12 +227,14 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device: str = "auto",
-                     on_epoch: Callable[[dict], None] | None = None, compile: bool = False) -> Path:
+                     on_epoch: Callable[[dict], None] | None = None, compile: bool = False,
+                     evaluate_test: bool = True) -> Path:
     """Pretrain ``student``'s named teacher on ``proxy`` unless cached; return its run directory.
 
     Holds ``<dir>.lock`` while checking and training, so a second run asking for the same
     teacher waits for the first and then reuses its result. A teacher run that was interrupted
-    resumes from its checkpoint.
+    resumes from its checkpoint. ``evaluate_test=False``: the teacher's final metrics (in
+    ``teacher.json``) have no ``test_*`` keys and the test split is never read.
     """
     from .engine import train  # engine imports this module
 
@@ -247,7 +246,7 @@ def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, devic
         if _completed(run_dir):
             return run_dir
         result = train(recipe, proxy, out_dir=run_dir, device=device, on_epoch=on_epoch, resume=True,
-                       compile=compile)
+                       compile=compile, evaluate_test=evaluate_test)
         if result.status != "completed":
             raise RecipeError(f"distill: pretraining the teacher {recipe.backbone!r} ended as {result.status}"
                               f" ({result.error}); change distill.teacher_recipe (its run is in {run_dir})")
@@ -258,7 +257,8 @@ def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, devic
 
 
 def resolve_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device: torch.device,
-                    on_epoch: Callable[[dict], None] | None = None, compile: bool = False) -> Teacher | None:
+                    on_epoch: Callable[[dict], None] | None = None, compile: bool = False,
+                    evaluate_test: bool = True) -> Teacher | None:
     """The frozen teacher of ``student`` on ``device`` (pretraining a named one if not cached); None
     without a distill section."""
     d = student.distill
@@ -266,7 +266,7 @@ def resolve_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device
         return None
     if d.teacher_checkpoint is not None:
         return load_teacher(d.teacher_checkpoint, student).place(device)
-    run_dir = pretrain_teacher(student, proxy, cache_dir, str(device), on_epoch, compile)
+    run_dir = pretrain_teacher(student, proxy, cache_dir, str(device), on_epoch, compile, evaluate_test)
     try:
         return load_teacher(run_dir, student).place(device)
     except CheckpointError as e:

@@ -4,6 +4,11 @@ MoCo-v2 proxy pretraining with (S)InfoNCE on a proxy subset that stays on the
 training device, batched on-device augmentation, a kNN monitor every epoch,
 a checkpoint every epoch (resumable, deterministic on the CPU), a NaN guard,
 and a linear probe on frozen features at the end.
+
+Every accuracy says its split: ``val_knn_top1`` (kNN of the val images against the
+train bank, every epoch), ``val_probe_top1`` / ``train_probe_top1`` (the probe, its L2
+chosen on val), and ``test_probe_top1`` / ``test_knn_top1`` only with
+``evaluate_test=True``; with ``evaluate_test=False`` the test split is never read.
 """
 
 from __future__ import annotations
@@ -121,6 +126,9 @@ class _Run:
         self.order_gen.set_state(state["order_gen"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.history, self.train_time = state["epoch"], state["history"], state["train_time"]
+        for report in self.history:  # a checkpoint written before the metrics said their split
+            if "knn_top1" in report and "val_knn_top1" not in report:
+                report["val_knn_top1"] = report.pop("knn_top1")
 
     # -- one optimisation step -----------------------------------------------------------
     def _step(self, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -192,20 +200,29 @@ def _atomic_json(path: Path, obj) -> None:
 def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathLike | None = None,
           device: str = "auto", on_epoch: EpochCallback | None = None, resume: bool = True,
           compile: bool = False, stop_after: int | None = None,
-          on_teacher_epoch: EpochCallback | None = None) -> TrainResult:
+          on_teacher_epoch: EpochCallback | None = None, data_seed: int | None = None,
+          evaluate_test: bool = True) -> TrainResult:
     """Pretrain ``recipe`` on ``data``; return the status, final metrics and per-epoch history.
 
     ``on_epoch`` gets one report dict per epoch, after the checkpoint is written,
-    and may raise :class:`StopTraining`. ``stop_after`` ends the run after that
-    many epochs (status ``stopped``), as if interrupted. Bad input raises a
-    :class:`~trainer.errors.TrainerError`; divergence is a status, not an exception.
-    With a ``distill`` section the teacher is loaded (or pretrained into the cache, reporting
-    to ``on_teacher_epoch``) before anything is written to ``out_dir``.
+    and may raise :class:`StopTraining`: ``epoch``, ``epochs``, ``loss``, ``val_knn_top1``,
+    ``lr``, ``images_per_sec``, ``epoch_time_s``, ``knn_time_s``, ``elapsed_s``, ``smoothing``,
+    ``key_momentum`` (+ ``distill_loss``, ``teacher_cosine`` when distilling).
+    ``stop_after`` ends the run after that many epochs (status ``stopped``), as if interrupted.
+    Bad input raises a :class:`~trainer.errors.TrainerError`; divergence is a status, not an
+    exception. With a ``distill`` section the teacher is loaded (or pretrained into the cache,
+    reporting to ``on_teacher_epoch``) before anything is written to ``out_dir``.
+
+    ``data_seed`` picks the proxy subset of a :class:`DataSpec` (``None``: ``recipe.seed``), so
+    ``recipe.seed`` can vary init, augmentation and batch order over a fixed subset; it is
+    unused for a :class:`ProxyData`. ``evaluate_test=False`` never reads the test split
+    (``test_x``/``test_y``): the final metrics then have no ``test_*`` keys.
     """
     dev = resolve_device(device)
-    proxy = data if isinstance(data, ProxyData) else load_proxy(data, recipe.image_size, recipe.seed)
+    proxy = data if isinstance(data, ProxyData) else load_proxy(
+        data, recipe.image_size, recipe.seed if data_seed is None else data_seed)
     cache_dir = resolve_cache_dir(data if isinstance(data, DataSpec) else DataSpec())
-    teacher = resolve_teacher(recipe, proxy, cache_dir, dev, on_teacher_epoch, compile)
+    teacher = resolve_teacher(recipe, proxy, cache_dir, dev, on_teacher_epoch, compile, evaluate_test)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -227,7 +244,7 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
         knn_seconds = time.perf_counter() - t0
         run.epoch += 1
         progress = run.epoch / recipe.epochs
-        report = {"epoch": run.epoch, "epochs": recipe.epochs, "loss": loss, "knn_top1": knn,
+        report = {"epoch": run.epoch, "epochs": recipe.epochs, "loss": loss, "val_knn_top1": knn,
                   "lr": run.optimizer.param_groups[0]["lr"], "images_per_sec": images_per_epoch / seconds,
                   "epoch_time_s": seconds, "knn_time_s": knn_seconds, "elapsed_s": run.train_time,
                   "smoothing": schedules.smoothing(progress, recipe.smoothing, recipe.smoothing_ramp),
@@ -247,7 +264,7 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
         if stop_after is not None and run.epoch >= stop_after and run.epoch < recipe.epochs:
             status = "stopped"
             break
-    metrics = _final_metrics(run, status)
+    metrics = _final_metrics(run, status, evaluate_test)
     if out is not None:
         _atomic_json(out / "metrics.json", {"status": status, "error": error, **metrics})
         if status == "completed":
@@ -257,36 +274,56 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
 
 
 def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
-             features: dict[str, torch.Tensor] | None = None) -> dict:
+             features: dict[str, torch.Tensor] | None = None, *, evaluate_test: bool = True) -> dict:
     """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
 
-    ``features`` may hold the ``train``/``val`` features already extracted at these weights
-    (the last epoch's kNN monitor); they are not extracted again.
+    Returns ``val_knn_top1``, ``val_probe_top1``, ``train_probe_top1``, ``probe_l2``, ``probe_time_s``
+    and, with ``evaluate_test``, ``test_probe_top1`` and ``test_knn_top1``; without it the test split
+    is never read. ``features`` may hold the ``train``/``val`` features already extracted at these
+    weights (the last epoch's kNN monitor); they are not extracted again.
     """
     t0 = time.perf_counter()
     features = features or {}
-    feats = [features[split] if split in features else extract_features(model, x, device)
-             for split, x in (("train", proxy.train_x), ("val", proxy.val_x), ("test", proxy.test_x))]
-    ys = [y.to(device) for y in (proxy.train_y, proxy.val_y, proxy.test_y)]
-    probe = linear_probe((feats[0], ys[0]), (feats[1], ys[1]), (feats[2], ys[2]), proxy.num_classes)
-    knn_test = knn_top1(feats[2], ys[2], feats[0], ys[0], proxy.num_classes)
-    return {"probe_top1": probe.test_top1, "probe_val_top1": probe.val_top1, "probe_train_top1": probe.train_top1,
-            "probe_l2": probe.l2, "knn_test_top1": knn_test, "probe_time_s": time.perf_counter() - t0}
+    splits = (("train", proxy.train_x, proxy.train_y), ("val", proxy.val_x, proxy.val_y))
+    if evaluate_test:
+        splits += (("test", proxy.test_x, proxy.test_y),)
+    feats = {name: features[name] if name in features else extract_features(model, x, device)
+             for name, x, _ in splits}
+    ys = {name: y.to(device) for name, _, y in splits}
+    n = proxy.num_classes
+    test = (feats["test"], ys["test"]) if evaluate_test else None
+    probe = linear_probe((feats["train"], ys["train"]), (feats["val"], ys["val"]), test, n)
+    val_knn = (knn_top1(feats["val"], ys["val"], feats["train"], ys["train"], n)
+               if ys["val"].numel() else float("nan"))
+    out = {"val_knn_top1": val_knn, "val_probe_top1": probe.val_top1, "train_probe_top1": probe.train_top1,
+           "probe_l2": probe.l2}
+    if evaluate_test:
+        out["test_probe_top1"] = probe.test_top1
+        out["test_knn_top1"] = knn_top1(feats["test"], ys["test"], feats["train"], ys["train"], n)
+    out["probe_time_s"] = time.perf_counter() - t0
+    return out
 
 
-def random_init_metrics(recipe: Recipe, data: DataSpec | ProxyData, device: str = "auto") -> dict:
-    """The same evaluation on an untrained encoder: the floor any recipe must beat."""
+def random_init_metrics(recipe: Recipe, data: DataSpec | ProxyData, device: str = "auto", *,
+                        data_seed: int | None = None, evaluate_test: bool = True) -> dict:
+    """The same evaluation on an untrained encoder: the floor any recipe must beat.
+
+    Same keys as :func:`evaluate`; ``data_seed`` and ``evaluate_test`` as in :func:`train`.
+    """
     dev = resolve_device(device)
-    proxy = data if isinstance(data, ProxyData) else load_proxy(data, recipe.image_size, recipe.seed)
+    proxy = data if isinstance(data, ProxyData) else load_proxy(
+        data, recipe.image_size, recipe.seed if data_seed is None else data_seed)
     torch.manual_seed(recipe.seed)
-    return evaluate(build_model(recipe).to(dev), proxy, dev)
+    return evaluate(build_model(recipe).to(dev), proxy, dev, evaluate_test=evaluate_test)
 
 
-def _final_metrics(run: _Run, status: str) -> dict:
+def _final_metrics(run: _Run, status: str, evaluate_test: bool = True) -> dict:
+    """``epochs_completed``, ``train_time_s``, ``loss``, ``val_knn_top1`` (last epoch), ``images_per_sec``
+    (+ distill keys); for a completed run also :func:`evaluate`'s keys and ``knn_time_s``."""
     h = run.history
     metrics = {"epochs_completed": run.epoch, "train_time_s": run.train_time,
                "loss": h[-1]["loss"] if h else float("nan"),
-               "knn_top1": h[-1]["knn_top1"] if h else float("nan"),
+               "val_knn_top1": h[-1]["val_knn_top1"] if h else float("nan"),
                "images_per_sec": (run.epoch * run.steps_per_epoch * run.recipe.batch_size / run.train_time
                                   if run.train_time > 0 and run.epoch else float("nan"))}
     if run.distiller is not None:
@@ -294,6 +331,6 @@ def _final_metrics(run: _Run, status: str) -> dict:
             metrics[key] = h[-1][key] if h else float("nan")
     if status != "completed":
         return metrics
-    metrics.update(evaluate(run.model, run.proxy, run.device, run.features),
+    metrics.update(evaluate(run.model, run.proxy, run.device, run.features, evaluate_test=evaluate_test),
                    knn_time_s=sum(r["knn_time_s"] for r in h))
     return metrics

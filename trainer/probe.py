@@ -3,7 +3,8 @@
 Features are standardised with the train statistics; a multinomial logistic
 regression is fitted full-batch with L-BFGS for each L2 strength of a small
 grid, the strength is chosen on the held-out validation split, and top-1 on the
-test split is reported. On cached features this takes seconds, not a 90-epoch
+test split is reported (when a test split is given: without one, nothing about the
+test split is computed). On cached features this takes seconds, not a 90-epoch
 pass over augmented images.
 """
 
@@ -20,7 +21,7 @@ L2_GRID = (1e-2, 1e-3, 1e-4)  # strongest first: each fit warm-starts the next
 
 @dataclass
 class ProbeResult:
-    test_top1: float
+    test_top1: float | None  # None when no test split was given
     val_top1: float
     train_top1: float
     l2: float
@@ -46,13 +47,16 @@ def _top1(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 test: tuple[torch.Tensor, torch.Tensor], num_classes: int,
+                 test: tuple[torch.Tensor, torch.Tensor] | None, num_classes: int,
                  l2_grid: tuple[float, ...] = L2_GRID, max_iter: int = 100) -> ProbeResult:
-    """Fit on ``train``, pick the L2 strength on ``val``, report top-1 on ``test`` (all in [0, 1])."""
+    """Fit on ``train``, pick the L2 strength on ``val``, report top-1 on ``test`` (all in [0, 1]).
+
+    ``test=None``: no test split; ``test_top1`` is None.
+    """
     xtr, ytr = train
     mean, std = xtr.float().mean(0, keepdim=True), xtr.float().std(0, keepdim=True) + 1e-6
     norm = lambda x: (x.float() - mean) / std  # noqa: E731
-    xtr, xval, xte = norm(xtr), norm(val[0]), norm(test[0])
+    xtr, xval = norm(xtr), norm(val[0])
     best = None
     clf = torch.nn.Linear(xtr.shape[1], num_classes).to(xtr.device)
     torch.nn.init.zeros_(clf.weight)
@@ -64,5 +68,6 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
             if best is None or score > best[0]:
                 best = (score, l2, copy.deepcopy(clf))
     val_top1, l2, clf = best
-    return ProbeResult(test_top1=_top1(clf, xte, test[1]), val_top1=val_top1,
+    test_top1 = _top1(clf, norm(test[0]), test[1]) if test is not None else None
+    return ProbeResult(test_top1=test_top1, val_top1=val_top1,
                        train_top1=_top1(clf, xtr, ytr), l2=l2)

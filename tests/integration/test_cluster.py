@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -166,12 +167,12 @@ def test_search_on_the_cluster(cluster, state, capsys):
     t0 = time.monotonic()
     res = cluster.recipe_search(
         "run", "--backbone", BACKBONE, "--budget", BUDGET, "--num-samples", "4", *data_args(), "--no-progress",
-        "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
+        "--confirm-seeds", "2", "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
         "--study-storage", cluster.pg.url("optuna"))
     state["search_s"] = time.monotonic() - t0
     _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
     assert res.returncode == 0, res.stdout[-6000:]
-    assert "promoted" in res.stdout, res.stdout[-4000:]
+    assert "verdict: " in res.stdout and "confirmation" in res.stdout, res.stdout[-4000:]
     assert "2 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight, on both nodes
     rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
                                      "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
@@ -180,13 +181,31 @@ def test_search_on_the_cluster(cluster, state, capsys):
     state["search_id"] = rows[0][0]
 
 
-def _trial_runs(cluster, search_id: str) -> list[list[str]]:
+def _trial_runs(cluster, search_id: str, stage: str | None = "search") -> list[list[str]]:
+    """The search's trial runs of ``stage`` (search | confirmation; None: both)."""
+    where = f"and st.value = '{stage}'" if stage else ""
     return cluster.pg.psql("mlflow", f"""
         select r.run_uuid, r.status, tid.value from runs r
         join tags kind on kind.run_uuid = r.run_uuid and kind.key = 'rs.kind' and kind.value = 'trial'
         join tags sid on sid.run_uuid = r.run_uuid and sid.key = 'rs.search_id' and sid.value = '{search_id}'
+        join tags st on st.run_uuid = r.run_uuid and st.key = 'rs.stage'
         left join tags tid on tid.run_uuid = r.run_uuid and tid.key = 'rs.trial_id'
-        where r.lifecycle_stage = 'active'""")
+        where r.lifecycle_stage = 'active' {where}""")
+
+
+def _told_baselines() -> int:
+    """How many baselines are points of the backbone's space (the sampler hears only of those)."""
+    from recipe_search.baselines import BASELINES
+    from recipe_search.budget import get_budget
+    from recipe_search.search import baseline_point
+    from recipe_search.space import load_space
+    from recipe_search.trial import TrialContext
+
+    b = get_budget(BUDGET)
+    space = load_space(None, BACKBONE).with_fixed(b.fixed)
+    ctx = TrialContext(backbone=BACKBONE, space=space, budget_fixed=dict(b.fixed), image_size=b.image_size,
+                       max_epochs=b.max_epochs, seed=0, data=None, baselines=BASELINES)
+    return sum(baseline_point(space, ctx, x.name) is not None for x in BASELINES)
 
 
 def test_runs_are_in_postgres(cluster, state):
@@ -196,6 +215,8 @@ def test_runs_are_in_postgres(cluster, state):
     trials = _trial_runs(cluster, sid)
     assert len(trials) == 4, trials
     assert all(status == "FINISHED" for _, status, _ in trials), trials
+    confirmed = _trial_runs(cluster, sid, "confirmation")  # top 1 + 2 baselines x 2 seeds (fewer finalists
+    assert len(confirmed) in (4, 6) and all(st == "FINISHED" for _, st, _ in confirmed), confirmed  # if pruned)
     exps = {r[0] for r in cluster.pg.psql("mlflow", "select name from experiments")}
     assert {"recipe-search", "recipe-store"} <= exps, exps
     n_metrics = int(cluster.pg.psql("mlflow", "select count(*) from metrics")[0][0])
@@ -219,21 +240,29 @@ def test_optuna_study_is_in_postgres(cluster, state):
                                      "join trials t on t.study_id = s.study_id group by 1, 2")
     assert {r[0] for r in rows} == {f"recipe-search:{state['search_id']}"}, rows
     done = sum(int(n) for _, st, n in rows if st in ("COMPLETE", "PRUNED"))
-    assert done == 4, rows
+    assert done == 2 + _told_baselines(), rows  # 2 sampled trials, and the baselines inside the space
 
 
 def test_api_serves_the_promoted_recipe(cluster, state):
     if "search_id" not in state:
         pytest.skip("the search failed")
     api = cluster.start_api()
+    tags = dict(cluster.pg.psql("mlflow", f"""
+        select b.key, b.value from tags b join tags s on s.run_uuid = b.run_uuid
+        where b.key in ('rs.promoted', 'rs.verdict', 'rs.winner_run_id') and s.key = 'rs.search_id'
+        and s.value = '{state["search_id"]}'"""))
+    if tags.get("rs.promoted") != "true":  # below the untrained floor: nothing is served
+        assert tags["rs.verdict"] == "below_floor", tags
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30)
+        assert e.value.code == 404
+        api.stop()
+        return
     with urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30) as r:
         assert r.status == 200
         body = json.loads(r.read())
     assert body["backbone"] == BACKBONE and body["budget"] == BUDGET, body
-    best = cluster.pg.psql("mlflow", f"""
-        select b.value from tags b join tags s on s.run_uuid = b.run_uuid
-        where b.key = 'rs.best_run_id' and s.key = 'rs.search_id' and s.value = '{state["search_id"]}'""")
-    assert best and body["source_run_id"] == best[0][0], (body, best)
+    assert body["verdict"]["verdict"] == tags["rs.verdict"] and body["source_run_id"] == tags["rs.winner_run_id"]
     assert body["recipe"]["backbone"] == BACKBONE and body["provenance"]["search_id"] == state["search_id"]
     api.stop()
 
@@ -247,7 +276,7 @@ def test_resume_from_another_driver(cluster, state, capsys):
     t0 = time.monotonic()
     res = cluster.recipe_search(
         "run", "--backbone", BACKBONE, "--budget", BUDGET, *data_args(), "--no-progress", "--resume",
-        "--search-id", sid, "--num-samples", "6",
+        "--search-id", sid, "--num-samples", "6", "--confirm-seeds", "2",
         "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
         "--study-storage", cluster.pg.url("optuna"), home=str(cluster.root / "home2"))
     _say(capsys, f"resume from a second driver: {time.monotonic() - t0:.0f}s, exit {res.returncode}")
@@ -257,7 +286,7 @@ def test_resume_from_another_driver(cluster, state, capsys):
                                      f"on t.study_id = s.study_id where s.study_name = 'recipe-search:{sid}' "
                                      "group by 1")
     states = {st: int(n) for st, n in rows}
-    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 6, states
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4 + _told_baselines(), states
     trials = _trial_runs(cluster, sid)
     assert len(trials) == 6, trials
     assert len({tid for _, _, tid in trials}) == 6, trials
@@ -285,7 +314,7 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
     children = dict(cluster.pg.psql("mlflow", f"""
         select r.run_uuid, r.name from runs r join tags p on p.run_uuid = r.run_uuid
         and p.key = 'mlflow.parentRunId' and p.value = '{parent_id}' where r.lifecycle_stage = 'active'"""))
-    assert len(children) == len(_trial_runs(cluster, sid)) >= 4, children
+    assert len(children) == len(_trial_runs(cluster, sid, None)) >= 8, children
     out = _output_dir()
     links = "[...document.querySelectorAll('a[href*=\"/runs/\"]')]"
     with browser.Chromium(cluster.root / "chromium", tracker=cluster.tracker) as page:
@@ -308,7 +337,7 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
         search_box = "document.querySelector('input[placeholder=\"Search metric charts\"]')"
         page.wait_for(f"!!{search_box}", what="the chart view's metric search box")
         page.evaluate(f"{search_box}.focus()")
-        page.call("Input.insertText", text="knn_top1")
+        page.call("Input.insertText", text="val_knn_top1")
         chart = page.wait_for("""(() => {
             const area = document.querySelector('[data-testid=experiment-view-compare-runs-chart-area]');
             if (!area) return null;
@@ -318,14 +347,14 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
                 .map(p => p.getAttribute('d') || '').filter(d => d.includes('L'));
             const points = plots[0].querySelectorAll('.scatterlayer .trace path.point').length;
             return lines.length > 0 && {text: area.innerText, lines: lines.length, points: points};
-        })()""", what="a rendered knn_top1 chart with drawn lines")
+        })()""", what="a rendered val_knn_top1 chart with drawn lines")
         shot_chart = page.screenshot(out / "mlflow-ui-chart.png")
-    assert "knn_top1" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
+    assert "val_knn_top1" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
     # one point per logged epoch and trial: every trial logged at least one kNN value
     assert chart["points"] >= len(children), chart
     for shot in (shot_runs, shot_chart):
         assert shot.stat().st_size > 20_000, shot  # a blank 1600x1000 PNG is ~10 kB
-    _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, knn_top1 chart with "
+    _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, val_knn_top1 chart with "
                  f"{chart['lines']} lines / {chart['points']} points; screenshots {shot_runs}, {shot_chart}")
 
 
