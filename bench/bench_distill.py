@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench._common import torch_device  # noqa: E402
 from trainer.data import ProxyData  # noqa: E402
 from trainer.distill import Teacher  # noqa: E402
-from trainer.engine import _Run  # noqa: E402
+from trainer import TrainingRun  # noqa: E402
 from trainer.recipe import Recipe  # noqa: E402
 
 DEFAULT_PAIRS = ["resnet18:mobilenetv3_large_100", "resnet50:efficientnet_b0"]
@@ -58,20 +58,20 @@ def bench_pair(teacher_name: str, student_name: str, args, device: torch.device)
     teacher = Teacher.from_recipe(Recipe(backbone=teacher_name, **{**common, "proj_hidden_dim": 2048}))
     teacher.place(device)
     proxy = random_proxy(args.batch, args.size)
-    runs = {"plain": _Run(student, proxy, device, None, args.compile),
-            "distill": _Run(distilled, proxy, device, None, args.compile, teacher)}
+    runs = {"plain": TrainingRun(student, proxy, device, compile=args.compile),
+            "distill": TrainingRun(distilled, proxy, device, compile=args.compile, teacher=teacher)}
     batch = runs["plain"].train_x
     for run in runs.values():
         run.model.train()
         for i in range(args.warmup):
-            run._step(batch, i)
+            run.step(batch, i)
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(args.steps):
         for name, run in runs.items():  # interleaved
             _sync(device)
             t0 = time.perf_counter()
-            loss = run._step(batch, args.warmup + i)
+            loss = run.step(batch, args.warmup + i)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
             assert torch.isfinite(loss), (name, loss)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import DataSpec, Recipe, load_proxy, train  # noqa: E402
 from trainer.device import resolve_device  # noqa: E402
-from trainer.engine import _Run  # noqa: E402
+from trainer import TrainingRun  # noqa: E402
 
 BACKBONES = ("mobilenetv3_large_100", "efficientnet_b0", "resnet18")
 
@@ -53,14 +53,14 @@ def step_benchmark(backbone: str, size: int, batch: int, steps: int, device: tor
                     epochs=1, blur_p=0.5)
     proxy = load_proxy(DataSpec(dataset="synthetic", classes=4, train_per_class=batch, val_per_class=0,
                                 test_per_class=1), size, seed=0)
-    run = _Run(recipe, proxy, device, None, compile)
+    run = TrainingRun(recipe, proxy, device, compile=compile)
     x = run.train_x[:batch]
     real_views = run.views
     pre = _PreAugmented([real_views(x, run.aug_gen) for _ in range(4)])
     for i in range(3):  # warm-up both paths (cudnn autotune, compile)
-        run._step(x, i)
+        run.step(x, i)
         run.views = pre
-        run._step(x, i)
+        run.step(x, i)
         run.views = real_views
     full, preaug = [], []
     for i in range(steps):
@@ -68,7 +68,7 @@ def step_benchmark(backbone: str, size: int, batch: int, steps: int, device: tor
             run.views = views
             _sync(device)
             t0 = time.perf_counter()
-            run._step(x, i)
+            run.step(x, i)
             _sync(device)
             out.append(time.perf_counter() - t0)
     run.views = real_views

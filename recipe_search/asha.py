@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .baselines import BASELINE_KEY
+from .baselines import baseline_name
 
 
 def is_baseline(trial) -> bool:
-    return bool((trial.config or {}).get(BASELINE_KEY))
+    return baseline_name(trial.config) is not None
 
 
 class BaselineSafeASHA(ASHAScheduler):

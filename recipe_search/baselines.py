@@ -31,6 +31,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BASELINE_KEY = "baseline"  # a baseline trial's config: {"baseline": name}
+JOB_KEY = "job"  # a confirmation run's config: {"job": {"name", "role", "seed", "recipe"}}
+
+
+def baseline_name(config: dict | None) -> str | None:
+    """The baseline a trial's config runs, or None: ``{"baseline": name}`` in the search
+    stage, ``{"job": {"role": "baseline", "name": name, ...}}`` in the confirmation stage.
+    The one place that reads these keys (ASHA, the trainable, the MLflow logger, the view).
+
+    >>> baseline_name({"baseline": "mocov2"}), baseline_name({"lr": 0.1})
+    ('mocov2', None)
+    >>> baseline_name({"job": {"name": "mocov2", "role": "baseline"}})
+    'mocov2'
+    """
+    name = (config or {}).get(BASELINE_KEY)
+    job = (config or {}).get(JOB_KEY)
+    if job is not None and job.get("role") == "baseline":
+        name = job.get("name")
+    return name or None
 
 # MoCo-v2 view augmentation (torchvision recipe of Chen et al. 2020)
 MOCO_V2_AUGMENT = {

@@ -33,8 +33,10 @@ from . import config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Contrastive pretraining recipe search for lightweight timm backbones.")
-console = Console()
-err_console = Console(stderr=True)
+# redirected output (a log file, CI) gets 120 columns, so the leaderboards do not fold
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 TABLE = dict(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fits 80 columns
 EXIT_USER_ERROR = 2
@@ -134,7 +136,9 @@ def run(
 ) -> None:
     """Search a pretraining recipe per backbone, confirm the finalists on fresh seeds, promote the winner."""
     from . import config
-    from .search import SearchSettings, plan, prepare_data, ray_session, run_search
+    from .plan import SearchSettings, plan, prepare_data
+    from .runtime import ray_session
+    from .search import run_search
 
     if storage_path is not None:
         os.environ[config.STORAGE_ENV] = str(config.storage_path(storage_path))  # rejects URIs first
@@ -430,9 +434,24 @@ def serve(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
 ) -> None:
     """Serve the promoted recipes over HTTP (FastAPI)."""
-    from api.server import serve as serve_api
+    # The api package imports recipe_search (its store), never the reverse: this command
+    # becomes `python -m api.server` (exec: the same process, so Ctrl-C and SIGTERM reach
+    # uvicorn's graceful shutdown directly, also as a container's PID 1).
+    import importlib.util
 
-    serve_api(host, port, tracking_uri)
+    spec = importlib.util.find_spec("api")  # found, not imported
+    where = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not where or not (Path(where[0]) / "server.py").is_file():
+        fail("the api package (api/server.py) is not installed beside recipe_search; pip install the project")
+    root = str(Path(where[0]).resolve().parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *[p for p in paths if p != root]])}
+    cmd = [sys.executable, "-m", "api.server", "--host", host, "--port", str(port)]
+    if tracking_uri is not None:
+        cmd += ["--tracking-uri", tracking_uri]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
 
 
 # --------------------------------------------------------------------------- train
@@ -461,15 +480,17 @@ def train(
     from trainer import DataSpec, Recipe
     from trainer.engine import train as train_fn
 
+    from .compose import repair
     from .tracking import Tracker
 
     rec = _promoted(backbone, dataset, tracking_uri)
     changes = {"epochs": epochs}
     if batch_size is not None:
         changes["batch_size"] = batch_size
-    recipe = Recipe.from_dict({**rec.recipe, **changes})
-    if recipe.queue_size < recipe.batch_size * (2 if recipe.symmetric else 1):
-        recipe = recipe.replace(queue_size=recipe.batch_size * (2 if recipe.symmetric else 1))
+    values, notes = repair({**rec.recipe, **changes}, epochs=epochs)
+    for n in notes:
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
+    recipe = Recipe.from_dict(values)
     spec = DataSpec(dataset=dataset or rec.dataset, root=data, classes=classes, train_per_class=train_per_class,
                     val_per_class=val_per_class, test_per_class=test_per_class)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

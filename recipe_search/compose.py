@@ -12,6 +12,9 @@ can break are repaired, and each repair is reported as a note:
 ``distill.<field>`` keys (sampled or fixed in the space) go into the distill section;
 without a teacher (``distill`` null, as in the baselines) they are dropped.
 
+The same repairs (:func:`repair`) fit a promoted recipe to ``recipe-search train``'s
+``--batch-size`` and ``--epochs``.
+
 Anything else that is invalid raises :class:`trainer.errors.RecipeError`, which
 fails the trial with that message.
 
@@ -35,6 +38,21 @@ def compose(values: dict[str, Any], *, backbone: str, image_size: int, epochs: i
     d.update(backbone=backbone, image_size=image_size, epochs=epochs, seed=seed)
     if d.get("distill") is None:  # no teacher (e.g. a baseline): its sampled settings do not apply
         d = {k: v for k, v in d.items() if not k.startswith("distill.")}
+    d, notes = repair(d, epochs=epochs)
+    return Recipe.from_dict(d), notes
+
+
+def repair(values: dict[str, Any], *, epochs: int) -> tuple[dict[str, Any], list[str]]:
+    """``values`` (recipe fields; missing ones take the recipe defaults) with the constraints
+    between fields repaired, and a note per repair: ``queue_size`` raised to the keys of one
+    step, ``smoothing_k`` clipped to ``queue_size``, ``warmup_epochs`` clipped below ``epochs``.
+    Used by :func:`compose` and by ``recipe-search train`` (a promoted recipe with another
+    batch size or fewer epochs).
+
+    >>> repair({"batch_size": 64, "queue_size": 32, "symmetric": False}, epochs=1)
+    ({'batch_size': 64, 'queue_size': 64, 'symmetric': False}, ['queue_size raised from 32 to 64 (batch_size keys per step)'])
+    """
+    d = dict(values)
     defaults = {f: Recipe.__dataclass_fields__[f].default for f in Recipe.field_names()}
     get = lambda k: d.get(k, defaults[k])  # noqa: E731
     notes: list[str] = []
@@ -52,4 +70,4 @@ def compose(values: dict[str, Any], *, backbone: str, image_size: int, epochs: i
         new = float(max(0.0, epochs - 1)) if epochs > 1 else 0.0
         notes.append(f"warmup_epochs clipped from {warm:g} to {new:g} (epochs = {epochs})")
         d["warmup_epochs"] = new
-    return Recipe.from_dict(d), notes
+    return d, notes

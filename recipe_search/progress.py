@@ -19,6 +19,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .baselines import JOB_KEY, baseline_name
+
 STYLE = {"running": "cyan", "done": "green", "pruned": "yellow", "failed": "red",
          "diverged": "red", "oom": "red", "pending": "dim"}
 MAX_ROWS = 24
@@ -171,11 +173,10 @@ class ProgressView:
 
     # -- rendering ----------------------------------------------------------------------
     def _label(self, trial) -> str:
-        job = (trial.config or {}).get("job")
+        job = (trial.config or {}).get(JOB_KEY)
         if job is not None:
             return f"{job['name']} s{job['seed']}"
-        base = (trial.config or {}).get("baseline")
-        return base or "tpe"
+        return baseline_name(trial.config) or "tpe"
 
     def eta(self, trials) -> float | None:
         """Seconds left: epochs still to run x mean epoch time / concurrency."""

@@ -178,6 +178,11 @@ class SearchSpace:
                 reasons.append(f"{name}={v!r} but the space fixes {fixed!r}")
         return reasons
 
+    def values_in(self, values: dict) -> dict:
+        """The sampled fields' values in ``values`` (a full recipe dict; dotted names read
+        from nested sections), unprojected: with ``outside(values)`` empty, a point."""
+        return {name: _get_dotted(values, name) for name in self.params}
+
     def with_fixed(self, values: dict) -> "SearchSpace":
         """A copy with ``values`` fixed (sampled parameters of those names are dropped)."""
         params = {k: p for k, p in self.params.items() if k not in values}

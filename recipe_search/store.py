@@ -54,6 +54,7 @@ from urllib.parse import unquote, urlparse
 
 from . import config
 from .config import STORE_EXPERIMENT
+from .locks import file_lock
 from .stats import Interval, Summary, summary, welch_interval
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -678,19 +679,8 @@ class RecipeStore:
             if self._db is None:
                 yield
                 return
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - not on POSIX
+            with file_lock(self._db.with_name(self._db.name + ".promote.lock")):
                 yield
-                return
-            lock_path = self._db.with_name(self._db.name + ".promote.lock")
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(lock_path, "a") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
 
     def promote(
         self,

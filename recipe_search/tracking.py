@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .baselines import JOB_KEY
 from .store import artifact_root_for
 
 TAG_KIND = "rs.kind"
@@ -302,7 +303,7 @@ class TrialLogger:
         if run_id is not None:
             return run_id
         recipe, notes, base, error = self._recipe(trial)
-        job = (trial.config or {}).get("job")
+        job = (trial.config or {}).get(JOB_KEY)
         label = f"baseline-{base.name}" if base is not None else "tpe"
         if job is not None:
             label = f"confirm-{job['name']}-s{job['seed']}"

@@ -18,11 +18,7 @@ read the test split; only confirmation runs evaluate it (``test_probe_top1``,
 recipe, data, out of memory) errors the trial, and the search goes on. A restarted
 trial continues from its last reported checkpoint.
 
-Test hook: ``$RECIPE_SEARCH_FAULTS`` or ``TrialContext.extra["faults"]`` (e.g.
-``mocov2=raise,sinfonce-light=nan``) injects a fault into the baseline trials
-named, or into every trial with ``*``:
-``raise`` raises, ``nan`` makes the loss non-finite so the trainer's NaN guard
-fires, ``sleep:S`` sleeps S seconds after each epoch.
+(The tests inject faults into trials from outside: ``tests/faults/``.)
 """
 
 from __future__ import annotations
@@ -40,17 +36,9 @@ from typing import Any
 from trainer.data import DataSpec
 from trainer.recipe import Recipe
 
-from .baselines import BASELINE_KEY, Baseline
+from .baselines import JOB_KEY, Baseline, baseline_name
 from .compose import compose
 from .space import SearchSpace
-
-JOB_KEY = "job"  # a confirmation run's config: {"job": {"name", "role", "seed", "recipe"}}
-
-FAULTS_ENV = "RECIPE_SEARCH_FAULTS"
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the ``$RECIPE_SEARCH_FAULTS`` test hook."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +60,7 @@ class TrialContext:
 
     def baseline_for(self, config: dict) -> Baseline | None:
         """The baseline a trial runs (search: ``{"baseline": name}``; confirmation: its job)."""
-        name = (config or {}).get(BASELINE_KEY)
-        job = (config or {}).get(JOB_KEY)
-        if job is not None and job.get("role") == "baseline":
-            name = job.get("name")
+        name = baseline_name(config)
         for b in self.baselines:
             if b.name == name:
                 return b
@@ -113,34 +98,6 @@ def _numeric(d: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def _faults(baseline: Baseline | None, extra: str = "") -> list[str]:
-    spec = ",".join(filter(None, (os.environ.get(FAULTS_ENV, ""), extra)))
-    out = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        who, _, what = item.partition("=")
-        if who == "*" or (baseline is not None and who == baseline.name):
-            out.append(what)
-    return out
-
-
-@contextlib.contextmanager
-def _nan_loss():
-    """Make every loss NaN (test hook): the trainer's own NaN guard then ends the run."""
-    from trainer import losses
-
-    cls = losses.SInfoNCELoss
-    original = cls.forward
-
-    def forward(self, *args, **kwargs):
-        return original(self, *args, **kwargs) * float("nan")
-
-    cls.forward = forward
-    try:
-        yield
-    finally:
-        cls.forward = original
-
-
 def _work_dir(trial_id: str) -> Path:
     """Where the trainer writes: under the trial's working dir when Tune changed into it."""
     if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
@@ -152,15 +109,11 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     """Function trainable (use with ``tune.with_parameters(run_trial, ctx=...)``)."""
     from ray import tune
 
-    recipe, _notes, baseline = ctx.recipe_for(config)
+    recipe = ctx.recipe_for(config)[0]
     done = ctx.finished_result(tune.get_context().get_trial_id(), config)
     if done is not None:  # finished before a crash: report its result again, train nothing
         tune.report(_final_report(done, ctx, 0.0))
         return
-    faults = _faults(baseline, ctx.extra.get("faults", ""))
-    if "raise" in faults:
-        raise InjectedFault(f"injected fault in trial {tune.get_context().get_trial_id()}")
-
     if ctx.device == "cpu":
         import torch
 
@@ -170,18 +123,16 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     try:
-        _train_and_report(ctx, recipe, out_dir, faults, confirm=JOB_KEY in config)
+        _train_and_report(ctx, recipe, out_dir, confirm=JOB_KEY in config)
     finally:  # every reported checkpoint is already persisted by Tune
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: list[str],
-                      confirm: bool = False) -> None:
+def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm: bool = False) -> None:
     from ray import tune
 
     from trainer.engine import train
 
-    sleep = sum(float(f.split(":", 1)[1]) for f in faults if f.startswith("sleep:"))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # restored trial: continue from the last *reported* epoch
         checkpoint.to_directory(str(out_dir))
@@ -196,8 +147,6 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: 
         metrics = _numeric(report)
         metrics["objective"] = metrics.get("val_knn_top1", 0.0)
         metrics["trial_elapsed_s"] = time.perf_counter() - t0
-        if sleep:
-            time.sleep(sleep)
         epoch = int(report.get("epoch", 0))
         if not ctx.checkpoint_every or epoch % ctx.checkpoint_every:  # 0: only the final report's
             tune.report(metrics)
@@ -205,9 +154,8 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, faults: 
         with _staged(out_dir, EPOCH_FILES) as stage:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(stage)))
 
-    with _nan_loss() if "nan" in faults else contextlib.nullcontext():
-        result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
-                       resume=True, data_seed=ctx.seed, evaluate_test=confirm)
+    result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
+                   resume=True, data_seed=ctx.seed, evaluate_test=confirm)
     if result.status == "diverged":  # a result, not an error: the sampler ranks it last
         tune.report({**_numeric(result.metrics), "objective": 0.0, "diverged": 1.0, "final": 1.0,
                      "epoch": float(result.metrics.get("epochs_completed", 0)),

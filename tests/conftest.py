@@ -5,11 +5,13 @@
 * ``cifar_cache_dir``: one session-wide decode cache directory, so every module
   that loads CIFAR-10 at the same image size decodes the tarball only once.
 * ``tmp_cache``: points ``$RECIPE_SEARCH_CACHE`` at a fresh temporary directory.
+* ``tests/faults`` is on ``sys.path``: ``import rs_faults`` injects faults into trials.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_TARBALL = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+# Fault injection into trials, test-only (tests/faults/rs_faults.py): `import rs_faults`.
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
+if str(FAULTS_DIR) not in sys.path:
+    sys.path.append(str(FAULTS_DIR))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rs_faults  # tests/faults (on sys.path by conftest)
 from typer.testing import CliRunner
 
 from recipe_search.cli import app
@@ -174,8 +175,8 @@ def test_show_list_and_train_use_the_promoted_recipe(home, tmp_path):
 def _env(home: Path, cache: Path) -> dict:
     env = dict(os.environ)
     env.update(RECIPE_SEARCH_HOME=str(home), RECIPE_SEARCH_CACHE=str(cache),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-               RECIPE_SEARCH_FAULTS="*=sleep:0.5")  # a little slack to interrupt in
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    env.update(rs_faults.process_env("*=sleep:0.5", base=env))  # a little slack to interrupt in
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
@@ -235,11 +236,11 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     db = home / "mlflow.db"
     env = _env(home, cache)
     base = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--budget", "tiny",
-            *data_args(), "--num-samples", "4", "--max-concurrent", "2", "--num-cpus", "2", "--no-progress"]
+            *data_args(), "--num-samples", "4", "--max-concurrent", "1", "--num-cpus", "2", "--no-progress"]
     resume = [sys.executable, "-m", "recipe_search", "run", "--backbone", BACKBONE, "--resume",
               "--num-cpus", "2", "--no-progress"]
 
-    # 1. SIGKILL as soon as the first trial has finished (the others are running or pending)
+    # 1. SIGKILL as soon as the first trial has finished (the second has just started)
     proc = subprocess.Popen([*base, "--search-id", "crash"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     _wait_for(lambda: len(_query(db, FINISHED_TRIALS)) >= 1, proc, 300, "the first finished trial")
@@ -344,3 +345,43 @@ def test_ui_links_to_the_runs_table(home, tmp_path):
     assert runs_url("http://h:5000", uri, experiment="nope") == "http://h:5000"
     result, out = invoke("ui", "--tracking-uri", "http://127.0.0.1:9")  # nothing listens there
     assert result.exit_code == 0 and "the store is an MLflow server: open http://127.0.0.1:9" in out, out
+
+
+def test_serve_runs_the_api_package_in_its_own_process(tmp_path):
+    """`recipe-search serve` execs `python -m api.server` (recipe_search never imports api: the
+    arrows run api -> recipe_search): same options, and SIGTERM reaches uvicorn's graceful shutdown."""
+    import socket
+    import urllib.request
+
+    probe = ("import sys, recipe_search.cli, recipe_search.search; "
+             "sys.exit(sorted(m for m in sys.modules if m == 'api' or m.startswith('api.')) != [])")
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO).returncode == 0
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:  # from another directory: api is found beside recipe_search, not in cwd
+        proc = subprocess.Popen([sys.executable, "-m", "recipe_search", "serve", "--host", "127.0.0.1", "--port",
+                                 str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not come up in 60 s"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert rc in (0, -signal.SIGTERM), text
+    assert "Shutting down" in text and "Finished server process" in text and "Traceback" not in text, text

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 
 import trainer.data as data_mod
+import trainer.data.cache
+import trainer.data.sources
 from trainer.data import DATASETS, DataSpec, ProxyData, describe, load_proxy
 from trainer.errors import DataError
 
@@ -74,7 +76,7 @@ def test_cifar10_deterministic_and_cache_reused(cifar10_tarball, cifar_cache_dir
     def no_decode(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(data_mod, "_decode_folder", no_decode)
+    monkeypatch.setattr(trainer.data.cache, "decode_folder", no_decode)
     b = load_proxy(spec, image_size=32, seed=0)
     c = load_proxy(spec, image_size=32, seed=1)
     assert {f: (f.stat().st_ino, f.stat().st_mtime_ns) for f in cifar_cache_dir.glob("*.pt")} == stamps
@@ -337,8 +339,8 @@ def test_fast_tar_reader_matches_tarfile(tmp_path, fmt):
         link.type = tarfile.SYMTYPE
         link.linkname = names[0]
         tf.addfile(link)
-    fast = list(data_mod._iter_tar(str(path)))
-    slow = list(data_mod._iter_tar(str(path), fast=False))
+    fast = list(trainer.data.sources.iter_tar(str(path)))
+    slow = list(trainer.data.sources.iter_tar(str(path), fast=False))
     assert fast == slow and len(fast) == 4
 
 

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 import trainer.engine as engine
+import trainer.teacher as teacher_mod
 from trainer import CheckpointError, ProxyData, Recipe, RecipeError, train
 from trainer.backbone import create_backbone, load_encoder
-from trainer.distill import Distiller, Teacher, distill_loss, load_teacher, pretrain_teacher, teacher_dir
+from trainer.distill import Distiller, Teacher, distill_loss, load_teacher
+from trainer.teacher import pretrain_teacher, teacher_dir
 from trainer.recipe import Distill
 
 TINY = dict(backbone="mobilenetv3_small_050", image_size=32, batch_size=16, queue_size=64, epochs=1,
@@ -196,13 +198,13 @@ def test_named_teacher_is_pretrained_once_resumed_after_a_crash_and_then_reused(
     assert crashed.status == "stopped"
 
     calls = []
-    real_train = engine.train
+    real_fit = teacher_mod.fit
 
-    def counting_train(recipe, *args, **kwargs):
+    def counting_fit(recipe, *args, **kwargs):
         calls.append(recipe.backbone)
-        return real_train(recipe, *args, **kwargs)
+        return real_fit(recipe, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "train", counting_train)  # what pretrain_teacher calls
+    monkeypatch.setattr(teacher_mod, "fit", counting_fit)  # what pretrain_teacher calls
     seen = []
     first = train(student, tiny_data, device="cpu", on_teacher_epoch=seen.append)
     assert first.status == "completed" and calls == ["mobilenetv3_small_050"]
@@ -257,7 +259,7 @@ def test_concurrent_runs_wait_for_one_teacher_pretraining(tiny_data, tmp_path, m
         (out_dir / "metrics.json").write_text(json.dumps({"status": "completed"}))
         return engine.TrainResult("completed", {}, [], None, str(out_dir))
 
-    monkeypatch.setattr(engine, "train", slow_fake_train)
+    monkeypatch.setattr(teacher_mod, "fit", slow_fake_train)
     dirs, errors = [], []
 
     def worker():

@@ -14,8 +14,11 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
+import rs_faults  # noqa: E402 - tests/faults (on sys.path by conftest)
 from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
-from recipe_search.search import SearchSettings, ray_session, run_search  # noqa: E402
+from recipe_search.plan import SearchSettings  # noqa: E402
+from recipe_search.runtime import ray_session  # noqa: E402
+from recipe_search.search import run_search  # noqa: E402
 from recipe_search.store import RecipeStore  # noqa: E402
 from trainer.recipe import Recipe  # noqa: E402
 
@@ -36,7 +39,10 @@ def env(tmp_path_factory):
     mp.setenv("RECIPE_SEARCH_HOME", str(home))
     mp.setenv("RECIPE_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "rs-cache"))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv("RECIPE_SEARCH_FAULTS", raising=False)
+    mp.delenv(rs_faults.SPEC_ENV, raising=False)
+    # the Ray workers (started with this environment) inject what a test writes into this file
+    for key, value in rs_faults.process_env(file=home / "faults.txt").items():
+        mp.setenv(key, value)
     with ray_session(num_cpus=2):
         yield home
     mp.undo()
@@ -152,7 +158,7 @@ def test_parent_and_child_runs_in_mlflow(e2e):
 def test_tune_storage_keeps_no_weights_of_ended_trials(e2e):
     """Every trial of the finished search ended (completed or pruned): Tune's storage keeps
     their small JSON files but no checkpoint.pt / encoder.pt (~90 MB each for a real backbone)."""
-    from recipe_search.search import storage_dir
+    from recipe_search.state import storage_dir
 
     home, o = e2e
     exp = storage_dir() / o.search_id
@@ -186,8 +192,9 @@ def test_baselines_are_the_first_trials(e2e):
 
 def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
     settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, experiment="recipe-search",
-                              faults="mocov2=raise,sinfonce-light=nan", **data_args())
-    o = run_search(settings, progress=False)
+                              **data_args())
+    with rs_faults.injected("mocov2=raise,sinfonce-light=nan"):
+        o = run_search(settings, progress=False)
     assert o.status == "finished"
     search = [t for t in o.trials if t.stage == "search"]
     by = {t.baseline or f"tpe{i}": t for i, t in enumerate(search)}
@@ -214,13 +221,13 @@ def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
 
 def test_one_process_per_search(tmp_path):
     from recipe_search.errors import SearchError
-    from recipe_search.search import _exclusive
+    from recipe_search.state import search_lock
 
-    with _exclusive(tmp_path / "s1", "s1"):
+    with search_lock(tmp_path / "s1", "s1"):
         with pytest.raises(SearchError, match=f"search s1 is running in another process \\(pid {os.getpid()}\\)"):
-            with _exclusive(tmp_path / "s1", "s1"):
+            with search_lock(tmp_path / "s1", "s1"):
                 pass
-    with _exclusive(tmp_path / "s1", "s1"):  # released
+    with search_lock(tmp_path / "s1", "s1"):  # released
         pass
 
 
@@ -327,9 +334,9 @@ def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
 @pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"), (0, "checkpoint_000000")])
 def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
     """``checkpoint_every=2`` with 3 epochs: a trial persists a checkpoint at epoch 2 and its
-    final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001.
-    With 0 the final one is its only checkpoint."""
-    from recipe_search.search import storage_dir
+    final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001
+    (the first is kept, weight-free, for a safe resume). With 0 the final one is its only one."""
+    from recipe_search.state import storage_dir
 
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
     o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, max_epochs=3, seed=2,
@@ -339,9 +346,10 @@ def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
     trial_dirs = [d for d in (storage_dir() / o.search_id).iterdir() if d.name.startswith("run_trial_")]
     assert len(trial_dirs) == 2, trial_dirs
     for d in trial_dirs:
+        # every persisted checkpoint (Tune keeps the last few) up to the final one, and no weights
         ckpts = sorted(c.name for c in d.glob("checkpoint_*"))
-        assert ckpts == [latest], (d.name, ckpts)
-        assert json.loads((d / ckpts[0] / "metrics.json").read_text())["epochs_completed"] == 3
+        assert ckpts[-1] == latest and len(ckpts) == int(latest[-1]) + 1, (d.name, ckpts)
+        assert json.loads((d / latest / "metrics.json").read_text())["epochs_completed"] == 3
         assert not list(d.rglob("*.pt"))
     c = client(tmp_path / "home")
     for r in child_runs(tmp_path / "home", o.search_id):  # every epoch is still logged
@@ -374,6 +382,18 @@ def test_janitor_strips_weights_of_stopped_and_failed_trials_only(tmp_path):
     assert sorted(p.name for p in done_dir.iterdir()) == ["checkpoint.pt", "encoder.pt", "history.json"]
     janitor.on_trial_complete(SimpleNamespace(checkpoint=None, last_result={}), [])  # never checkpointed
     assert janitor.freed_files == 4
+    # Tune keeps a trial's last few checkpoints (a safe resume after SIGKILL): once it finishes,
+    # the older ones lose their weights, the latest (final, weight-free) one is left as it is
+    trial_dir = tmp_path / "run_trial_x"
+    for i in range(3):
+        d = trial_dir / f"checkpoint_00000{i}"
+        d.mkdir(parents=True)
+        for f in (("metrics.json", "history.json") if i == 2 else ("checkpoint.pt", "history.json")):
+            (d / f).write_text(f)
+    janitor.on_trial_complete(SimpleNamespace(checkpoint=Checkpoint.from_directory(str(d)),
+                                              last_result={"epoch": 3, "final": 1.0}), [])
+    assert not list(trial_dir.rglob("*.pt")) and len(list(trial_dir.rglob("history.json"))) == 3
+    assert (d / "metrics.json").exists() and janitor.freed_files == 6
 
 
 def test_node_preflight_needs_a_writable_storage(env, tmp_path):

@@ -6,9 +6,10 @@
 """
 
 from .data import DataSpec, ProxyData, fit_spec, load_proxy
-from .engine import StopTraining, TrainResult, train
+from .engine import StopTraining, TrainingRun, TrainResult, random_init_metrics, train
 from .errors import CheckpointError, DataError, DeviceError, RecipeError, TrainerError
 from .recipe import Distill, Recipe
 
 __all__ = ["Recipe", "Distill", "DataSpec", "ProxyData", "load_proxy", "fit_spec", "train", "TrainResult",
-           "StopTraining", "TrainerError", "RecipeError", "DataError", "DeviceError", "CheckpointError"]
+           "StopTraining", "TrainingRun", "random_init_metrics", "TrainerError", "RecipeError", "DataError",
+           "DeviceError", "CheckpointError"]

@@ -1,15 +1,14 @@
 """DisCo distillation (Gao et al., ECCV 2022, arXiv 2104.09124): a frozen teacher's final embedding.
 
-The recipe's :class:`~trainer.recipe.Distill` section names the teacher:
+This module holds the pieces a training run uses: :func:`distill_loss`, the frozen :class:`Teacher`
+(built from a recipe, or loaded from a trainer checkpoint by :func:`load_teacher`) and the per-step
+:class:`Distiller`. Which teacher a recipe's :class:`~trainer.recipe.Distill` section names, and
+pretraining a named one, is :mod:`trainer.teacher`'s job:
 
 * ``teacher_checkpoint``: a trainer ``checkpoint.pt`` (or a run directory holding one). Its
   query encoder (backbone + projection head) is the teacher; its recipe says how to build it.
-* ``teacher_backbone`` (+ ``teacher_recipe``): the trainer pretrains the teacher once with
-  :func:`trainer.engine.train` into ``<cache_dir>/teachers/<backbone>-<key>/``, where ``key``
-  hashes the teacher recipe and the proxy data it trains on (class names, train and val images
-  and labels; never the test split). Later runs reuse
-  it; a lock file makes a concurrent run wait instead of training it twice, and an interrupted
-  teacher run resumes from its checkpoint.
+* ``teacher_backbone`` (+ ``teacher_recipe``): the trainer pretrains the teacher once into a cache
+  (see :mod:`trainer.teacher`).
 
 Each step the teacher runs in eval mode, without gradients (bf16 on a GPU), on the same
 augmented views as the student; the loss gains
@@ -28,24 +27,18 @@ the exported ``encoder.pt`` is the student's backbone alone.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, RecipeError
-from .moco import IMAGENET_MEAN, IMAGENET_STD
+from .model import build_model
+from .moco import ImageNetInput
 from .recipe import Recipe, check_teacher_dims
-
-TEACHERS_DIR = "teachers"
-KEY_VERSION = 2  # 2: the data key covers the train and val splits only
-
 
 def distill_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
                  weight: float = 1.0) -> torch.Tensor:
@@ -70,22 +63,18 @@ def distill_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor
     return weight * total
 
 
-class Teacher(nn.Module):
+class Teacher(ImageNetInput):
     """A frozen contrastive encoder: images in [0, 1] -> L2-normalised fp32 embeddings."""
 
     def __init__(self, encoder: nn.Module, recipe: Recipe, source: str):
         super().__init__()
         self.encoder, self.recipe, self.source = encoder, recipe, source
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, source: str = "random init") -> "Teacher":
         """A freshly initialised teacher for ``recipe``: the query encoder the trainer builds for it."""
-        from .engine import build_model  # engine imports this module
-
         return cls(build_model(recipe).encoder_q, recipe, source)
 
     @property
@@ -104,7 +93,7 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
+        x = self.normalize(x)
         dtype = next(self.encoder.parameters()).dtype
         return F.normalize(self.encoder(x.to(dtype)).float(), dim=1)
 
@@ -185,89 +174,3 @@ def load_teacher(path: str | os.PathLike, student: Recipe | None = None) -> Teac
         raise CheckpointError(f"distill.teacher_checkpoint: {where} does not match its recipe "
                               f"({str(e).splitlines()[0]})") from None
     return teacher
-
-
-def proxy_digest(proxy) -> str:
-    """A content hash of what a teacher trains on: the class names and the train and val splits of a
-    :class:`~trainer.data.ProxyData` (its test split is never read)."""
-    return proxy.fingerprint(splits=("train", "val"))
-
-
-def teacher_dir(teacher_recipe: Recipe, proxy, cache_dir: str | os.PathLike) -> Path:
-    """``<cache_dir>/teachers/<backbone>-<hash of teacher recipe + proxy data>``."""
-    key = json.dumps({"v": KEY_VERSION, "recipe": teacher_recipe.to_dict(), "data": proxy_digest(proxy)},
-                     sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cache_dir).expanduser() / TEACHERS_DIR / f"{teacher_recipe.backbone.replace('/', '_')}-{digest}"
-
-
-def _completed(run_dir: Path) -> bool:
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return metrics.get("status") == "completed" and (run_dir / "checkpoint.pt").is_file()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (flock); released when the holder exits, even by a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device: str = "auto",
-                     on_epoch: Callable[[dict], None] | None = None, compile: bool = False,
-                     evaluate_test: bool = True) -> Path:
-    """Pretrain ``student``'s named teacher on ``proxy`` unless cached; return its run directory.
-
-    Holds ``<dir>.lock`` while checking and training, so a second run asking for the same
-    teacher waits for the first and then reuses its result. A teacher run that was interrupted
-    resumes from its checkpoint. ``evaluate_test=False``: the teacher's final metrics (in
-    ``teacher.json``) have no ``test_*`` keys and the test split is never read.
-    """
-    from .engine import train  # engine imports this module
-
-    recipe = student.teacher_recipe()
-    if recipe is None:
-        raise RecipeError("distill.teacher_backbone is not set: there is no teacher to pretrain")
-    run_dir = teacher_dir(recipe, proxy, cache_dir)
-    with _file_lock(run_dir.with_name(run_dir.name + ".lock")):
-        if _completed(run_dir):
-            return run_dir
-        result = train(recipe, proxy, out_dir=run_dir, device=device, on_epoch=on_epoch, resume=True,
-                       compile=compile, evaluate_test=evaluate_test)
-        if result.status != "completed":
-            raise RecipeError(f"distill: pretraining the teacher {recipe.backbone!r} ended as {result.status}"
-                              f" ({result.error}); change distill.teacher_recipe (its run is in {run_dir})")
-        (run_dir / "teacher.json").write_text(json.dumps(
-            {"teacher_recipe": recipe.to_dict(), "data": proxy.source, "data_digest": proxy_digest(proxy),
-             "metrics": result.metrics}, indent=2))
-    return run_dir
-
-
-def resolve_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device: torch.device,
-                    on_epoch: Callable[[dict], None] | None = None, compile: bool = False,
-                    evaluate_test: bool = True) -> Teacher | None:
-    """The frozen teacher of ``student`` on ``device`` (pretraining a named one if not cached); None
-    without a distill section."""
-    d = student.distill
-    if d is None:
-        return None
-    if d.teacher_checkpoint is not None:
-        return load_teacher(d.teacher_checkpoint, student).place(device)
-    run_dir = pretrain_teacher(student, proxy, cache_dir, str(device), on_epoch, compile, evaluate_test)
-    try:
-        return load_teacher(run_dir, student).place(device)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e}; it is a cached teacher: delete {str(run_dir)!r} to pretrain it again") from None

@@ -5,6 +5,11 @@ training device, batched on-device augmentation, a kNN monitor every epoch,
 a checkpoint every epoch (resumable, deterministic on the CPU), a NaN guard,
 and a linear probe on frozen features at the end.
 
+:func:`train` loads the proxy (:mod:`trainer.data`), finds the recipe's teacher
+(:mod:`trainer.teacher`, pretraining a named one once) and runs the training loop
+(:func:`trainer.loop.fit`); :func:`random_init_metrics` evaluates an untrained encoder
+on the same data (the floor).
+
 Every accuracy says its split: ``val_knn_top1`` (kNN of the val images against the
 train bank, every epoch), ``val_probe_top1`` / ``train_probe_top1`` (the probe, its L2
 chosen on val), and ``test_probe_top1`` / ``test_knn_top1`` only with
@@ -13,188 +18,19 @@ chosen on val), and ``test_probe_top1`` / ``test_knn_top1`` only with
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import torch
 
-from . import schedules
-from .augment import MoCoViews
-from .backbone import create_backbone, save_encoder
-from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataSpec, ProxyData, load_proxy, resolve_cache_dir
-from .device import autocast, resolve_device
-from .distill import Distiller, Teacher, resolve_teacher
-from .errors import RecipeError
-from .knn import knn_top1
-from .losses import SInfoNCELoss
-from .moco import MoCo, auto_bn_splits
-from .optim import build_optimizer, set_lr
-from .probe import linear_probe
+from .device import resolve_device
+from .evaluation import evaluate
+from .loop import EpochCallback, StopTraining, TrainingRun, TrainResult, fit
+from .model import build_model
 from .recipe import Recipe
+from .teacher import resolve_teacher
 
-EpochCallback = Callable[[dict], None]
-FEATURE_BATCH = 512
-
-
-class StopTraining(Exception):
-    """Raise from an epoch callback to end the run early (status ``stopped``)."""
-
-
-@dataclass
-class TrainResult:
-    status: str  # completed | diverged | stopped
-    metrics: dict
-    history: list[dict] = field(default_factory=list)
-    error: str | None = None
-    out_dir: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"status": self.status, "metrics": self.metrics, "error": self.error,
-                "out_dir": self.out_dir, "history": self.history}
-
-
-def build_model(recipe: Recipe) -> MoCo:
-    backbone, feature_dim = create_backbone(recipe.backbone, recipe.image_size)
-    splits = recipe.bn_splits or auto_bn_splits(recipe.batch_size)
-    return MoCo(backbone, feature_dim, recipe.proj_hidden_dim, recipe.proj_out_dim,
-                recipe.queue_size, bn_splits=splits, proj_bn=recipe.proj_bn)
-
-
-@torch.no_grad()
-def extract_features(model: MoCo, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Backbone features of uint8 images, in eval mode, without augmentation."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for chunk in images.split(FEATURE_BATCH):
-        x = chunk.to(device, non_blocking=True).float().div_(255)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            out.append(model.features(x).float())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
-
-
-class _Run:
-    """State of one training run; split out of ``train`` to keep each step short."""
-
-    def __init__(self, recipe: Recipe, proxy: ProxyData, device: torch.device, out_dir: Path | None,
-                 compile: bool, teacher: Teacher | None = None):
-        self.recipe, self.proxy, self.device, self.out_dir = recipe, proxy, device, out_dir
-        n = proxy.train_x.shape[0]
-        if recipe.batch_size > n:
-            raise RecipeError(f"batch_size must be <= the proxy train set size ({n} images), "
-                              f"got {recipe.batch_size}; lower batch_size or raise train_per_class")
-        self.steps_per_epoch = n // recipe.batch_size
-        self.total_steps = self.steps_per_epoch * recipe.epochs
-        self.warmup_steps = round(recipe.warmup_epochs * self.steps_per_epoch)
-        torch.manual_seed(recipe.seed)
-        self.model = build_model(recipe).to(device)
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(recipe, self.model.encoder_q)
-        self.criterion = SInfoNCELoss(recipe.temperature, recipe.smoothing, recipe.smoothing_k)
-        self.views = MoCoViews(recipe)
-        self.distiller = (Distiller(teacher, recipe.distill.weight, recipe.distill.views, device)
-                          if teacher is not None else None)
-        self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed)
-        self.order_gen = torch.Generator().manual_seed(recipe.seed + 1)
-        self.epoch, self.history, self.train_time = 0, [], 0.0
-        self.features: dict[str, torch.Tensor] = {}  # clean-image features at the current weights
-        if compile and device.type == "cuda":
-            self.model.encoder_q = torch.compile(self.model.encoder_q)
-        self.train_x = proxy.train_x.to(device)
-
-    # -- checkpointing -------------------------------------------------------------
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "aug_gen": self.aug_gen.get_state(), "order_gen": self.order_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": self.history, "train_time": self.train_time,
-                "recipe": self.recipe.to_dict()}
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.aug_gen.set_state(state["aug_gen"])
-        self.order_gen.set_state(state["order_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch, self.history, self.train_time = state["epoch"], state["history"], state["train_time"]
-        for report in self.history:  # a checkpoint written before the metrics said their split
-            if "knn_top1" in report and "val_knn_top1" not in report:
-                report["val_knn_top1"] = report.pop("knn_top1")
-
-    # -- one optimisation step -----------------------------------------------------------
-    def _step(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        r, progress = self.recipe, step / max(1, self.total_steps)
-        set_lr(self.optimizer, schedules.learning_rate(step, self.total_steps, self.warmup_steps,
-                                                       r.scaled_lr, r.lr_schedule))
-        eps = schedules.smoothing(progress, r.smoothing, r.smoothing_ramp)
-        v1, v2 = self.views(x, self.aug_gen), self.views(x, self.aug_gen)
-        if self.device.type == "cuda":
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        self.model.momentum_update(schedules.key_momentum(progress, r.key_momentum, r.momentum_ramp))
-        distiller = self.distiller
-        with autocast(self.device):
-            q1 = self.model.query(v1)
-            k2 = self.model.key(v2, self.aug_gen)
-            q2 = self.model.query(v2) if r.symmetric or (distiller and distiller.needs_second_query) else None
-            if r.symmetric:
-                k1 = self.model.key(v1, self.aug_gen)
-        queue = self.model.queue.clone()
-        loss = self.criterion(q1, k2, queue, eps)
-        keys = k2
-        if r.symmetric:  # sum of both directions, as in MoCo's CIFAR demo
-            loss = loss + self.criterion(q2, k1, queue, eps)
-            keys = torch.cat([k1, k2])
-        if distiller is not None:  # DisCo: + weight * Σ_v MSE(student query, frozen teacher embedding)
-            loss = loss + distiller((v1, v2), (q1, q2))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.model.enqueue(keys.detach().float())
-        return loss.detach()
-
-    def train_epoch(self) -> tuple[float, float]:
-        """One pass over the proxy set: returns (mean loss, seconds). NaN loss is returned as is."""
-        self.model.train()
-        self.features = {}  # the weights are about to change
-        if self.distiller is not None:
-            self.distiller.reset()
-        b, start = self.recipe.batch_size, time.perf_counter()
-        perm = torch.randperm(self.train_x.shape[0], generator=self.order_gen).to(self.device)
-        total = torch.zeros((), device=self.device)
-        for i in range(self.steps_per_epoch):
-            loss = self._step(self.train_x[perm[i * b:(i + 1) * b]], self.epoch * self.steps_per_epoch + i)
-            total += loss
-            if self.device.type == "cpu" and not math.isfinite(loss.item()):
-                return float("nan"), time.perf_counter() - start
-        mean = (total / self.steps_per_epoch).item()  # one host sync per epoch on the GPU
-        return mean, time.perf_counter() - start
-
-    def knn(self) -> float:
-        """kNN top-1 of the val images against the train bank; keeps both features for the probe."""
-        self.features = {}
-        if self.proxy.val_x.shape[0] == 0:
-            return float("nan")
-        bank = extract_features(self.model, self.proxy.train_x, self.device)
-        query = extract_features(self.model, self.proxy.val_x, self.device)
-        self.features = {"train": bank, "val": query}
-        return knn_top1(query, self.proxy.val_y.to(self.device), bank, self.proxy.train_y.to(self.device),
-                        self.proxy.num_classes)
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+__all__ = ["train", "random_init_metrics", "TrainResult", "StopTraining", "TrainingRun", "EpochCallback"]
 
 
 def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathLike | None = None,
@@ -223,114 +59,18 @@ def train(recipe: Recipe, data: DataSpec | ProxyData, *, out_dir: str | os.PathL
         data, recipe.image_size, recipe.seed if data_seed is None else data_seed)
     cache_dir = resolve_cache_dir(data if isinstance(data, DataSpec) else DataSpec())
     teacher = resolve_teacher(recipe, proxy, cache_dir, dev, on_teacher_epoch, compile, evaluate_test)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_json(out / "recipe.json", recipe.to_dict())
-    run = _Run(recipe, proxy, dev, out, compile, teacher)
-    ckpt = out / "checkpoint.pt" if out is not None else None
-    if resume and ckpt is not None and ckpt.exists():
-        run.load_state(load_checkpoint(ckpt, recipe))
-    status, error = "completed", None
-    images_per_epoch = run.steps_per_epoch * recipe.batch_size
-    while run.epoch < recipe.epochs:
-        loss, seconds = run.train_epoch()
-        run.train_time += seconds
-        if not math.isfinite(loss):
-            status, error = "diverged", f"non-finite loss ({loss}) in epoch {run.epoch + 1}"
-            break
-        t0 = time.perf_counter()
-        knn = run.knn()
-        knn_seconds = time.perf_counter() - t0
-        run.epoch += 1
-        progress = run.epoch / recipe.epochs
-        report = {"epoch": run.epoch, "epochs": recipe.epochs, "loss": loss, "val_knn_top1": knn,
-                  "lr": run.optimizer.param_groups[0]["lr"], "images_per_sec": images_per_epoch / seconds,
-                  "epoch_time_s": seconds, "knn_time_s": knn_seconds, "elapsed_s": run.train_time,
-                  "smoothing": schedules.smoothing(progress, recipe.smoothing, recipe.smoothing_ramp),
-                  "key_momentum": schedules.key_momentum(progress, recipe.key_momentum, recipe.momentum_ramp)}
-        if run.distiller is not None:
-            report.update(run.distiller.epoch_report())  # distill_loss, teacher_cosine
-        run.history.append(report)
-        if ckpt is not None:
-            save_checkpoint(ckpt, run.state())
-            _atomic_json(out / "history.json", run.history)
-        try:
-            if on_epoch is not None:
-                on_epoch(dict(report))
-        except StopTraining as e:
-            status, error = "stopped", str(e) or None
-            break
-        if stop_after is not None and run.epoch >= stop_after and run.epoch < recipe.epochs:
-            status = "stopped"
-            break
-    metrics = _final_metrics(run, status, evaluate_test)
-    if out is not None:
-        _atomic_json(out / "metrics.json", {"status": status, "error": error, **metrics})
-        if status == "completed":
-            save_encoder(str(out / "encoder.pt"), run.model.encoder_q.backbone, recipe.to_dict(),
-                         run.model.encoder_q.head[0].in_features)
-    return TrainResult(status, metrics, list(run.history), error, str(out) if out else None)
-
-
-def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
-             features: dict[str, torch.Tensor] | None = None, *, evaluate_test: bool = True) -> dict:
-    """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
-
-    Returns ``val_knn_top1``, ``val_probe_top1``, ``train_probe_top1``, ``probe_l2``, ``probe_time_s``
-    and, with ``evaluate_test``, ``test_probe_top1`` and ``test_knn_top1``; without it the test split
-    is never read. ``features`` may hold the ``train``/``val`` features already extracted at these
-    weights (the last epoch's kNN monitor); they are not extracted again.
-    """
-    t0 = time.perf_counter()
-    features = features or {}
-    splits = (("train", proxy.train_x, proxy.train_y), ("val", proxy.val_x, proxy.val_y))
-    if evaluate_test:
-        splits += (("test", proxy.test_x, proxy.test_y),)
-    feats = {name: features[name] if name in features else extract_features(model, x, device)
-             for name, x, _ in splits}
-    ys = {name: y.to(device) for name, _, y in splits}
-    n = proxy.num_classes
-    test = (feats["test"], ys["test"]) if evaluate_test else None
-    probe = linear_probe((feats["train"], ys["train"]), (feats["val"], ys["val"]), test, n)
-    val_knn = (knn_top1(feats["val"], ys["val"], feats["train"], ys["train"], n)
-               if ys["val"].numel() else float("nan"))
-    out = {"val_knn_top1": val_knn, "val_probe_top1": probe.val_top1, "train_probe_top1": probe.train_top1,
-           "probe_l2": probe.l2}
-    if evaluate_test:
-        out["test_probe_top1"] = probe.test_top1
-        out["test_knn_top1"] = knn_top1(feats["test"], ys["test"], feats["train"], ys["train"], n)
-    out["probe_time_s"] = time.perf_counter() - t0
-    return out
+    return fit(recipe, proxy, device=dev, teacher=teacher, out_dir=out_dir, on_epoch=on_epoch, resume=resume,
+               compile=compile, stop_after=stop_after, evaluate_test=evaluate_test)
 
 
 def random_init_metrics(recipe: Recipe, data: DataSpec | ProxyData, device: str = "auto", *,
                         data_seed: int | None = None, evaluate_test: bool = True) -> dict:
     """The same evaluation on an untrained encoder: the floor any recipe must beat.
 
-    Same keys as :func:`evaluate`; ``data_seed`` and ``evaluate_test`` as in :func:`train`.
+    Same keys as :func:`trainer.evaluation.evaluate`; ``data_seed`` and ``evaluate_test`` as in :func:`train`.
     """
     dev = resolve_device(device)
     proxy = data if isinstance(data, ProxyData) else load_proxy(
         data, recipe.image_size, recipe.seed if data_seed is None else data_seed)
     torch.manual_seed(recipe.seed)
     return evaluate(build_model(recipe).to(dev), proxy, dev, evaluate_test=evaluate_test)
-
-
-def _final_metrics(run: _Run, status: str, evaluate_test: bool = True) -> dict:
-    """``epochs_completed``, ``train_time_s``, ``loss``, ``val_knn_top1`` (last epoch), ``images_per_sec``
-    (+ distill keys); for a completed run also :func:`evaluate`'s keys and ``knn_time_s``."""
-    h = run.history
-    metrics = {"epochs_completed": run.epoch, "train_time_s": run.train_time,
-               "loss": h[-1]["loss"] if h else float("nan"),
-               "val_knn_top1": h[-1]["val_knn_top1"] if h else float("nan"),
-               "images_per_sec": (run.epoch * run.steps_per_epoch * run.recipe.batch_size / run.train_time
-                                  if run.train_time > 0 and run.epoch else float("nan"))}
-    if run.distiller is not None:
-        for key in ("distill_loss", "teacher_cosine"):
-            metrics[key] = h[-1][key] if h else float("nan")
-    if status != "completed":
-        return metrics
-    metrics.update(evaluate(run.model, run.proxy, run.device, run.features, evaluate_test=evaluate_test),
-                   knn_time_s=sum(r["knn_time_s"] for r in h))
-    return metrics

@@ -37,6 +37,21 @@ def batch_shuffle(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return x[perm], torch.argsort(perm)
 
 
+class ImageNetInput(nn.Module):
+    """A module fed images in [0, 1]: :meth:`normalize` applies the ImageNet mean and std held in its
+    ``mean`` / ``std`` buffers (so they follow ``.to(device)`` and sit in the state_dict). The one home of
+    the input normalisation: the MoCo model and a distillation teacher both inherit it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> ImageNet-normalised inputs."""
+        return (x - self.mean) / self.std
+
+
 def split_forward(module: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
     """Run ``module`` on ``splits`` chunks of the batch (per-chunk BN statistics)."""
     if splits <= 1:
@@ -64,7 +79,7 @@ class Encoder(nn.Module):
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
 
-class MoCo(nn.Module):
+class MoCo(ImageNetInput):
     """MoCo-v2 model. ``query`` has gradients; ``key`` is the EMA copy, no gradients."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int,
@@ -77,12 +92,6 @@ class MoCo(nn.Module):
         self.bn_splits = bn_splits
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> ImageNet-normalised inputs."""
-        return (x - self.mean) / self.std
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         return split_forward(self.encoder_q, self.normalize(x), self.bn_splits)

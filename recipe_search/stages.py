@@ -1,0 +1,189 @@
+"""The two Tune stages of a search, run by one :class:`StageRunner` with the same trainable
+(``trial.run_trial``), resources and listeners (MLflow logger, progress view, checkpoint janitor).
+
+* :meth:`StageRunner.search` -- the search stage: a Tuner with ``searcher.RecipeSearcher``
+  (Optuna TPE; the baselines first, each told at :func:`baseline_point` when it is a point
+  of the space) and ``asha.BaselineSafeASHA`` on the validation objective; its study in
+  Tune's state or in an Optuna RDB storage, continued by a resumed or another driver.
+* :meth:`StageRunner.confirm` -- the confirmation stage: one grid trial per job
+  (``confirm.plan_jobs``: recipe x fresh seed), no scheduler.
+
+Both restore their Tune experiment on resume; trials that MLflow already records as
+completed are re-reported by the trainable instead of re-run (``TrialContext.finished_result``).
+Each returns ``(restored, interrupted)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from . import events
+from .baselines import BASELINES
+from .janitor import CheckpointJanitor
+from .plan import Plan
+from .promote import summarize
+from .runtime import existing_study, study_name
+from .space import SearchSpace
+from .state import CONFIRM_SUFFIX, storage_dir
+from .tracking import Tracker, TrialLogger
+
+# Tune snapshots its experiment state every few seconds; after a SIGKILL the snapshot may name a
+# checkpoint older than the trial's latest. Keeping the last 3 (weights are stripped from all but
+# the latest once a trial ends, see janitor.py) lets --resume find it; with 1 a restored trial
+# failed with "Could not recover from checkpoint as it does not exist on storage anymore".
+KEEP_CHECKPOINTS = 3
+OBJECTIVE = "objective"  # val kNN top-1, per epoch and in the final report (trial.py)
+
+
+class StageRunner:
+    """Runs the two Tune experiments of a search with the same trainable, resources and listeners."""
+
+    def __init__(self, p: Plan, ctx, tracker: Tracker, parent_run_id: str, tags: dict, dataset, conc: int,
+                 cpt: float, gpt: float, device: str, console, progress: bool, floor: dict):
+        self.p, self.ctx, self.tracker, self.parent_run_id = p, ctx, tracker, parent_run_id
+        self.tags, self.dataset, self.conc, self.device = tags, dataset, conc, device
+        self.console, self.progress, self.floor = console, progress, floor
+        self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
+        self.trainable = None
+
+    def _make_trainable(self, finished: tuple[dict, dict]):
+        """The trainable with the context shipped to the workers (the trials a crash finished
+        already: re-reported, not re-run)."""
+        from ray import tune
+
+        from .trial import run_trial
+
+        ctx = dataclasses.replace(self.ctx, extra={**self.ctx.extra, "finished": finished[0],
+                                                   "finished_points": finished[1]})
+        self.trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), self.resources)
+
+    def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict]) -> tuple[bool, bool]:
+        """Run one Tune experiment with the MLflow logger, progress view and janitor listening."""
+        from .progress import ProgressView
+
+        search_id = self.p.settings.search_id
+        self._make_trainable(finished)
+        logger = TrialLogger(self.tracker, parent_run_id=self.parent_run_id, search_id=search_id,
+                             ctx=self.ctx, tags=self.tags, dataset=self.dataset)
+        view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
+                            max_concurrent=self.conc, ctx=self.ctx, console=self.console,
+                            enabled=self.progress, floor=self.floor.get("val"),
+                            log_path=storage_dir() / search_id / "progress.log")
+        events.register(key, [logger, view, CheckpointJanitor()])
+        events.INTERRUPTED.clear()
+        try:
+            tuner, restored = make_tuner()
+            tuner.fit()
+        finally:
+            view.stop()
+            events.unregister(key)
+        interrupted = events.INTERRUPTED.is_set()
+        if interrupted:
+            logger.mark_interrupted(logger.trials)
+        return restored, interrupted
+
+    def _run_config(self, name: str, key: str):
+        from ray import tune
+
+        return tune.RunConfig(name=name, storage_path=str(storage_dir()), verbose=0,
+                              callbacks=[events.TuneBridge(key)],
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                              failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+
+    def search(self, exp_dir: Path, resume: bool, storage, note) -> tuple[bool, bool]:
+        import optuna
+        from ray import tune
+
+        from .asha import BaselineSafeASHA
+        from .searcher import RecipeSearcher
+
+        p, s = self.p, self.p.settings
+
+        def make():
+            if resume and tune.Tuner.can_restore(str(exp_dir)):
+                return tune.Tuner.restore(str(exp_dir), trainable=self.trainable, resume_unfinished=True,
+                                          resume_errored=False, restart_errored=False), True
+            n_startup = min(10, max(3, p.num_samples // 4))
+            baselines = [(b.name, baseline_point(p.space, self.ctx, b.name)) for b in BASELINES]
+            for name, point in baselines:
+                if point is None:
+                    note(f"baseline {name} is not a point of the space: the sampler is not told its result")
+            num_samples, study_kwargs, sampler_seed = p.num_samples, {}, s.seed
+            if storage is not None:
+                study_kwargs = dict(storage=storage, study_name=study_name(s.search_id))
+                existing = existing_study(storage, study_name(s.search_id)) if resume else None
+                if existing is not None:  # resumed on another driver: the study goes on
+                    from optuna.trial import TrialState
+
+                    done = len(existing.get_trials(deepcopy=False, states=(
+                        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+                    if existing.trials:  # the baselines ran already (those outside the space untold)
+                        done += sum(1 for _, point in baselines if point is None)
+                        baselines = []
+                    num_samples = max(1, p.num_samples - done)
+                    sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
+                    note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
+            searcher = RecipeSearcher(
+                space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
+                sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
+                                                   constant_liar=self.conc > 1),
+                baselines=baselines, **study_kwargs)
+            scheduler = BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
+                                         grace_period=min(p.budget.grace_period, p.max_epochs),
+                                         reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
+            return tune.Tuner(
+                self.trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                            max_concurrent_trials=self.conc, time_budget_s=s.time_budget,
+                                            reuse_actors=True),
+                run_config=self._run_config(s.search_id, s.search_id)), False
+
+        title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, "
+                 f"{self.device}, {self.conc} at a time; objective val kNN top-1)")
+        finished = _finished_trials(self.tracker, s.search_id, "search") if resume else ({}, {})
+        return self._fit(s.search_id, title, p.num_samples, make, finished)
+
+    def confirm(self, exp_dir: Path, jobs: list[dict], resume: bool, note) -> tuple[bool, bool]:
+        from ray import tune
+
+        s = self.p.settings
+        key = s.search_id + CONFIRM_SUFFIX
+
+        def make():
+            if resume and tune.Tuner.can_restore(str(exp_dir)):
+                return tune.Tuner.restore(str(exp_dir), trainable=self.trainable, resume_unfinished=True,
+                                          resume_errored=False, restart_errored=False), True
+            return tune.Tuner(
+                self.trainable, param_space={"job": tune.grid_search(jobs)},
+                tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=self.conc, reuse_actors=True),
+                run_config=self._run_config(key, key)), False
+
+        names = sorted({j["name"] for j in jobs})
+        note(f"confirmation: {', '.join(names)} x seeds {sorted({j['seed'] for j in jobs})} "
+             f"(the test split is read from here on)")
+        title = f"confirmation {s.search_id}  ({len(jobs)} runs, {self.p.max_epochs} epochs, fresh seeds)"
+        # always: a search continued from another driver re-confirms the same jobs by adoption
+        finished = _finished_trials(self.tracker, s.search_id, "confirmation")
+        return self._fit(key, title, len(jobs), make, finished)
+
+
+def baseline_point(space: SearchSpace, ctx, name: str) -> dict | None:
+    """What baseline ``name`` runs with as a point of ``space`` (None when it is not one)."""
+    recipe = ctx.recipe_for({"baseline": name})[0].to_dict()
+    if space.outside(recipe):
+        return None
+    return space.values_in(recipe)
+
+
+def _finished_trials(tracker: Tracker, search_id: str, stage: str) -> tuple[dict, dict]:
+    """Final metrics of the trials of ``stage`` already completed in MLflow, by trial id and by point."""
+    by_id, by_point = {}, {}
+    for t in summarize(tracker, search_id):
+        if t.stage == stage and t.status == "completed" and t.objective is not None:
+            final = {k: v for k, v in t.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+            by_id[t.trial_id] = final
+            if t.point:
+                by_point[t.point] = final
+    return by_id, by_point

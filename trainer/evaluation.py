@@ -1,0 +1,44 @@
+"""Evaluating a frozen backbone on a proxy: the kNN monitor and the linear probe, features extracted once."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .data import ProxyData
+from .knn import knn_top1
+from .model import extract_features
+from .moco import MoCo
+from .probe import linear_probe
+
+
+def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
+             features: dict[str, torch.Tensor] | None = None, *, evaluate_test: bool = True) -> dict:
+    """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
+
+    Returns ``val_knn_top1``, ``val_probe_top1``, ``train_probe_top1``, ``probe_l2``, ``probe_time_s``
+    and, with ``evaluate_test``, ``test_probe_top1`` and ``test_knn_top1``; without it the test split
+    is never read. ``features`` may hold the ``train``/``val`` features already extracted at these
+    weights (the last epoch's kNN monitor); they are not extracted again.
+    """
+    t0 = time.perf_counter()
+    features = features or {}
+    splits = (("train", proxy.train_x, proxy.train_y), ("val", proxy.val_x, proxy.val_y))
+    if evaluate_test:
+        splits += (("test", proxy.test_x, proxy.test_y),)
+    feats = {name: features[name] if name in features else extract_features(model, x, device)
+             for name, x, _ in splits}
+    ys = {name: y.to(device) for name, _, y in splits}
+    n = proxy.num_classes
+    test = (feats["test"], ys["test"]) if evaluate_test else None
+    probe = linear_probe((feats["train"], ys["train"]), (feats["val"], ys["val"]), test, n)
+    val_knn = (knn_top1(feats["val"], ys["val"], feats["train"], ys["train"], n)
+               if ys["val"].numel() else float("nan"))
+    out = {"val_knn_top1": val_knn, "val_probe_top1": probe.val_top1, "train_probe_top1": probe.train_top1,
+           "probe_l2": probe.l2}
+    if evaluate_test:
+        out["test_probe_top1"] = probe.test_top1
+        out["test_knn_top1"] = knn_top1(feats["test"], ys["test"], feats["train"], ys["train"], n)
+    out["probe_time_s"] = time.perf_counter() - t0
+    return out

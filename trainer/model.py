@@ -1,0 +1,41 @@
+"""Model construction: the MoCo model a recipe asks for, and frozen-backbone features of its images.
+
+:func:`build_model` is the one place a recipe becomes a network (the training run, the untrained
+floor and a distillation teacher all build theirs here); :func:`extract_features` is what the kNN
+monitor, the linear probe and the untrained floor read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backbone import create_backbone
+from .device import autocast
+from .moco import MoCo, auto_bn_splits
+from .recipe import Recipe
+
+FEATURE_BATCH = 512  # images per forward pass when extracting features
+
+
+def build_model(recipe: Recipe) -> MoCo:
+    """A freshly initialised MoCo model (backbone, projection head, queue) for ``recipe``, on the CPU."""
+    backbone, feature_dim = create_backbone(recipe.backbone, recipe.image_size)
+    splits = recipe.bn_splits or auto_bn_splits(recipe.batch_size)
+    return MoCo(backbone, feature_dim, recipe.proj_hidden_dim, recipe.proj_out_dim,
+                recipe.queue_size, bn_splits=splits, proj_bn=recipe.proj_bn)
+
+
+@torch.no_grad()
+def extract_features(model: MoCo, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Backbone features of uint8 images, in eval mode, without augmentation."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for chunk in images.split(FEATURE_BATCH):
+        x = chunk.to(device, non_blocking=True).float().div_(255)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out.append(model.features(x).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
