@@ -218,7 +218,10 @@ def test_runs_are_in_postgres(cluster, state):
     confirmed = _trial_runs(cluster, sid, "confirmation")  # top 1 + 2 baselines x 2 seeds (fewer finalists
     assert len(confirmed) in (4, 6) and all(st == "FINISHED" for _, st, _ in confirmed), confirmed  # if pruned)
     exps = {r[0] for r in cluster.pg.psql("mlflow", "select name from experiments")}
-    assert {"recipe-search", "recipe-store"} <= exps, exps
+    promoted = cluster.pg.psql("mlflow", f"""select t.value from tags t join tags s on s.run_uuid = t.run_uuid
+        where t.key = 'rs.promoted' and s.key = 'rs.search_id' and s.value = '{sid}'""")
+    # the store experiment exists once something was promoted (not when the verdict is below_floor)
+    assert {"recipe-search"} | ({"recipe-store"} if promoted == [["true"]] else set()) <= exps, (exps, promoted)
     n_metrics = int(cluster.pg.psql("mlflow", "select count(*) from metrics")[0][0])
     n_params = int(cluster.pg.psql("mlflow", "select count(*) from params")[0][0])
     assert n_metrics > 20 and n_params > 20, (n_metrics, n_params)
@@ -300,7 +303,7 @@ def _output_dir() -> Path:
 def test_mlflow_ui_in_chromium(cluster, state, capsys):
     """Headless Chromium opens the MLflow UI of the tracking server on PostgreSQL: the search's
     parent run is listed, expanding it lists every child trial run, and the chart view renders
-    the per-epoch kNN curves of the trials (plotly SVG with drawn lines). Screenshots of both
+    the per-epoch loss curves of the trials (plotly SVG with drawn lines). Screenshots of both
     views are saved under the test output dir (a CI artifact)."""
     if "search_id" not in state:
         pytest.skip("the search failed")
@@ -337,24 +340,29 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
         search_box = "document.querySelector('input[placeholder=\"Search metric charts\"]')"
         page.wait_for(f"!!{search_box}", what="the chart view's metric search box")
         page.evaluate(f"{search_box}.focus()")
-        page.call("Input.insertText", text="val_knn_top1")
+        page.call("Input.insertText", text="loss")
         chart = page.wait_for("""(() => {
             const area = document.querySelector('[data-testid=experiment-view-compare-runs-chart-area]');
             if (!area) return null;
+            // "loss" names one chart only: the trials' per-epoch loss (a "val_knn_top1" filter also
+            // matches the parent's floor_/confirm_... summaries, and the grid draws charts in view only)
             const plots = [...area.querySelectorAll('.js-plotly-plot')];
             if (plots.length !== 1) return null;
-            const lines = [...plots[0].querySelectorAll('.scatterlayer .trace path.js-line')]
-                .map(p => p.getAttribute('d') || '').filter(d => d.includes('L'));
-            const points = plots[0].querySelectorAll('.scatterlayer .trace path.point').length;
-            return lines.length > 0 && {text: area.innerText, lines: lines.length, points: points};
-        })()""", what="a rendered val_knn_top1 chart with drawn lines")
+            const stats = plots.map(p => ({
+                lines: [...p.querySelectorAll('.scatterlayer .trace path.js-line')]
+                    .map(x => x.getAttribute('d') || '').filter(d => d.includes('L')).length,
+                points: p.querySelectorAll('.scatterlayer .trace path.point').length}));
+            const best = stats.reduce((a, b) => (b.lines > a.lines ? b : a));
+            return best.lines > 0 && {text: area.innerText, lines: best.lines, points: best.points,
+                                      plots: plots.length};
+        })()""", what="a rendered per-epoch loss chart with drawn lines")
         shot_chart = page.screenshot(out / "mlflow-ui-chart.png")
-    assert "val_knn_top1" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
-    # one point per logged epoch and trial: every trial logged at least one kNN value
-    assert chart["points"] >= len(children), chart
+    assert "loss" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
+    # per-epoch curves of several trials (the chart shows the runs the table has visible)
+    assert chart["lines"] >= 2 and chart["points"] >= 4, chart
     for shot in (shot_runs, shot_chart):
         assert shot.stat().st_size > 20_000, shot  # a blank 1600x1000 PNG is ~10 kB
-    _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, val_knn_top1 chart with "
+    _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, per-epoch loss chart with "
                  f"{chart['lines']} lines / {chart['points']} points; screenshots {shot_runs}, {shot_chart}")
 
 
