@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from .progress import duration
+
 EVAL_COST = 1 / 3  # a monitor forward per image, relative to one training image
 
 
@@ -46,15 +48,6 @@ def measure_images_per_sec(recipe, proxy, device: str, threads: int, batches: in
             stack.callback(torch.set_num_threads, saved)
         result = train(probe, small, device=device, evaluate_test=False)
     return float(result.metrics.get("images_per_sec") or 0.0)
-
-
-def duration(s: float | None) -> str:
-    if s is None or s != s:
-        return "?"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
 def estimate(*, images_per_sec: float, sizes: dict, num_samples: int, max_epochs: int, confirm_jobs: int,

@@ -46,7 +46,8 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
-def _duration(s: float | None) -> str:
+def duration(s: float | None) -> str:
+    """Seconds as 1h02m / 3m05s / 42s (``?`` when unknown)."""
     if s is None or not math.isfinite(s):
         return "?"
     s = int(round(s))
@@ -85,7 +86,7 @@ class ProgressView:
         eta = self.eta(self._trials)
         stamp = time.strftime("%H:%M:%S")
         line = (f"{stamp} {text} | {self._best_text()} | elapsed "
-                f"{_duration(time.monotonic() - self.started)} ETA {_duration(eta) if eta is not None else '?'}")
+                f"{duration(time.monotonic() - self.started)} ETA {duration(eta) if eta is not None else '?'}")
         if self.log_path is not None:
             try:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +235,7 @@ class ProgressView:
                 f"{int(ep)}/{self.max_epochs}" if ep else f"0/{self.max_epochs}",
                 _fmt(r.get("objective")), _fmt(r.get("test_probe_top1") if r.get("final") else None),
                 _fmt(rec.lr if rec else c.get("lr")), _fmt(rec.smoothing if rec else c.get("smoothing")),
-                _duration(r.get("time_total_s")),
+                duration(r.get("time_total_s")),
             )
         elapsed = time.monotonic() - self.started
         eta = self.eta(trials)
@@ -242,7 +243,7 @@ class ProgressView:
             ("running ", "cyan"), str(counts["running"]), ("  done ", "green"), str(counts["done"]),
             ("  pruned ", "yellow"), str(counts["pruned"]), ("  failed ", "red"), str(counts["failed"]),
             ("  pending ", "dim"), str(counts["pending"]),
-            f"   elapsed {_duration(elapsed)}   ETA {_duration(eta) if eta is not None else '?'}",
+            f"   elapsed {duration(elapsed)}   ETA {duration(eta) if eta is not None else '?'}",
         )
         if self.floor.get("val_knn_top1") is not None:
             table.add_row("floor", "untrained", "", "", _fmt(self.floor["val_knn_top1"]), "", "", "", "",

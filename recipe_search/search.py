@@ -41,7 +41,7 @@ from typing import Any
 from .baselines import BASELINES
 from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
 from .errors import ResumeError, SearchError
-from .estimate import duration
+from .progress import duration
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
                       summarize)
