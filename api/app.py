@@ -1,4 +1,4 @@
-"""The recipe-search HTTP API: read-only access to the recipe store (FastAPI).
+"""The recipe-search HTTP API: the recipe store (read-only) and search jobs (FastAPI).
 
 ``create_app(tracking_uri)`` builds the app; ``api.server.serve`` runs it with uvicorn.
 
@@ -9,43 +9,44 @@
 * ``GET /recipes/{backbone}/trials``    trial leaderboard read from MLflow (val_knn_top1 first)
 * ``GET /recipes/{backbone}/history``   promotions over time
 * ``GET /healthz``, ``GET /readyz``     liveness, readiness (checks the store)
-* ``POST /searches``, ``GET /searches/{id}``  start/inspect ``recipe-search run``
-  (write endpoint: needs ``Authorization: Bearer $RECIPE_SEARCH_TOKEN``)
+* ``POST /searches``, ``GET /searches``, ``GET /searches/{id}``, ``DELETE /searches/{id}``,
+  ``POST /searches/{id}/resume``  typed search jobs (``api/jobs.py``, routes in
+  ``api/search_routes.py``); only when the server has a write token, and each needs
+  ``Authorization: Bearer <token>`` (401 + ``WWW-Authenticate: Bearer`` otherwise)
 
 Reads go through a short per-key TTL cache, every JSON GET carries a strong
 ETag (``If-None-Match`` -> 304), a missing, corrupt or outdated store (promotions
 from before ``rs.schema`` 2) answers 503 with a one-line JSON message. Metric names
-say their split (``val_knn_top1``, ``test_probe_top1``). Nothing is ever written to
-the store by this app.
+say their split (``val_knn_top1``, ``test_probe_top1``). More than ``max_in_flight``
+requests at once are answered 503 with ``Retry-After`` (``api/overload.py``).
+
+What the app writes: nothing to the recipe store itself. With search jobs enabled it
+keeps its jobs in ``$RECIPE_SEARCH_HOME/api-jobs.json`` and their logs in
+``$RECIPE_SEARCH_HOME/api-searches/``, and the ``recipe-search run`` processes it starts
+write their runs, state and promotions like any search.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import contextlib
 import hashlib
-import hmac
+import logging
 import math
 import os
-import shutil
-import subprocess
-import sys
-import threading
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from recipe_search import __version__, config
 from recipe_search.store import PromotedRecipe, RecipeStore, StoreOutdated, StoreUnavailable, TrialRun
 
 from .cache import TTLCache
+from .report_routes import add_report_routes
 from .models import (
     ErrorBody,
     Health,
@@ -56,11 +57,15 @@ from .models import (
     RecipeSummary,
     RunLink,
     Score,
-    SearchJob,
-    SearchRequest,
     Trial,
     Verdict,
 )
+from .overload import ConcurrencyLimit
+
+if TYPE_CHECKING:
+    from .jobs import JobsConfig
+
+log = logging.getLogger("api")
 
 KEY_PARAMS = (
     "optimizer", "lr", "batch_size", "epochs", "weight_decay", "warmup_epochs", "temperature",
@@ -168,36 +173,50 @@ def create_app(
     cache_ttl: float = 2.0,
     cors_origins: list[str] | None = None,
     write_token_env: str = "RECIPE_SEARCH_TOKEN",
+    write_token: str | None = None,
+    jobs: "JobsConfig | None" = None,
+    max_in_flight: int = 64,
     search_command: list[str] | None = None,
 ) -> FastAPI:
     """Build the API over the store at ``tracking_uri`` (default: config.default_tracking_uri()).
 
     ``cache_ttl`` seconds of caching per read (0 disables it); ``cors_origins`` turns
-    CORS on for those origins; write endpoints need ``Authorization: Bearer <token>``
-    equal to ``$<write_token_env>`` and answer 403 while it is unset.
-    ``search_command`` overrides the ``recipe-search run`` command line (tests).
+    CORS on for those origins. The ``/searches`` job routes exist only with a token
+    (``write_token``, else ``$<write_token_env>`` when the app is built) and need
+    ``Authorization: Bearer <token>``; ``jobs`` is the operator's configuration of them
+    (data roots by name, ``max_jobs``, ``max_trials``; see ``api/jobs.py``).
+    ``max_in_flight`` requests at once, then 503 with ``Retry-After`` (0: no limit).
+    ``search_command`` replaces the ``recipe-search run`` prefix of the jobs (tests).
     """
     uri = tracking_uri or config.default_tracking_uri()
     store = RecipeStore(uri, create=False)
     cache: TTLCache[Rendered] = TTLCache(cache_ttl)
     max_age = max(0, int(cache_ttl))
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if app.state.jobs is not None:  # running searches get Ctrl-C; their jobs become resumable
+            app.state.jobs.shutdown()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="recipe-search",
         version=__version__,
         description=(
             "Best contrastive pretraining recipes per timm backbone, found by recipe-search "
-            "and kept in MLflow. Read-only unless a write token is configured."
+            "and kept in MLflow. Reads are open; search jobs (/searches) exist only when the "
+            "server has a write token and need it as a bearer token."
         ),
     )
     app.state.store = store
     app.state.cache = cache
-    app.state.searches = {}
+    app.state.jobs = None
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
             expose_headers=["ETag"],
         )
@@ -382,50 +401,23 @@ def create_app(
 
         return await respond(request, ("readyz",), build)
 
-    # -- write endpoints -----------------------------------------------------------------
-    bearer = HTTPBearer(auto_error=False, description=f"the server's ${write_token_env}")
+    # -- search jobs (write endpoints) ---------------------------------------------------
+    token = write_token if write_token is not None else os.environ.get(write_token_env, "")
+    app.state.jobs = None
+    if token:
+        from .jobs import JobManager, JobsConfig, request_model
+        from .search_routes import router as search_router
 
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        token = os.environ.get(write_token_env, "")
-        if not token:
-            raise _HTTPError(403, f"write endpoints are disabled: set {write_token_env} on the server to enable them")
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise _HTTPError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        cfg = jobs or JobsConfig()
+        if search_command is not None:
+            cfg.command = list(search_command)
+        manager = JobManager(cfg, uri)
+        app.state.jobs = manager
+        app.include_router(search_router(manager, token, request_model(cfg), link, write_token_env))
+    else:
+        from .search_routes import disabled_router
 
-    auth_errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
-        403: {"model": ErrorBody, "description": "Write endpoints are disabled (no token configured)."},
-    }
-
-    @app.post("/searches", response_model=SearchJob, status_code=202,
-              responses={400: {"model": ErrorBody, "description": "The body is not JSON."}, **auth_errors},
-              dependencies=[Depends(require_token)], tags=["searches"])
-    def start_search(req: SearchRequest) -> SearchJob:
-        """Start ``recipe-search run <args>`` in the background against this API's store."""
-        cmd = [*(search_command or _run_command()), *req.args]
-        job_id = uuid.uuid4().hex[:12]
-        log_dir = config.home() / "api-searches"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{job_id}.log"
-        env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
-        env.pop(write_token_env, None)
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
-        job = _Job(job_id, proc, cmd, log_path, _now())
-        with _jobs_lock:
-            app.state.searches[job_id] = job
-        return job.model()
-
-    @app.get("/searches/{job_id}", response_model=SearchJob, responses={**auth_errors, 404: {"model": ErrorBody}},
-             dependencies=[Depends(require_token)], tags=["searches"])
-    def get_search(job_id: str) -> SearchJob:
-        """Status of a search started through this API process."""
-        job = app.state.searches.get(job_id)
-        if job is None:
-            raise _HTTPError(404, f"no search {job_id!r} was started by this server")
-        return job.model()
+        app.include_router(disabled_router(write_token_env))
 
     @app.exception_handler(_HTTPError)
     async def _http_error(request: Request, exc: _HTTPError) -> Response:
@@ -437,38 +429,45 @@ def create_app(
         r = unavailable(exc)
         return Response(r.body, status_code=503, media_type=_JSON, headers=dict(r.headers))
 
+    import re
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    allowed: list[tuple[re.Pattern, set[str]]] = []
+
+    def allow_for(path: str) -> set[str]:
+        """Every documented method on ``path`` (included routers are not flat routes any more)."""
+        if not allowed:
+            for template, ops in app.openapi().get("paths", {}).items():
+                rx = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+                allowed.append((rx, {m.upper() for m in ops}))
+        return set().union(*[m for rx, m in allowed if rx.match(path)])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow: every method of the path, not only the first route's
+            methods = allow_for(request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        body = ErrorBody(detail=str(exc.detail)).model_dump_json(exclude_none=True)
+        return Response(body, status_code=exc.status_code, media_type=_JSON, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        # the traceback goes to the server's log, never to the client
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        body = ErrorBody(detail=f"internal error ({type(exc).__name__}); the server log has the details")
+        return Response(body.model_dump_json(exclude_none=True), status_code=500, media_type=_JSON)
+
+    add_report_routes(app, store, cache, max_age)  # GET /recipes/{backbone}/report (api/report_routes.py)
+
+    # outermost: past max_in_flight requests, answer 503 + Retry-After at once
+    if max_in_flight > 0:
+        app.add_middleware(ConcurrencyLimit, limit=max_in_flight)
     return app
 
 
 class _HTTPError(Exception):
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         self.status, self.detail, self.headers = status, detail, headers
-
-
-_jobs_lock = threading.Lock()
-
-
-@dataclass
-class _Job:
-    id: str
-    proc: subprocess.Popen
-    command: list[str]
-    log: Path
-    started_at: str
-
-    def model(self) -> SearchJob:
-        rc = self.proc.poll()
-        return SearchJob(id=self.id, pid=self.proc.pid, command=self.command, log=str(self.log),
-                         status="running" if rc is None else "exited", returncode=rc,
-                         started_at=self.started_at)
-
-
-def _run_command() -> list[str]:
-    exe = shutil.which("recipe-search") or str(Path(sys.executable).with_name("recipe-search"))
-    if Path(exe).exists():
-        return [exe, "run"]
-    return [sys.executable, "-c", "import sys; from recipe_search.cli import main; sys.exit(main())", "run"]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
@@ -154,19 +154,55 @@ class Ready(BaseModel):
     recipes: int = Field(..., description="How many current recipes the store holds.")
 
 
-class SearchRequest(BaseModel):
-    """Arguments appended to ``recipe-search run`` (no shell is involved)."""
+class TrialCounts(BaseModel):
+    """Trials of one stage by state (MLflow's rs.status: done, pruned, failed, running, interrupted)."""
 
-    args: list[Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")]] = Field(
-        default_factory=list, max_length=64, examples=[["--help"]]
-    )
+    model_config = ConfigDict(extra="allow")
+
+    done: int = 0
+    running: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+
+class BestTrial(BaseModel):
+    trial_id: str | None = None
+    run_id: str
+    kind: str = Field(..., description="tpe or `baseline <name>`")
+    val_knn_top1: float = Field(..., description="Its val kNN top-1 (the search's objective).")
+
+
+class SearchProgress(BaseModel):
+    """One search of a job: its id, state and what it has done so far."""
+
+    backbone: str
+    search_id: str = Field(..., description="`recipe-search run --resume --search-id` resumes it.")
+    state: str = Field(..., description="pending | running | finished | interrupted | failed")
+    returncode: int | None = None
+    stage: str | None = Field(None, description="search | confirmation | finished (its state file)")
+    trials: TrialCounts = Field(default_factory=TrialCounts, description="Search-stage trials.")
+    confirmation: TrialCounts = Field(default_factory=TrialCounts, description="Confirmation runs.")
+    best: BestTrial | None = Field(None, description="The best finished search trial so far (val kNN top-1).")
+    floor_val_knn_top1: float | None = Field(None, description="The untrained encoder's val kNN top-1.")
+    verdict: str | None = Field(None, description=VERDICTS + " (once finished)")
+    verdict_line: str | None = None
+    mlflow: RunLink | None = Field(None, description="The search's parent MLflow run.")
+    note: str | None = None
 
 
 class SearchJob(BaseModel):
+    """A search job started over the API."""
+
     id: str
-    pid: int
-    command: list[str]
-    log: str
-    status: str = Field(..., description="running | exited")
-    returncode: int | None = None
-    started_at: str
+    state: str = Field(..., description="running | stopping | cancelled | interrupted | finished | failed")
+    resumable: bool = Field(..., description="POST /searches/{id}/resume continues it.")
+    created_at: str
+    updated_at: str
+    request: dict[str, Any] = Field(..., description="The typed request it was started with.")
+    trials: int = Field(..., description="Trials per search (baselines included).")
+    searches: list[SearchProgress]
+    pid: int | None = Field(None, description="The current (or last) `recipe-search run` process.")
+    runs: int = Field(0, description="How many `recipe-search run` processes it has started.")
+    log: str = Field(..., description="The server-side log of its processes.")
+    message: str | None = None
+    error: str | None = None

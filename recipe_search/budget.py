@@ -1,6 +1,11 @@
 """Budgets: how big one search is (proxy data, epochs, trials, early stopping, confirmation).
 
-* ``smoke`` -- a CPU search for the README (see its description for the sizes).
+* ``smoke`` -- a CPU search for the README (see its description for the sizes): a plumbing
+  check, too short to learn.
+* ``cpu`` -- the smallest CPU search that learns: 10 classes x 200 images, 32 px, 8 epochs,
+  10 trials, about 40 minutes on 2 cores with its confirmation; trained encoders beat the
+  untrained floor on val kNN by 5-9 points (docs/results.md). The evidence studies
+  (``bench/bench_quality.py``) run at this budget.
 * ``proxy`` -- the real proxy search for a GPU: 10 classes x 500 images at 32 px,
   30 epochs, 40 trials (the first two are the baselines), ASHA from epoch 5.
 * ``tiny`` -- seconds per trial (16 px); for tests and CI only.
@@ -95,6 +100,14 @@ BUDGETS: dict[str, Budget] = {
         image_size=32, max_epochs=3, num_samples=6, grace_period=1, reduction_factor=2,
         gpus_per_trial=0.25, confirm_k=1, confirm_seeds=3,
         fixed={"batch_size": 64, "queue_size": 512},
+    ),
+    "cpu": Budget(
+        name="cpu",
+        description="CPU search that learns: 10 classes x 200 train images, 32 px, 8 epochs, 10 trials",
+        classes=10, train_per_class=200, val_per_class=50, test_per_class=50,
+        image_size=32, max_epochs=8, num_samples=10, grace_period=2, reduction_factor=3,
+        gpus_per_trial=0.25, confirm_k=1, confirm_seeds=3,
+        fixed={"batch_size": 64, "queue_size": 1024},
     ),
     "proxy": Budget(
         name="proxy",

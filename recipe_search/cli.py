@@ -6,6 +6,7 @@
     recipe-search train mobilenetv3_small_100 --epochs 200 --data ../shared/data/cifar10-jpeg.tar.gz
     recipe-search ui
     recipe-search serve --port 8000
+    recipe-search report mobilenetv3_small_100 [--out DIR] [--open]
 
 User errors (bad recipe/space/data, unknown backbone, unreachable store) print one
 red line and exit with status 2; Ctrl-C exits with 130 after printing how to resume.
@@ -96,7 +97,7 @@ def run(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | stl10 | imagefolder | synthetic"),
     data: Optional[str] = typer.Option(None, help="data root: folder or .tar.gz (default $RECIPE_SEARCH_DATA)"),
     download: bool = typer.Option(False, "--download", help="let torchvision download the dataset"),
-    budget: str = typer.Option("smoke", help="smoke (CPU, minutes) | proxy (GPU) | tiny (tests)"),
+    budget: str = typer.Option("smoke", help="smoke (CPU plumbing check, minutes) | cpu (CPU search that learns, ~40 min) | proxy (GPU) | tiny (tests)"),
     num_samples: Optional[int] = typer.Option(None, help="trials, baselines included"),
     max_epochs: Optional[int] = typer.Option(None, help="epochs per trial (ASHA's max_t)"),
     time_budget: Optional[float] = typer.Option(None, help="stop starting/running trials after this many seconds"),
@@ -133,6 +134,9 @@ def run(
     confirm_seeds: Optional[int] = typer.Option(None, help="fresh seeds per confirmed recipe, >= 2 "
                                                            "(default: the budget's)"),
     yes: bool = typer.Option(False, "--yes", help="run a GPU budget (proxy) on the CPU anyway"),
+    sampler: str = typer.Option("tpe", help="Optuna sampler: tpe | random (a random-search control)"),
+    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping",
+                                        help="ASHA stops poor trials early on the validation objective"),
 ) -> None:
     """Search a pretraining recipe per backbone, confirm the finalists on fresh seeds, promote the winner."""
     from . import config
@@ -152,7 +156,8 @@ def run(
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
         num_cpus=num_cpus, download=download, study_storage=study_storage,
         checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
-        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds, yes=yes)
+        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds, yes=yes,
+        sampler=sampler, early_stopping=early_stopping)
         for b in backbone]
     if not resume:
         for s in all_settings:  # every user error before anything starts
@@ -396,6 +401,46 @@ def list_(
     out.print(table)
 
 
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+@user_errors
+def report(
+    target: str = typer.Argument(..., metavar="SEARCH_ID|BACKBONE",
+                                 help="a search id, or a backbone (its newest finished search)"),
+    out: Optional[Path] = typer.Option(None, help="output dir (default $RECIPE_SEARCH_HOME/reports/<search id>)"),
+    open_: bool = typer.Option(False, "--open", help="open the page in a web browser"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the searches"),
+    experiment: str = typer.Option("recipe-search", help="MLflow experiment of the search runs"),
+) -> None:
+    """Write a search's report: one self-contained HTML page (verdict, confirmation leaderboard,
+    lift intervals, floor, learning curves, best so far, parameter importances, the promoted
+    recipe and how to reproduce it) plus its plots as PNG files."""
+    from .report import build_report
+
+    uri = tracking_uri or config.default_tracking_uri()
+    rep = build_report(uri, target, experiment)
+    rec = rep.record
+    out_dir = out or (config.home() / "reports" / rep.search_id)
+    page = rep.write(out_dir)
+    if rec.search_id != target:
+        err_console.print(f"[yellow]note:[/] {target}: its newest search, {rec.search_id}", highlight=False)
+    promoted = rec.promoted
+    if promoted is None and rec.current is not None:
+        err_console.print(f"[yellow]note:[/] the current recipe of {rec.backbone} comes from search "
+                          f"{rec.current.provenance.get('search_id')}: recipe-search report "
+                          f"{rec.current.provenance.get('search_id')}", highlight=False, soft_wrap=True)
+    console.print(f"report of search {rec.search_id} ({rec.tags.get('rs.verdict') or 'no verdict'}): {page}  "
+                  f"({len(rep.images)} plots beside it; {rep.seconds:.1f}s)", highlight=False, soft_wrap=True)
+    if open_:
+        import webbrowser
+
+        if not webbrowser.open(page.resolve().as_uri()):
+            err_console.print(f"[yellow]note:[/] no web browser found; open {page.resolve().as_uri()}",
+                              highlight=False)
+
+
 # --------------------------------------------------------------------------- ui / serve
 
 
@@ -432,8 +477,15 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
+    data_root: Optional[List[str]] = typer.Option(
+        None, "--data-root", metavar="NAME=PATH", help="a dataset search jobs may name (repeatable), e.g. "
+                                                      "cifar10=/data/cifar10-jpeg.tar.gz; synthetic is always there"),
+    max_jobs: int = typer.Option(1, min=1, help="search jobs running at once (then 429)"),
+    max_trials: int = typer.Option(64, min=2, help="most trials a job's search may ask for"),
+    job_cpus: Optional[int] = typer.Option(None, min=1, help="--num-cpus of each job's search (default: all)"),
+    max_in_flight: int = typer.Option(64, min=0, help="requests handled at once; more get 503 + Retry-After"),
 ) -> None:
-    """Serve the promoted recipes over HTTP (FastAPI)."""
+    """Serve the promoted recipes over HTTP (FastAPI); search jobs need $RECIPE_SEARCH_TOKEN."""
     # The api package imports recipe_search (its store), never the reverse: this command
     # becomes `python -m api.server` (exec: the same process, so Ctrl-C and SIGTERM reach
     # uvicorn's graceful shutdown directly, also as a container's PID 1).
@@ -449,6 +501,11 @@ def serve(
     cmd = [sys.executable, "-m", "api.server", "--host", host, "--port", str(port)]
     if tracking_uri is not None:
         cmd += ["--tracking-uri", tracking_uri]
+    for r in data_root or []:
+        cmd += ["--data-root", r]
+    cmd += ["--max-jobs", str(max_jobs), "--max-trials", str(max_trials), "--max-in-flight", str(max_in_flight)]
+    if job_cpus is not None:
+        cmd += ["--job-cpus", str(job_cpus)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, cmd, env)

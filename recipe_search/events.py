@@ -36,6 +36,12 @@ def unregister(search_id: str) -> None:
     _LISTENERS.pop(search_id, None)
 
 
+def listeners(search_id: str) -> list:
+    """The listeners registered under ``search_id`` in this process (e.g. the searcher asks the
+    MLflow logger for a trial's run id)."""
+    return list(_LISTENERS.get(search_id, ()))
+
+
 class TuneBridge(Callback):
     def __init__(self, search_id: str):
         self.search_id = search_id

@@ -2,7 +2,8 @@
 
 Two searches may share a stored recipe slot only when they trained and evaluated on the
 same images (class list and every split's pixels and labels: ``ProxyData.fingerprint``)
-with the same image size, per-class sizes and epochs. The 16-hex ``digest`` is the
+with the same image size, per-class sizes and epochs, under the same evaluation protocol
+(``EVALUATION``: since precise BN statistics, figures measured before are not comparable). The 16-hex ``digest`` is the
 recipe store's key (with backbone and dataset name); the MLflow dataset input logged on
 every run carries the data digest, so the UI's Dataset column shows what each trial saw.
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+EVALUATION = "precise-bn-v1"  # how encoders are evaluated (trainer.precise_bn); part of the digest
 
 def fingerprint(proxy, *, dataset: str, budget: str, image_size: int, epochs: int, spec) -> dict:
     """``{"digest", "data_digest", ...shape}`` of ``proxy`` (a ``trainer.ProxyData``) under a budget."""
     shape = {"image_size": int(image_size), "classes": proxy.num_classes,
              "train_per_class": spec.train_per_class, "val_per_class": spec.val_per_class,
-             "test_per_class": spec.test_per_class, "epochs": int(epochs)}
+             "test_per_class": spec.test_per_class, "epochs": int(epochs), "evaluation": EVALUATION}
     data_digest = proxy.fingerprint()
     digest = hashlib.sha256(json.dumps({"data": data_digest, **shape}, sort_keys=True).encode()).hexdigest()[:16]
     return {"digest": digest, "data_digest": data_digest, "dataset": dataset, "budget": budget, **shape,

@@ -23,6 +23,7 @@ from .runtime import check_study_storage_url, redact_url
 from .space import SearchSpace, load_space
 
 DEFAULT_EXPERIMENT = "recipe-search"
+SAMPLERS = ("tpe", "random")  # Optuna samplers --sampler can name
 
 
 @dataclass
@@ -54,6 +55,8 @@ class SearchSettings:
     confirm_k: int | None = None  # finalists confirmed (None: the budget's)
     confirm_seeds: int | None = None  # fresh seeds per confirmed recipe (None: the budget's)
     yes: bool = False  # run a GPU budget on the CPU anyway
+    sampler: str = "tpe"  # tpe (Optuna TPESampler) | random (Optuna RandomSampler)
+    early_stopping: bool = True  # ASHA on the validation objective (False: every trial runs all epochs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,6 +110,8 @@ def plan(settings: SearchSettings) -> Plan:
         if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and name != "gpus_per_trial")):
             op = ">= 0" if name == "gpus_per_trial" else "> 0"
             raise SearchError(f"--{name.replace('_', '-')} must be {op}, got {v!r}")
+    if settings.sampler not in SAMPLERS:
+        raise SearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
     if settings.study_storage is not None:
         check_study_storage_url(settings.study_storage)
     space = load_space(settings.space, settings.backbone).with_fixed(budget.fixed)

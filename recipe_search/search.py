@@ -42,6 +42,7 @@ from .baselines import BASELINES
 from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
 from .errors import ResumeError, SearchError
 from .progress import duration
+from .report import log_report
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
                       summarize)
@@ -193,6 +194,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                          "space": ",".join(p.space.sources), "time_budget": s.time_budget,
                          "image_size": p.budget.image_size, "confirm_k": p.confirm_k,
                          "confirm_seeds": ",".join(map(str, seeds)), "fingerprint": fp["digest"],
+                         "sampler": s.sampler, "early_stopping": s.early_stopping,
                          **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
                             if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
                          **{f"data.{k}": v for k, v in fp["sizes"].items()}}
@@ -353,4 +355,6 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
         tags.update({"rs.promoted": "false", "rs.promotion": o.promotion_error})
     tracker.set_tags(o.parent_run_id, tags)
     tracker.log_dict(o.parent_run_id, [dataclasses.asdict(t) for t in o.trials], "leaderboard.json")
+    if o.status == "finished":  # the report's page and plots as artifacts report/ (a failure is a note)
+        log_report(tracker, o.search_id, o.parent_run_id)
     tracker.terminate(o.parent_run_id, "KILLED" if o.status == "interrupted" else "FINISHED")

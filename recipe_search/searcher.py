@@ -21,15 +21,25 @@
 Ray's stock OptunaSearch tells a stopped trial COMPLETE at its last intermediate
 value (an epoch-2 kNN ranked against finished trials' final scores) and a diverged
 one FAIL (TPE never learns which learning rates blow up).
+
+**Names for Optuna's own tools** (``optuna-dashboard <storage url>``, ``optuna.load_study``):
+the study is ``runtime.study_name(search_id)`` with the objective named ``val_knn_top1``
+and ``study_attrs`` as its user attributes (search id, backbone, MLflow parent run); every
+trial told carries the user attributes ``trial_id`` (Tune's), ``mlflow_run_id`` (its MLflow
+child run, from the search's ``TrialLogger`` registered in ``events``), ``stage``
+(``search``), ``search_id`` and, for a baseline, ``baseline``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+from . import events
 from .baselines import BASELINE_KEY
 
 WORST = 0.0  # top-1 accuracy cannot be lower: a diverged recipe ranks last
@@ -56,12 +66,43 @@ class RecipeSearcher(OptunaSearch):
     restricted to the space's parameters, or None when it is not a point of the space.
     """
 
-    def __init__(self, *args, baselines: list[tuple[str, dict | None]] = (), **kwargs):
+    OBJECTIVE_NAME = "val_knn_top1"  # the objective's name in the study (Optuna's metric name)
+
+    def __init__(self, *args, baselines: list[tuple[str, dict | None]] = (), search_id: str | None = None,
+                 study_attrs: dict | None = None, **kwargs):
+        self._search_id = search_id  # set before OptunaSearch.__init__, which creates the study
+        self._study_attrs = dict(study_attrs or {})
         super().__init__(*args, **kwargs)
         self._baselines = [(name, None if p is None else dict(p)) for name, p in baselines]
         self._issued: dict[str, str] = {}  # trial id -> baseline name
         self._last: dict[str, dict] = {}  # trial id -> last result (for intermediate values)
         self._history: dict[str, list[float]] = {}
+
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning
+                self._ot_study.set_metric_names([self.OBJECTIVE_NAME])
+            for key, value in getattr(self, "_study_attrs", {}).items():
+                self._ot_study.set_user_attr(key, value)
+        except Exception as e:  # noqa: BLE001 - names are a convenience, never a reason to fail
+            log.warning("could not name the Optuna study's objective and attributes: %s", e)
+
+    def trial_attrs(self, trial_id: str, baseline: str | None = None) -> dict[str, str]:
+        """The user attributes of a trial told to Optuna (see the module's docstring)."""
+        search_id = getattr(self, "_search_id", None)
+        attrs = {"trial_id": trial_id, "stage": "search"}
+        if search_id:
+            attrs["search_id"] = search_id
+            for listener in events.listeners(search_id):  # the MLflow logger knows the run of each trial
+                run_id = (getattr(listener, "runs", None) or {}).get(trial_id)
+                if run_id:
+                    attrs["mlflow_run_id"] = run_id
+                    break
+        if baseline:
+            attrs["baseline"] = baseline
+        return attrs
 
     def suggest(self, trial_id: str):
         issued = set(self._issued.values())
@@ -85,24 +126,36 @@ class RecipeSearcher(OptunaSearch):
         history = self._history.pop(trial_id, [])
         self._last.pop(trial_id, None)
         if trial_id in self._issued:
-            self._tell_baseline(self._issued[trial_id], state, value, history)
+            self._tell_baseline(trial_id, self._issued[trial_id], state, value, history)
             return
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        try:
+            for key, attr in self.trial_attrs(trial_id).items():
+                self._ot_trials[trial_id].set_user_attr(key, attr)
+        except Exception as e:  # noqa: BLE001 - e.g. a trial another driver finished
+            log.warning("could not set the user attributes of Optuna trial %s: %s", trial_id, e)
         try:
             self._ot_study.tell(self._ot_trials[trial_id], value, state=TrialState[state])
         except Exception as e:  # noqa: BLE001 - e.g. told twice after a restore
             log.warning("could not tell Optuna about trial %s: %s", trial_id, e)
         self._completed_trials.add(trial_id)
 
-    def _tell_baseline(self, name: str, state: str, value: float | None, history: list[float]) -> None:
+    def _tell_baseline(self, trial_id: str, name: str, state: str, value: float | None,
+                       history: list[float]) -> None:
+        """Tell Optuna a baseline's result at its own values (what Ray's ``add_evaluated_point``
+        does, plus the trial's user attributes)."""
+        import optuna
+
         point = dict(self._baselines).get(name)
         if point is None:
             return  # not a point of this space: the sampler never hears of it
+        failed = state == TrialState.FAIL.name
         try:
-            self.add_evaluated_point(point, WORST if value is None else value,
-                                     error=state == TrialState.FAIL.name,
-                                     pruned=state == TrialState.PRUNED.name,
-                                     intermediate_values=history or None)
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=TrialState[state], value=None if failed else (WORST if value is None else value),
+                params=point, distributions=self._space,
+                intermediate_values=dict(enumerate(history)) if history else None,
+                user_attrs=self.trial_attrs(trial_id, baseline=name)))
         except Exception as e:  # noqa: BLE001
             log.warning("could not tell Optuna about baseline %s: %s", name, e)

@@ -110,9 +110,13 @@ class StageRunner:
             for name, point in baselines:
                 if point is None:
                     note(f"baseline {name} is not a point of the space: the sampler is not told its result")
-            num_samples, study_kwargs, sampler_seed = p.num_samples, {}, s.seed
+            num_samples, sampler_seed = p.num_samples, s.seed
+            # named for Optuna's tools (optuna-dashboard): the study, its objective, its trials (searcher.py)
+            study_kwargs = dict(study_name=study_name(s.search_id), search_id=s.search_id, study_attrs={
+                "search_id": s.search_id, "backbone": s.backbone, "mlflow_experiment": s.experiment,
+                "mlflow_parent_run_id": self.parent_run_id, "objective": "val_knn_top1 (final val kNN top-1)"})
             if storage is not None:
-                study_kwargs = dict(storage=storage, study_name=study_name(s.search_id))
+                study_kwargs["storage"] = storage
                 existing = existing_study(storage, study_name(s.search_id)) if resume else None
                 if existing is not None:  # resumed on another driver: the study goes on
                     from optuna.trial import TrialState
@@ -125,14 +129,15 @@ class StageRunner:
                     num_samples = max(1, p.num_samples - done)
                     sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
-            searcher = RecipeSearcher(
-                space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
-                sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
-                                                   constant_liar=self.conc > 1),
-                baselines=baselines, **study_kwargs)
-            scheduler = BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
-                                         grace_period=min(p.budget.grace_period, p.max_epochs),
-                                         reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
+            sampler = (optuna.samplers.RandomSampler(seed=sampler_seed) if s.sampler == "random" else
+                       optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
+                                                  constant_liar=self.conc > 1))
+            searcher = RecipeSearcher(space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
+                                      sampler=sampler, baselines=baselines, **study_kwargs)
+            scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
+                                          grace_period=min(p.budget.grace_period, p.max_epochs),
+                                          reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
+                         if s.early_stopping else None)
             return tune.Tuner(
                 self.trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
@@ -140,7 +145,8 @@ class StageRunner:
                                             reuse_actors=True),
                 run_config=self._run_config(s.search_id, s.search_id)), False
 
-        title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, "
+        how = f"{s.sampler}{'+ASHA' if s.early_stopping else ', no early stopping'}"
+        title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, {how}, "
                  f"{self.device}, {self.conc} at a time; objective val kNN top-1)")
         finished = _finished_trials(self.tracker, s.search_id, "search") if resume else ({}, {})
         return self._fit(s.search_id, title, p.num_samples, make, finished)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from . import config
 from .errors import ResumeError, SearchError
-from .locks import LockHeld, file_lock
+from trainer.locks import LockHeld, file_lock
 
 META_FILE = "recipe_search.json"
 CONFIRM_SUFFIX = "-confirm"  # the confirmation stage's Tune experiment: <search id>-confirm

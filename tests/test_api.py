@@ -285,7 +285,8 @@ def test_health_and_ready(client):
 def test_openapi_and_docs(client):
     spec = client.get("/openapi.json").json()
     assert {"/recipes", "/recipes/{backbone}", "/recipes/{backbone}/trials", "/recipes/{backbone}/fingerprints",
-            "/recipes/{backbone}/history", "/healthz", "/readyz", "/searches"} <= set(spec["paths"])
+            "/recipes/{backbone}/history", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert not any(p.startswith("/searches") for p in spec["paths"])  # no token: no job routes
     params = {p["name"] for p in spec["paths"]["/recipes/{backbone}"]["get"]["parameters"]}
     assert params == {"backbone", "dataset", "fingerprint"}
     assert "RecipeDetail" in spec["components"]["schemas"]
@@ -433,33 +434,352 @@ def test_outdated_store_503_one_line(tmp_path, fresh_uri):
 # ---------------------------------------------------------------- security
 
 
-def test_write_endpoints_need_token(populated, monkeypatch, tmp_path):
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path))
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+# A stand-in for `recipe-search run`: records its argv and process group, writes the search's
+# state file like a real search, stops on SIGINT with status 130 (as Ctrl-C does), else
+# runs while the file <home>/hold exists (at most 60 s) and finishes.
+FAKE_RUN = r"""
+import json, os, pathlib, signal, sys, time
+args = sys.argv[1:]
+sid = args[args.index("--search-id") + 1]
+home = pathlib.Path(os.environ["RECIPE_SEARCH_HOME"])
+state = home / "ray" / sid / "recipe_search.json"
+state.parent.mkdir(parents=True, exist_ok=True)
+with open(home / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"args": args, "pid": os.getpid(), "pgid": os.getpgid(0)}) + "\n")
+def stop(*_):
+    with open(home / "sigint.txt", "a") as fh:
+        fh.write(sid + "\n")
+    sys.exit(130)
+signal.signal(signal.SIGINT, stop)
+state.write_text(json.dumps({"search_id": sid, "status": "running", "stage": "search"}))
+print("started", flush=True)
+deadline = time.time() + 60
+while (home / "hold").exists() and time.time() < deadline:
+    time.sleep(0.05)
+state.write_text(json.dumps({"search_id": sid, "status": "finished", "stage": "finished"}))
+"""
+
+
+@pytest.fixture()
+def jobs_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(home))
+    monkeypatch.delenv("RECIPE_SEARCH_STORAGE", raising=False)
     monkeypatch.delenv("RECIPE_SEARCH_TOKEN", raising=False)
-    cmd = [sys.executable, "-c", "import os, sys; print('args', sys.argv[1:], os.environ['MLFLOW_TRACKING_URI'])"]
-    c = TestClient(create_app(populated["uri"], search_command=cmd))
-    r = c.post("/searches", json={"args": ["--budget", "small"]})
-    assert r.status_code == 403 and "RECIPE_SEARCH_TOKEN" in r.json()["detail"]
-    monkeypatch.setenv("RECIPE_SEARCH_TOKEN", "s3cret")
-    assert c.post("/searches", json={"args": []}).status_code == 401
-    r = c.post("/searches", json={"args": []}, headers={"Authorization": "Bearer wrong"})
-    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    auth = {"Authorization": "Bearer s3cret"}
-    assert c.post("/searches", json={"args": ["a\x00b"]}, headers=auth).status_code == 422
-    r = c.post("/searches", json={"args": ["--budget", "small"]}, headers=auth)
+    (tmp_path / "fake_run.py").write_text(FAKE_RUN)
+    return home
+
+
+def jobs_app(uri: str, home: Path, *, max_trials: int = 6, token: str | None = TOKEN, **kw):
+    from api.jobs import JobsConfig
+
+    cfg = JobsConfig.from_strings([f"cifar10={home.parent}"], max_trials=max_trials, num_cpus=2, **kw)
+    return create_app(uri, write_token=token, jobs=cfg,
+                      search_command=[sys.executable, str(home.parent / "fake_run.py")])
+
+
+def calls(home: Path) -> list[dict]:
+    import json
+
+    f = home / "calls.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+
+def wait_state(c: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = c.get(f"/searches/{job_id}", headers=AUTH).json()
+        if job["state"] in states:
+            return job
+        assert time.monotonic() < deadline, (job, Path(job["log"]).read_text()[-3000:])
+        time.sleep(0.1)
+
+
+BODY = {"backbones": ["resnet18"], "budget": "tiny", "dataset": "cifar10"}
+
+
+def test_searches_absent_without_token(populated, jobs_home):
+    c = TestClient(create_app(populated["uri"]))
+    assert not any(p.startswith("/searches") for p in c.get("/openapi.json").json()["paths"])
+    for method, path in (("POST", "/searches"), ("GET", "/searches"), ("GET", "/searches/0123456789ab"),
+                         ("DELETE", "/searches/0123456789ab"), ("POST", "/searches/0123456789ab/resume")):
+        r = c.request(method, path, json=BODY)
+        assert r.status_code == 404, (method, path)
+        assert "RECIPE_SEARCH_TOKEN" in r.json()["detail"] and "--data-root" in r.json()["detail"]
+    assert not (jobs_home / "api-jobs.json").exists()
+
+
+def test_searches_need_the_bearer_token(populated, jobs_home):
+    c = TestClient(jobs_app(populated["uri"], jobs_home))
+    spec = c.get("/openapi.json").json()
+    assert {"/searches", "/searches/{job_id}", "/searches/{job_id}/resume"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "The server's $RECIPE_SEARCH_TOKEN."}
+    for method, path in (("POST", "/searches"), ("GET", "/searches"), ("GET", "/searches/0123456789ab"),
+                         ("DELETE", "/searches/0123456789ab"), ("POST", "/searches/0123456789ab/resume")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                        {"Authorization": f"Bearer {TOKEN}x"}):
+            r = c.request(method, path, json=BODY, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.text)
+            assert r.headers["www-authenticate"] == "Bearer" and "Bearer" in r.json()["detail"]
+    assert c.get("/searches", headers=AUTH).json() == []
+    assert c.get("/recipes").status_code == 200  # reads stay open
+    assert calls(jobs_home) == []
+
+
+def test_typed_request_rejects_paths_and_unknown_fields(populated, jobs_home):
+    c = TestClient(jobs_app(populated["uri"], jobs_home, max_trials=6))
+
+    def bad(body: dict, field: str, *words: str) -> None:
+        r = c.post("/searches", json=body, headers=AUTH)
+        assert r.status_code == 422, (body, r.text)
+        errs = r.json()["detail"]
+        hit = [e for e in errs if e["loc"][:2] == ["body", field]]
+        assert hit, (field, errs)
+        for w in words:
+            assert w in hit[0]["msg"], (w, hit[0]["msg"])
+
+    bad({**BODY, "dataset": "/work/shared/data/cifar10-jpeg.tar.gz"}, "dataset", "'cifar10'", "'synthetic'")
+    bad({**BODY, "dataset": "../cifar10"}, "dataset", "'cifar10'")
+    bad({**BODY, "data": "/etc"}, "data", "Extra inputs are not permitted")
+    bad({**BODY, "args": ["--storage-path", "/tmp/x"]}, "args", "Extra inputs are not permitted")
+    bad({**BODY, "tracking_uri": "sqlite:////tmp/x.db"}, "tracking_uri", "Extra inputs")
+    bad({**BODY, "space": "/etc/passwd"}, "space", "'default'", "'resnet18'")
+    bad({**BODY, "space": "../search_spaces/default"}, "space", "'default'")
+    bad({**BODY, "budget": "huge"}, "budget", "'tiny'", "'smoke'", "'proxy'")
+    bad({**BODY, "backbones": ["resnet99"]}, "backbones", "'resnet99' is not a timm model", "resnet18")
+    bad({**BODY, "backbones": ["resnet18", "resnet18"]}, "backbones", "given twice")
+    bad({**BODY, "backbones": []}, "backbones")
+    bad({**BODY, "trials": 7}, "trials", "6")
+    bad({**BODY, "trials": 1}, "trials", "2")
+    bad({**BODY, "seed": -1}, "seed")
+    bad({k: v for k, v in BODY.items() if k != "budget"}, "budget", "Field required")
+    r = c.post("/searches", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422 and "Traceback" not in r.text
+    schema = c.get("/openapi.json").json()["components"]["schemas"]["SearchJobRequest"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["dataset"]["enum"] == ["cifar10", "synthetic"]
+    assert "resnet18" in schema["properties"]["backbones"]["items"]["enum"]
+    assert schema["properties"]["trials"]["anyOf"][0]["maximum"] == 6
+    assert calls(jobs_home) == []  # nothing was started
+
+
+def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypatch):
+    """With a stand-in for `recipe-search run`: the command line built from the typed request,
+    one job at a time (429 + Retry-After), cancel = SIGINT to the process group, resume with
+    --resume --search-id, and a server restart that marks a running job interrupted."""
+    jobs_home.mkdir(parents=True)
+    (jobs_home / "hold").touch()
+    app = jobs_app(populated["uri"], jobs_home)
+    c = TestClient(app)
+    r = c.post("/searches", json={**BODY, "backbones": ["resnet18", "mobilenetv3_small_050"], "space": "default",
+                                  "trials": 4, "seed": 7}, headers=AUTH)
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["command"][-2:] == ["--budget", "small"] and job["pid"] > 0
-    for _ in range(100):
-        job = c.get(f"/searches/{job['id']}", headers=auth).json()
-        if job["status"] == "exited":
-            break
-        time.sleep(0.1)
-    assert job["returncode"] == 0
-    log = Path(job["log"]).read_text()
-    assert "['--budget', 'small']" in log and populated["uri"] in log
-    assert c.get(f"/searches/{job['id']}").status_code == 401
-    assert c.get("/searches/nope", headers=auth).status_code == 404
+    assert r.headers["location"] == f"/searches/{job['id']}" and job["state"] == "running"
+    sids = [s["search_id"] for s in job["searches"]]
+    assert sids == [f"resnet18-{job['id']}", f"mobilenetv3_small_050-{job['id']}"]
+    deadline = time.monotonic() + 30
+    while not calls(jobs_home):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = calls(jobs_home)[0]
+    spaces = ROOT / "search_spaces"
+    assert first["args"] == ["--backbone", "resnet18", "--search-id", sids[0], "--tracking-uri", populated["uri"],
+                             "--num-cpus", "2", "--budget", "tiny", "--dataset", "cifar10", "--num-samples", "4",
+                             "--seed", "7", "--data", str(jobs_home.parent), "--space",
+                             str((spaces / "default.yaml").resolve())]
+    assert first["pgid"] == first["pid"]  # its own process group: SIGINT reaches all of it
+
+    # a second job: 429 with Retry-After while the first runs
+    r = c.post("/searches", json=BODY, headers=AUTH)
+    assert r.status_code == 429 and r.headers["retry-after"] == "30" and job["id"] in r.json()["detail"]
+    listed = c.get("/searches", headers=AUTH).json()
+    assert [j["id"] for j in listed] == [job["id"]] and listed[0]["state"] == "running"
+    got = c.get(f"/searches/{job['id']}", headers=AUTH).json()
+    assert got["searches"][0]["state"] == "running" and got["searches"][0]["stage"] == "search"
+    assert got["request"]["backbones"] == ["resnet18", "mobilenetv3_small_050"]
+
+    # cancel: SIGINT, the job ends cancelled and resumable; cancelling again changes nothing
+    r = c.delete(f"/searches/{job['id']}", headers=AUTH)
+    assert r.status_code == 202 and r.json()["state"] in ("stopping", "cancelled")
+    job = wait_state(c, job["id"], ("cancelled",))
+    assert job["resumable"] and job["searches"][0]["state"] == "interrupted" and job["searches"][0]["returncode"] == 130
+    assert job["searches"][1]["state"] == "pending"  # never started
+    assert (jobs_home / "sigint.txt").read_text().split() == [sids[0]]
+    assert c.delete(f"/searches/{job['id']}", headers=AUTH).json()["state"] == "cancelled"
+
+    # resume: the started search continues with --resume, the other starts fresh; then finished
+    (jobs_home / "hold").unlink()
+    r = c.post(f"/searches/{job['id']}/resume", headers=AUTH)
+    assert r.status_code == 202 and r.json()["state"] == "running"
+    job = wait_state(c, job["id"], ("finished", "failed"))
+    assert job["state"] == "finished" and not job["resumable"], job
+    args = [x["args"] for x in calls(jobs_home)]
+    assert len(args) == 3
+    assert args[1] == ["--backbone", "resnet18", "--search-id", sids[0], "--tracking-uri", populated["uri"],
+                       "--num-cpus", "2", "--resume"]
+    assert args[2][:4] == ["--backbone", "mobilenetv3_small_050", "--search-id", sids[1]]
+    assert "--resume" not in args[2] and args[2][args[2].index("--num-samples") + 1] == "4"
+    assert [s["state"] for s in job["searches"]] == ["finished", "finished"] and job["runs"] == 3
+    r = c.post(f"/searches/{job['id']}/resume", headers=AUTH)
+    assert r.status_code == 409 and "finished" in r.json()["detail"]
+    assert c.delete(f"/searches/{job['id']}", headers=AUTH).status_code == 409
+    assert c.get("/searches/0123456789ab", headers=AUTH).status_code == 404
+    assert c.get("/searches/not-an-id", headers=AUTH).status_code == 422
+
+    # a restart while a job runs: the new server marks it interrupted (its search gets SIGINT),
+    # runs nothing by itself, and resumes it on request
+    (jobs_home / "hold").touch()
+    r = c.post("/searches", json=BODY, headers=AUTH)
+    assert r.status_code == 202
+    second = r.json()["id"]
+    while len(calls(jobs_home)) < 4:
+        time.sleep(0.05)
+    app2 = jobs_app(populated["uri"], jobs_home)  # a new server process on the same home
+    c2 = TestClient(app2)
+    job = c2.get(f"/searches/{second}", headers=AUTH).json()
+    assert job["state"] == "interrupted" and job["resumable"] and "server stopped" in job["message"]
+    assert job["searches"][0]["state"] == "interrupted"
+    deadline = time.monotonic() + 30
+    while (jobs_home / "sigint.txt").read_text().split()[-1] != f"resnet18-{second}":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    app.state.jobs.wait(second, 30)  # the old server's thread sees its search stop
+    assert len(calls(jobs_home)) == 4  # nothing re-run by the restart
+    assert {j["id"]: j["state"] for j in c2.get("/searches", headers=AUTH).json()} == {
+        second: "interrupted", listed[0]["id"]: "finished"}
+    (jobs_home / "hold").unlink()
+    r = c2.post(f"/searches/{second}/resume", headers=AUTH)
+    assert r.status_code == 202, r.text
+    assert wait_state(c2, second, ("finished", "failed"))["state"] == "finished"
+    assert calls(jobs_home)[-1]["args"][-1] == "--resume"
+
+
+def test_shutdown_interrupts_running_jobs(populated, jobs_home, monkeypatch):
+    jobs_home.mkdir(parents=True)
+    (jobs_home / "hold").touch()
+    with TestClient(jobs_app(populated["uri"], jobs_home)) as c:  # `with`: runs the lifespan
+        job = c.post("/searches", json=BODY, headers=AUTH).json()
+        while not calls(jobs_home):
+            time.sleep(0.05)
+    job = TestClient(jobs_app(populated["uri"], jobs_home)).get(f"/searches/{job['id']}", headers=AUTH).json()
+    assert job["state"] == "interrupted" and job["resumable"]
+    deadline = time.monotonic() + 30
+    while not (jobs_home / "sigint.txt").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_load_shedding_503_with_retry_after():
+    """Past max_in_flight requests the app answers 503 + Retry-After at once; /healthz is exempt."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from api.overload import ConcurrencyLimit
+
+    inner = FastAPI()
+    gate = asyncio.Event()
+
+    @inner.get("/slow")
+    async def slow() -> dict:
+        await gate.wait()
+        return {"ok": True}
+
+    @inner.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    app = ConcurrencyLimit(inner, limit=2)
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            held = [asyncio.create_task(http.get("/slow")) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            extra = await asyncio.gather(http.get("/slow"), http.get("/slow"), http.get("/healthz"))
+            gate.set()
+            return [*(await asyncio.gather(*held)), *extra]
+
+    a, b, shed1, shed2, health = asyncio.run(main())
+    assert (a.status_code, b.status_code, health.status_code) == (200, 200, 200)
+    for r in (shed1, shed2):
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.headers["content-type"] == "application/json" and "overloaded" in r.json()["detail"]
+    assert app.shed == 2 and app.in_flight == 0
+
+
+@pytest.mark.slow  # ~2 min of real training: CI runs it with `pytest -m slow`, outside the 15-minute default suite
+def test_api_job_runs_a_real_search_cancel_resume_no_duplicates(tmp_path, fresh_uri, monkeypatch):
+    """A job over the API runs a real tiny search on an operator-configured data root: listed,
+    cancelled (SIGINT) after its first trial, resumed, and finished with a verdict, every
+    MLflow run once."""
+    from mlflow.tracking import MlflowClient
+
+    from api.jobs import JobsConfig
+
+    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RECIPE_SEARCH_STORAGE", raising=False)
+    cifar = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    roots = [f"cifar10={cifar}"] if cifar.exists() else []
+    cfg = JobsConfig.from_strings(roots, max_trials=4, num_cpus=2)
+    app = create_app(fresh_uri, write_token=TOKEN, jobs=cfg)
+    c = TestClient(app)
+    body = {"backbones": ["mobilenetv3_small_050"], "budget": "tiny",
+            "dataset": "cifar10" if roots else "synthetic", "trials": 4, "seed": 0}
+    r = c.post("/searches", json=body, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    sid = r.json()["searches"][0]["search_id"]
+    try:
+        assert c.post("/searches", json=body, headers=AUTH).status_code == 429
+        assert [j["id"] for j in c.get("/searches", headers=AUTH).json()] == [job_id]
+        deadline = time.monotonic() + 400
+        while True:  # cancel once the first trial has finished
+            job = c.get(f"/searches/{job_id}", headers=AUTH).json()
+            assert job["state"] == "running", (job, Path(job["log"]).read_text()[-3000:])
+            if job["searches"][0]["trials"]["done"] >= 1:
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+        assert job["searches"][0]["best"]["val_knn_top1"] is not None
+        assert c.delete(f"/searches/{job_id}", headers=AUTH).status_code == 202
+        job = wait_state(c, job_id, ("cancelled", "failed", "finished"), timeout=180)
+        log = Path(job["log"]).read_text()
+        assert job["state"] == "cancelled", (job, log[-3000:])
+        assert job["searches"][0]["returncode"] == 130 and "--resume" in log, log[-3000:]
+        r = c.post(f"/searches/{job_id}/resume", headers=AUTH)
+        assert r.status_code == 202, r.text
+        job = wait_state(c, job_id, ("finished", "failed", "cancelled", "interrupted"), timeout=600)
+        log = Path(job["log"]).read_text()
+        assert job["state"] == "finished", (job, log[-3000:])
+    finally:
+        app.state.jobs.shutdown()
+    s = job["searches"][0]
+    assert s["state"] == "finished" and s["stage"] == "finished" and job["runs"] == 2
+    assert s["trials"]["done"] + s["trials"]["pruned"] + s["trials"]["failed"] == 4, s
+    assert s["confirmation"]["done"] >= 4, s
+    assert s["verdict"] in ("better_than_baselines", "no_significant_lift", "below_floor"), (s, log[-3000:])
+    assert s["verdict_line"] and s["mlflow"]["run_id"] and "mlflow ui" in s["mlflow"]["hint"]
+    assert "resumed" in log and "Traceback" not in log, log[-3000:]
+    # every MLflow run once: one parent, one run per search trial, one per (recipe, seed)
+    mc = MlflowClient(fresh_uri)
+    exp = mc.get_experiment_by_name("recipe-search")
+    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.`rs.search_id` = '{sid}'", max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("rs.kind") == "search"]
+    trials = [r for r in runs if r.data.tags.get("rs.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.run_id == s["mlflow"]["run_id"]
+    assert parents[0].info.status == "FINISHED"
+    search = [r for r in trials if r.data.tags.get("rs.stage") == "search"]
+    confirm = [(r.data.tags.get("rs.job"), r.data.tags.get("rs.seed"))
+               for r in trials if r.data.tags.get("rs.stage") == "confirmation"]
+    assert len(search) == 4 and len({r.data.tags["rs.trial_id"] for r in search}) == 4
+    assert len(confirm) == len(set(confirm)) and confirm
+    assert {r.info.status for r in trials} <= {"FINISHED", "FAILED"}
 
 
 def test_cors_off_by_default_on_when_configured(populated):
@@ -561,41 +881,52 @@ def test_uvicorn_serves_while_another_process_writes(tmp_path, fresh_uri):
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_schemathesis_no_server_errors(populated, monkeypatch, mode):
-    """Property-based requests generated from the OpenAPI schema: no 5xx, and every
-    response conforms to the documented status codes, headers and schemas."""
+def test_schemathesis_no_server_errors(populated, jobs_home, mode):
+    """Property-based requests generated from the OpenAPI schema, with the write token (so the
+    job routes are in it; a stand-in runs the jobs): every check schemathesis has passes on
+    every operation -- no 5xx, documented status codes, headers and schemas, valid data
+    accepted, invalid data rejected, auth enforced."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
+    from schemathesis.checks import CHECKS, load_all_checks
 
-    monkeypatch.delenv("RECIPE_SEARCH_TOKEN", raising=False)  # POST /searches answers 403
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(populated["uri"]))
+    jobs_home.mkdir(parents=True)
+    (jobs_home / "hold").touch()  # the stand-in search runs until the test ends
+    app = jobs_app(populated["uri"], jobs_home)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     gen_mode = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
     operations = [r.ok() for r in schema.get_all_operations()]
-    assert len(operations) >= 9
+    assert len(operations) >= 12
+    load_all_checks()
+    checks = CHECKS.get_all()  # every check schemathesis has
+    assert len(checks) >= 10, [c.__name__ for c in checks]
     tested = 0
-    for op in operations:
-        try:
-            strategy = op.as_strategy(gen_mode)
-        except Exception as e:  # nothing to negate (e.g. no parameters)
-            if mode == "negative":
-                continue
-            raise AssertionError(f"{op.label}: {e}") from e
+    try:
+        for op in operations:
+            try:
+                strategy = op.as_strategy(gen_mode)
+            except Exception as e:  # nothing to negate (e.g. no parameters)
+                if mode == "negative":
+                    continue
+                raise AssertionError(f"{op.label}: {e}") from e
 
-        @given(case=strategy)
-        @settings(max_examples=20, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
-        def check(case):
-            response = case.call_and_validate()
-            assert response.status_code < 500, (op.label, case.path_parameters, response.text)
+            @given(case=strategy)
+            @settings(max_examples=20, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            def check(case):
+                response = case.call_and_validate(headers=AUTH, checks=checks)
+                assert response.status_code < 500, (op.label, case.path_parameters, response.text)
 
-        try:
-            check()
-            tested += 1
-        except Unsatisfiable:  # negative mode: the operation has no input that can be invalid
-            assert mode == "negative", op.label
-    assert tested >= (9 if mode == "positive" else 4)
+            try:
+                check()
+                tested += 1
+            except Unsatisfiable:  # negative mode: the operation has no input that can be invalid
+                assert mode == "negative", op.label
+    finally:
+        app.state.jobs.shutdown()
+    assert tested >= (12 if mode == "positive" else 6)
 
 
 def test_uvicorn_keeps_answering_while_a_real_search_writes_the_same_store(tmp_path, fresh_uri):

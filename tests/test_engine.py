@@ -175,3 +175,33 @@ def test_linear_probe_without_a_test_split():
     assert without.test_top1 is None and 0.0 <= with_test.test_top1 <= 1.0
     assert (without.val_top1, without.train_top1, without.l2) == (with_test.val_top1, with_test.train_top1,
                                                                    with_test.l2)
+
+
+def test_evaluation_uses_precise_bn_statistics_and_leaves_the_training_state_alone(tiny_data):
+    """Every encoder is evaluated with BN statistics of the clean train images, whatever the
+    running statistics training (or init) left; and evaluating changes no training state."""
+    from trainer.evaluation import evaluate
+    from trainer.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(Recipe(**TINY))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = evaluate(model, tiny_data, torch.device("cpu"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), f"evaluate changed {key}"
+    for m in model.modules():  # what a few training steps could leave behind
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 3)
+            m.running_var.uniform_(0.1, 10)
+    again = evaluate(model, tiny_data, torch.device("cpu"))
+    for key in ("val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1"):
+        assert again[key] == pytest.approx(first[key], abs=1e-6), key
+
+
+def test_precise_bn_rejects_bad_sizes():
+    from trainer.precise_bn import precise_bn
+
+    net = torch.nn.BatchNorm2d(3)
+    with pytest.raises(ValueError, match="max_images"):
+        with precise_bn(net, net, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.device("cpu"), max_images=0):
+            pass

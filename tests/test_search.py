@@ -219,6 +219,29 @@ def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
     assert c.get_run(o.parent_run_id).data.metrics["trials_diverged"] == 1
 
 
+@pytest.mark.slow  # a whole extra search: CI runs it with `pytest -m slow`, outside the 15-minute default suite
+def test_random_search_without_early_stopping_is_a_control(env):
+    """--sampler random --no-early-stopping (the control of bench_quality's search study): every
+    sampled trial runs all its epochs, and the parent run says how it searched."""
+    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=5, seed=3, sampler="random",
+                              early_stopping=False, confirm_k=0, **data_args())
+    o = run_search(settings, progress=False)
+    assert o.status == "finished"
+    search = [t for t in o.trials if t.stage == "search"]
+    assert len(search) == 5 and {t.status for t in search} == {"completed"}, [(t.status, t.error) for t in search]
+    assert {int(t.metrics["epochs_completed"]) for t in search} == {2}
+    params = client(env).get_run(o.parent_run_id).data.params
+    assert (params["sampler"], params["early_stopping"]) == ("random", "false")
+
+
+def test_a_bad_sampler_is_a_clear_error():
+    from recipe_search.errors import SearchError
+    from recipe_search.plan import plan
+
+    with pytest.raises(SearchError, match="--sampler must be one of tpe, random, got 'grid'"):
+        plan(SearchSettings(backbone=BACKBONE, budget="tiny", sampler="grid", **data_args()))
+
+
 def test_one_process_per_search(tmp_path):
     from recipe_search.errors import SearchError
     from recipe_search.state import search_lock

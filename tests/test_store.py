@@ -434,3 +434,37 @@ def test_long_provenance_is_kept_as_artifact(store, tmp_path):
     assert res.current.verdict == "better_than_baselines"
     full = json.loads(next((tmp_path / "store" / "artifacts").rglob("provenance.json")).read_text())
     assert full["settings"] == settings
+
+
+@pytest.mark.parametrize("via", ["sqlite file", "generation tag"])
+def test_reads_reuse_the_current_records_until_a_promotion_lands(uri, monkeypatch, via):
+    """A reader reads the current runs once and again only after a promotion landed, also
+    one written by another process (another store object): via the SQLite file's stat, or
+    via the experiment's rs.generation tag where there is no local file (a server)."""
+    writer = RecipeStore(uri)
+    reader = RecipeStore(uri, create=False, snapshot="auto" if via == "sqlite file" else "generation")
+    writer.promote("resnet18", "cifar10", FP, recipe(lr=0.1), {"test_probe_top1": 0.5},
+                   prov([0.5, 0.5]), scores=[0.5, 0.5])
+    reads = []
+    real = reader._read_currents
+    monkeypatch.setattr(reader, "_read_currents", lambda: reads.append(1) or real())
+    assert reader.get("resnet18").recipe["lr"] == 0.1
+    assert reader.get("resnet18").recipe["lr"] == 0.1 and reader.list() and reader.backbones() == ["resnet18"]
+    assert len(reads) == 1
+    writer.promote("resnet18", "cifar10", FP, recipe(lr=0.2), {"test_probe_top1": 0.8},
+                   prov([0.79, 0.8, 0.81]), scores=[0.79, 0.8, 0.81])
+    assert reader.get("resnet18").recipe["lr"] == 0.2
+    assert reader.get("resnet18").recipe["lr"] == 0.2
+    assert len(reads) == 2
+
+
+def test_snapshot_off_reads_every_time_and_bad_modes_are_refused(uri, monkeypatch):
+    reader = RecipeStore(uri, snapshot="off")
+    reads = []
+    real = reader._read_currents
+    monkeypatch.setattr(reader, "_read_currents", lambda: reads.append(1) or real())
+    reader.list()
+    reader.list()
+    assert len(reads) == 2
+    with pytest.raises(ValueError, match="snapshot must be one of auto, generation, off"):
+        RecipeStore(uri, snapshot="sometimes")

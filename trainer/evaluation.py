@@ -8,7 +8,7 @@ import torch
 
 from .data import ProxyData
 from .knn import knn_top1
-from .model import extract_features
+from .model import evaluation_stats, extract_features
 from .moco import MoCo
 from .probe import linear_probe
 
@@ -19,16 +19,20 @@ def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
 
     Returns ``val_knn_top1``, ``val_probe_top1``, ``train_probe_top1``, ``probe_l2``, ``probe_time_s``
     and, with ``evaluate_test``, ``test_probe_top1`` and ``test_knn_top1``; without it the test split
-    is never read. ``features`` may hold the ``train``/``val`` features already extracted at these
-    weights (the last epoch's kNN monitor); they are not extracted again.
+    is never read. Features are extracted with precise BN statistics of the train images
+    (:func:`trainer.model.evaluation_stats`). ``features`` may hold the ``train``/``val`` features
+    already extracted at these weights (the last epoch's kNN monitor); they are not extracted again.
     """
     t0 = time.perf_counter()
     features = features or {}
     splits = (("train", proxy.train_x, proxy.train_y), ("val", proxy.val_x, proxy.val_y))
     if evaluate_test:
         splits += (("test", proxy.test_x, proxy.test_y),)
-    feats = {name: features[name] if name in features else extract_features(model, x, device)
-             for name, x, _ in splits}
+    missing = [(name, x) for name, x, _ in splits if name not in features]
+    feats = dict(features)
+    if missing:
+        with evaluation_stats(model, proxy.train_x, device):
+            feats.update({name: extract_features(model, x, device) for name, x in missing})
     ys = {name: y.to(device) for name, _, y in splits}
     n = proxy.num_classes
     test = (feats["test"], ys["test"]) if evaluate_test else None

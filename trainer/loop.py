@@ -30,7 +30,7 @@ from .errors import RecipeError
 from .evaluation import evaluate
 from .knn import knn_top1
 from .losses import SInfoNCELoss
-from .model import build_model, extract_features
+from .model import build_model, evaluation_stats, extract_features
 from .optim import build_optimizer, set_lr
 from .recipe import Recipe
 
@@ -160,12 +160,13 @@ class TrainingRun:
         return mean, time.perf_counter() - start
 
     def knn(self) -> float:
-        """kNN top-1 of the val images against the train bank; keeps both features for the probe."""
+        """kNN top-1 of the val images against the train bank (precise BN statistics); keeps both features for the probe."""
         self.features = {}
         if self.proxy.val_x.shape[0] == 0:
             return float("nan")
-        bank = extract_features(self.model, self.proxy.train_x, self.device)
-        query = extract_features(self.model, self.proxy.val_x, self.device)
+        with evaluation_stats(self.model, self.train_x, self.device):
+            bank = extract_features(self.model, self.train_x, self.device)
+            query = extract_features(self.model, self.proxy.val_x, self.device)
         self.features = {"train": bank, "val": query}
         return knn_top1(query, self.proxy.val_y.to(self.device), bank, self.proxy.train_y.to(self.device),
                         self.proxy.num_classes)

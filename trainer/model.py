@@ -2,7 +2,8 @@
 
 :func:`build_model` is the one place a recipe becomes a network (the training run, the untrained
 floor and a distillation teacher all build theirs here); :func:`extract_features` is what the kNN
-monitor, the linear probe and the untrained floor read.
+monitor, the linear probe and the untrained floor read, always inside :func:`evaluation_stats`
+(the backbone's BN statistics re-estimated on the clean train images, :mod:`trainer.precise_bn`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from .backbone import create_backbone
 from .device import autocast
 from .moco import MoCo, auto_bn_splits
+from .precise_bn import precise_bn
 from .recipe import Recipe
 
 FEATURE_BATCH = 512  # images per forward pass when extracting features
@@ -39,3 +41,16 @@ def extract_features(model: MoCo, images: torch.Tensor, device: torch.device) ->
             out.append(model.features(x).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluation_stats(model: MoCo, train_images: torch.Tensor, device: torch.device):
+    """Context in which ``model``'s backbone holds precise BN statistics of the clean uint8
+    ``train_images`` (its training state is put back on exit): every evaluation runs inside it."""
+    def forward(x: torch.Tensor) -> None:
+        x = x.float().div_(255)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            model.features(x)
+
+    return precise_bn(model.encoder_q.backbone, forward, train_images, device)

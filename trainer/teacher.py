@@ -14,18 +14,18 @@ to know how a teacher is found.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from .device import resolve_device
 from .distill import Teacher, load_teacher
 from .errors import CheckpointError, RecipeError
+from .locks import file_lock
 from .loop import fit
 from .recipe import Recipe
 
@@ -55,23 +55,6 @@ def _completed(run_dir: Path) -> bool:
     return metrics.get("status") == "completed" and (run_dir / "checkpoint.pt").is_file()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (flock); released when the holder exits, even by a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, device: str = "auto",
                      on_epoch: Callable[[dict], None] | None = None, compile: bool = False,
                      evaluate_test: bool = True) -> Path:
@@ -86,7 +69,7 @@ def pretrain_teacher(student: Recipe, proxy, cache_dir: str | os.PathLike, devic
     if recipe is None:
         raise RecipeError("distill.teacher_backbone is not set: there is no teacher to pretrain")
     run_dir = teacher_dir(recipe, proxy, cache_dir)
-    with _file_lock(run_dir.with_name(run_dir.name + ".lock")):
+    with file_lock(run_dir.with_name(run_dir.name + ".lock")):
         if _completed(run_dir):
             return run_dir
         result = fit(recipe, proxy, device=resolve_device(device), out_dir=run_dir, on_epoch=on_epoch,

@@ -1,8 +1,9 @@
 """The multi-machine setup on one machine: PostgreSQL (throwaway cluster), an MLflow tracking
 server over it, a Ray cluster of two nodes (head + worker), ``recipe-search run`` joining
 them with the Optuna study in PostgreSQL, ``recipe-search serve`` reading the promoted recipe
-back, a resume from a second driver, the MLflow UI in headless Chromium, the metric write
-rates per tracking backend, and a teardown that leaves no process.
+back, a resume from a second driver, the MLflow UI and the search's report page in headless
+Chromium (Playwright's sync API driving Debian's ``chromium``; no browser download), the metric
+write rates per tracking backend, and a teardown that leaves no process.
 
 Run with ``.ci/integration`` (or ``RECIPE_SEARCH_INTEGRATION=1 .venv/bin/python -m pytest -m
 integration tests/integration -q``). The tests in this module run in file order and share
@@ -46,7 +47,38 @@ def _load(name: str, path: Path):
 
 
 svc = _load("rs_it_services", HERE / "services.py")
-browser = _load("rs_it_browser", HERE / "browser.py")
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# what a closed network needs: no background requests, no component or sync updates
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--no-default-browser-check", "--disable-dev-shm-usage",
+                 "--hide-scrollbars", "--mute-audio"]
+
+
+def find_chromium() -> str | None:
+    """The system Chromium (Debian's ``chromium`` package); Playwright downloads no browser here."""
+    for name in CHROMIUM:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def chromium_page(profile: Path, size: tuple[int, int] = (1600, 1000)):
+    """One page of a headless system Chromium driven by Playwright's sync API. The profile dir lives
+    under the cluster's root, so the process tracker sees every Chromium process (and the teardown
+    test proves none is left)."""
+    from playwright.sync_api import sync_playwright  # .ci/integration installs it (pip only)
+
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=find_chromium(), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": size[0], "height": size[1]}, device_scale_factor=1)
+        try:
+            ctx.set_default_timeout(60_000)
+            yield ctx.pages[0] if ctx.pages else ctx.new_page()
+        finally:
+            ctx.close()
 
 
 def _say(capsys, msg: str) -> None:
@@ -307,7 +339,7 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
     views are saved under the test output dir (a CI artifact)."""
     if "search_id" not in state:
         pytest.skip("the search failed")
-    if browser.find_chromium() is None:
+    if find_chromium() is None:
         pytest.fail("Chromium is not installed: run .ci/integration (apt-get install -y chromium)")
     sid = state["search_id"]
     (exp_id, parent_id, parent_name), = cluster.pg.psql("mlflow", f"""
@@ -319,29 +351,27 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
         and p.key = 'mlflow.parentRunId' and p.value = '{parent_id}' where r.lifecycle_stage = 'active'"""))
     assert len(children) == len(_trial_runs(cluster, sid, None)) >= 8, children
     out = _output_dir()
-    links = "[...document.querySelectorAll('a[href*=\"/runs/\"]')]"
-    with browser.Chromium(cluster.root / "chromium", tracker=cluster.tracker) as page:
-        page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
-        page.navigate(f"{cluster.mlflow.url}/#/experiments/{exp_id}/runs")
-        page.wait_for(f"{links}.some(a => a.href.endsWith('/runs/{parent_id}') && a.innerText.trim() === "
-                      f"{json.dumps(parent_name)})", what=f"the parent run {parent_name!r} in the runs table")
-        page.evaluate(f"""(() => {{
-            const row = {links}.find(a => a.href.endsWith('/runs/{parent_id}')).closest('[role=row]');
-            row.querySelector('button[data-component-id*=runnamecellrenderer]').click(); }})()""")
-        listed = page.wait_for(
-            f"(() => {{ const ids = {links}.map(a => a.href.split('/runs/').pop());"
-            f" const want = {json.dumps(sorted(children))};"
-            f" return want.every(id => ids.includes(id)) && {links}.map(a => a.innerText.trim()); }})()",
-            what=f"the {len(children)} child trial runs under the expanded parent")
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(cluster.root / "chromium") as page:
+        page.goto(f"{cluster.mlflow.url}/#/experiments/{exp_id}/runs")
+        parent_link = page.locator(f"a[href$='/runs/{parent_id}']").filter(has_text=parent_name).first
+        parent_link.wait_for()  # the parent run in the runs table
+        page.locator("[role=row]").filter(has=parent_link).locator(
+            "button[data-component-id*=runnamecellrenderer]").first.click()
+        page.wait_for_function(  # the child trial runs under the expanded parent
+            """want => { const ids = [...document.querySelectorAll('a[href*="/runs/"]')]
+                             .map(a => a.href.split('/runs/').pop());
+                         return want.every(id => ids.includes(id)); }""", arg=sorted(children))
+        listed = [t.strip() for t in page.locator("a[href*='/runs/']").all_inner_texts()]
         assert set(children.values()) <= set(listed), (children, listed)
-        shot_runs = page.screenshot(out / "mlflow-ui-runs.png")
+        shot_runs = out / "mlflow-ui-runs.png"
+        page.screenshot(path=shot_runs)
 
         page.evaluate("document.querySelector('input[type=radio][value=CHART]').click()")
-        search_box = "document.querySelector('input[placeholder=\"Search metric charts\"]')"
-        page.wait_for(f"!!{search_box}", what="the chart view's metric search box")
-        page.evaluate(f"{search_box}.focus()")
-        page.call("Input.insertText", text="loss")
-        chart = page.wait_for("""(() => {
+        search_box = page.get_by_placeholder("Search metric charts")
+        search_box.click()
+        page.keyboard.insert_text("loss")
+        chart = page.wait_for_function("""() => {
             const area = document.querySelector('[data-testid=experiment-view-compare-runs-chart-area]');
             if (!area) return null;
             // "loss" names one chart only: the trials' per-epoch loss (a "val_knn_top1" filter also
@@ -355,8 +385,9 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
             const best = stats.reduce((a, b) => (b.lines > a.lines ? b : a));
             return best.lines > 0 && {text: area.innerText, lines: best.lines, points: best.points,
                                       plots: plots.length};
-        })()""", what="a rendered per-epoch loss chart with drawn lines")
-        shot_chart = page.screenshot(out / "mlflow-ui-chart.png")
+        }""").json_value()
+        shot_chart = out / "mlflow-ui-chart.png"
+        page.screenshot(path=shot_chart)
     assert "loss" in chart["text"] and "Step" in chart["text"], chart["text"][:500]
     # per-epoch curves of several trials (the chart shows the runs the table has visible)
     assert chart["lines"] >= 2 and chart["points"] >= 4, chart
@@ -364,6 +395,102 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
         assert shot.stat().st_size > 20_000, shot  # a blank 1600x1000 PNG is ~10 kB
     _say(capsys, f"MLflow UI in Chromium: parent + {len(children)} child runs listed, per-epoch loss chart with "
                  f"{chart['lines']} lines / {chart['points']} points; screenshots {shot_runs}, {shot_chart}")
+
+
+_PLOTS_DRAWN = """() => { const imgs = [...document.images];
+    return imgs.length > 0 && imgs.every(i => i.complete) &&
+           imgs.map(i => ({file: i.dataset.file, w: i.naturalWidth, h: i.naturalHeight})); }"""
+
+
+def _check_report_page(page, url: str, shot: Path, offline: bool = False) -> list[dict]:
+    """Open the report at ``url`` (``offline``: every request but the page's own is refused),
+    wait until every plot is decoded, screenshot the whole page; returns the images."""
+    refused: list[str] = []
+    if offline:
+        def route(r):
+            if r.request.url == url:
+                r.continue_()
+            else:
+                refused.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+    page.goto(url)
+    imgs = page.wait_for_function(_PLOTS_DRAWN).json_value()
+    for sid in ("verdict", "confirmation", "lift", "floor", "curves", "best-so-far", "importance", "recipe",
+                "reproduce"):
+        assert page.locator(f"section#{sid}").count() == 1, sid
+    page.screenshot(path=shot, full_page=True)
+    if offline:
+        page.unroute("**/*")
+    assert not refused, f"the report asked the network for {refused}"
+    assert {"curves.png", "best_so_far.png"} <= {i["file"] for i in imgs}, imgs
+    assert all(i["w"] > 100 and i["h"] > 100 for i in imgs), imgs
+    return imgs
+
+
+def test_report_page_in_chromium(cluster, state, capsys):
+    """The search's report: ``recipe-search report BACKBONE`` writes it from the MLflow server, it
+    opens offline in Chromium with every plot drawn; the same page is the ``report/`` artifact of
+    the search's parent run (rebuilt at the end of the resumed search), and ``GET
+    /recipes/{backbone}/report`` serves it for the promoted recipe (when the verdict promoted
+    nothing, the test promotes the search's winner by hand, so that the route has one to serve)."""
+    if "search_id" not in state:
+        pytest.skip("the search failed")
+    if find_chromium() is None:
+        pytest.fail("Chromium is not installed: run .ci/integration (apt-get install -y chromium)")
+    sid, out = state["search_id"], _output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    res = cluster.recipe_search("report", BACKBONE, "--tracking-uri", cluster.mlflow.url,
+                                "--out", str(cluster.root / "report"), timeout=300)
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert f"report of search {sid}" in res.stdout, res.stdout[-2000:]
+    page_file = cluster.root / "report" / "report.html"
+    assert page_file.is_file() and (cluster.root / "report" / "curves.png").is_file()
+
+    from mlflow.tracking import MlflowClient
+
+    from recipe_search.report import report_page
+    from recipe_search.store import RecipeStore
+
+    client = MlflowClient(cluster.mlflow.url)
+    (parent_id,), = cluster.pg.psql("mlflow", f"""select r.run_uuid from runs r
+        join tags k on k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search'
+        join tags s on s.run_uuid = r.run_uuid and s.key = 'rs.search_id' and s.value = '{sid}'""")
+    logged = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert {"report/report.html", "report/curves.png", "report/best_so_far.png"} <= logged, logged
+    artifact = report_page(cluster.mlflow.url, parent_id)
+    assert artifact.count("<td>") > 20 and sid in artifact
+    assert len(_trial_runs(cluster, sid)) == 6 and artifact.count("<tr class=") >= 6  # after the resume
+
+    store = RecipeStore(cluster.mlflow.url)
+    rec = store.get(BACKBONE)
+    if rec is None or rec.provenance.get("search_run_id") != parent_id:
+        tags = client.get_run(parent_id).data.tags
+        # a finished search promotes nothing when its verdict is below the floor (or there is none)
+        assert tags.get("rs.verdict") in (None, "below_floor"), tags
+        winner = tags.get("rs.winner_run_id")
+        recipe = (json.loads(client.get_run(winner).data.tags["rs.recipe"]) if winner else {"backbone": BACKBONE})
+        store.promote(BACKBONE, tags["rs.dataset"], tags["rs.fingerprint"],
+                      recipe, {"test_probe_top1": 0.1},
+                      {"search_id": sid, "search_run_id": parent_id, "note": "promoted by the integration test"},
+                      scores=[0.1, 0.1], budget=BUDGET, force=True)
+    api = cluster.start_api()
+    with chromium_page(cluster.root / "chromium-report", size=(1200, 1000)) as page:
+        file_imgs = _check_report_page(page, page_file.resolve().as_uri(), out / "report-file.png", offline=True)
+        api_imgs = _check_report_page(page, f"{api.url}/recipes/{BACKBONE}/report", out / "report-api.png")
+    with urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}/report", timeout=60) as r:
+        etag = r.headers["ETag"]
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html") and etag
+    req = urllib.request.Request(f"{api.url}/recipes/{BACKBONE}/report", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 304
+    api.stop()
+    _say(capsys, f"report: recipe-search report {took:.1f}s; offline file page {len(file_imgs)} plots, API page "
+                 f"{len(api_imgs)} plots drawn; screenshots {out / 'report-file.png'}, {out / 'report-api.png'}")
 
 
 def test_tracking_write_rate(cluster, capsys):

@@ -1,8 +1,10 @@
-"""The one file-lock helper of recipe_search: an exclusive advisory lock (``flock``) on a file.
+"""The project's one file-lock helper: an exclusive advisory lock (``flock``) on a file.
 
-Used for one process per search (``state.search_lock``, non-blocking, the holder's pid in
-the file) and for serialising promotions into a SQLite recipe store (``store.py``,
-blocking). The OS releases the lock when its holder exits, even by a crash, so a stale
+Used by the trainer for a distillation teacher pretrained once into the cache
+(``teacher.pretrain_teacher``, blocking), and by recipe_search for one process per search
+(``recipe_search.state.search_lock``, non-blocking, the holder's pid in the file) and for
+serialising promotions into a SQLite recipe store (``recipe_search.store``, blocking).
+It lives in the trainer because the trainer imports nothing of recipe_search. The OS releases the lock when its holder exits, even by a crash, so a stale
 lock file never blocks anyone. Without ``fcntl`` (not POSIX) the block runs unlocked.
 """
 

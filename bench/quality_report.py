@@ -1,0 +1,247 @@
+"""docs/results.md from the raw results of ``bench/bench_quality.py`` (``... report``).
+
+Reads ``docs/results/{seed_noise,fidelity,search_vs_random,lift}.jsonl``, computes the
+figures (means, standard deviations and errors, paired t intervals, Spearman and Kendall rank
+correlations with percentile-bootstrap intervals) and draws the plots with matplotlib. The
+reading of the figures is kept by hand in ``docs/results/reading.md`` and included verbatim.
+A study with no results yet says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recipe_search.stats import paired_interval, summary
+
+METRICS = ("val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1")
+BOOTSTRAP = 2000
+COMMANDS = {
+    "seed-noise": "python bench/bench_quality.py seed-noise",
+    "fidelity": "python bench/bench_quality.py fidelity",
+    "search-vs-random": "python bench/bench_quality.py search-vs-random",
+    "lift": "python bench/bench_quality.py lift",
+}
+
+
+def _load(results: Path, study: str) -> list[dict]:
+    path = results / f"{study.replace('-', '_')}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def _ms(values: list[float]) -> str:
+    s = summary(values)
+    return f"{_pct(s.mean)} ± {_pct(s.std)}"
+
+
+def _iv(iv) -> str:
+    return f"{100 * iv.mean:+.1f} [{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]"
+
+
+def _wall(rows: list[dict]) -> str:
+    total = sum(r.get("wall_s", 0) for r in rows)
+    return f"{total / 60:.0f} CPU-thread-minutes of training" if total else "n/a"
+
+
+def rank_correlations(x: list[float], y: list[float], seed: int = 0) -> dict:
+    """Spearman's rho and Kendall's tau of ``x`` against ``y`` with 95% percentile-bootstrap
+    intervals (resampling the recipes)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rho, tau = stats.spearmanr(x, y)[0], stats.kendalltau(x, y)[0]
+    rng = np.random.default_rng(seed)
+    boots = {"spearman": [], "kendall": []}
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, len(x), len(x))
+        if len(set(x[i])) < 2 or len(set(y[i])) < 2:
+            continue
+        boots["spearman"].append(stats.spearmanr(x[i], y[i])[0])
+        boots["kendall"].append(stats.kendalltau(x[i], y[i])[0])
+    ci = {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in boots.items()}
+    return {"n": len(x), "spearman": float(rho), "spearman_ci": ci["spearman"], "kendall": float(tau),
+            "kendall_ci": ci["kendall"]}
+
+
+def _corr(c: dict) -> str:
+    return (f"Spearman {c['spearman']:+.2f} [{c['spearman_ci'][0]:+.2f}, {c['spearman_ci'][1]:+.2f}], "
+            f"Kendall {c['kendall']:+.2f} [{c['kendall_ci'][0]:+.2f}, {c['kendall_ci'][1]:+.2f}] (n = {c['n']})")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# -- seed noise ----------------------------------------------------------------------------------
+
+def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
+    rows = [r for r in rows if r["status"] == "completed"]
+    if not rows:
+        return ["No results yet."]
+    names = sorted({r["name"] for r in rows}, key=lambda n: (n != "floor", n))
+    by = {n: {r["seed"]: r["metrics"] for r in rows if r["name"] == n} for n in names}
+    lines = [f"Budget `{rows[0]['budget']}`, backbone `{rows[0]['backbone']}`, {_wall(rows)}. "
+             "Each cell: mean ± std over seeds (percent), then the standard error of the mean.", "",
+             "| recipe | seeds | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for n in names:
+        cells = []
+        for m in METRICS:
+            vals = [v[m] for v in by[n].values() if m in v]
+            cells.append(f"{_ms(vals)} (SE {_pct(summary(vals).sem)})" if vals else "n/a")
+        lines.append(f"| {n} | {len(by[n])} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired by seed (same init seed, same proxy), 95% t intervals, in points:", "",
+              "| difference | val kNN | test probe | test kNN |", "|---|---|---|---|"]
+    pairs = [(a, "floor") for a in names if a != "floor"]
+    if "mocov2" in names and "sinfonce-light" in names:
+        pairs.append(("sinfonce-light", "mocov2"))
+    for a, b in pairs:
+        seeds = sorted(set(by[a]) & set(by[b]))
+        if len(seeds) < 2:
+            continue
+        cells = [_iv(paired_interval([by[a][s][m] for s in seeds], [by[b][s][m] for s in seeds]))
+                 for m in ("val_knn_top1", "test_probe_top1", "test_knn_top1")]
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, m in zip(axes, ("val_knn_top1", "test_probe_top1")):
+        for i, n in enumerate(names):
+            vals = [100 * v[m] for v in by[n].values() if m in v]
+            ax.scatter([i] * len(vals), vals, alpha=0.7)
+            ax.errorbar(i + 0.15, np.mean(vals), yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0, fmt="k_")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(m)
+        ax.set_ylabel("top-1 (%)")
+    fig.tight_layout()
+    fig.savefig(out / "seed_noise.png", dpi=80)
+    plt.close(fig)
+    return lines + ["", f"![seed noise]({out.name}/seed_noise.png)"]
+
+
+# -- fidelity --------------------------------------------------------------------------------------
+
+def fidelity_section(rows: list[dict], out: Path) -> list[str]:
+    rows = [r for r in rows if r["status"] == "completed"]
+    short = {r["name"]: r for r in rows if r.get("length") == "short"}
+    long_ = {r["name"]: r for r in rows if r.get("length") == "long"}
+    both = sorted(set(short) & set(long_))
+    lines = [f"{len(short)} short and {len(long_)} long runs completed ({_wall(rows)})."]
+    if not short:
+        return lines
+    e_short = short[next(iter(short))]["epochs"]
+    e_long = long_[both[0]]["epochs"] if both else 3 * e_short
+    rung = short[next(iter(short))].get("rung", 2)  # ASHA's first rung (the budget's grace_period)
+    lines += ["", f"| recipe | short ({e_short} ep) val kNN | at epoch {rung} (ASHA rung) | long ({e_long} ep) "
+                  "val kNN | long test probe | long test kNN |", "|---|---|---|---|---|---|"]
+
+    def rung_val(r):
+        h = [x for x in r["history"] if x["epoch"] == rung]
+        return h[0]["val_knn_top1"] if h else float("nan")
+
+    for n in sorted(short, key=lambda n: -short[n]["metrics"]["val_knn_top1"]):
+        lg = long_.get(n, {}).get("metrics", {})
+        lines.append(f"| {n} | {_pct(short[n]['metrics']['val_knn_top1'])} | {_pct(rung_val(short[n]))} | "
+                     f"{_pct(lg.get('val_knn_top1', float('nan')))} | {_pct(lg.get('test_probe_top1', float('nan')))} | "
+                     f"{_pct(lg.get('test_knn_top1', float('nan')))} |")
+    if len(both) < 4:
+        return lines + ["", f"Rank correlations need at least 4 recipes with both runs; {len(both)} so far."]
+    sv = [short[n]["metrics"]["val_knn_top1"] for n in both]
+    rv = [rung_val(short[n]) for n in both]
+    lines += ["", f"Rank correlation over the {len(both)} recipes with both runs (95% bootstrap intervals):", "",
+              f"* short val kNN vs long **test probe**: {_corr(rank_correlations(sv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
+              f"* short val kNN vs long **test kNN**: {_corr(rank_correlations(sv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}",
+              f"* val kNN at ASHA's first rung (epoch {rung}) vs long test probe: "
+              f"{_corr(rank_correlations(rv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
+              f"* val kNN at the rung vs long test kNN: {_corr(rank_correlations(rv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}"]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    for ax, x, label in ((axes[0], sv, f"short run val kNN (epoch {e_short})"),
+                         (axes[1], rv, f"val kNN at epoch {rung} (ASHA rung)")):
+        y = [100 * long_[n]["metrics"]["test_probe_top1"] for n in both]
+        ax.scatter([100 * v for v in x], y)
+        for n, xv, yv in zip(both, x, y):
+            if not n.startswith("random"):
+                ax.annotate(n, (100 * xv, yv), fontsize=7)
+        ax.set_xlabel(label + " (%)")
+        ax.set_ylabel(f"long run ({e_long} ep) test probe (%)")
+    fig.tight_layout()
+    fig.savefig(out / "fidelity.png", dpi=80)
+    plt.close(fig)
+    return lines + ["", f"![proxy fidelity]({out.name}/fidelity.png)"]
+
+
+# -- search against random search ----------------------------------------------------------------
+
+def search_section(rows: list[dict], out: Path) -> list[str]:
+    if not rows:
+        return ["No results yet."]
+    lines = ["| repeat | method | trials | trial-epochs | promoted winner | its confirmed test probe | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    score = {}
+    for r in sorted(rows, key=lambda r: (r["repeat"], r["method"])):
+        v = r["verdict"]
+        score[(r["repeat"], r["method"])] = v["score"]["mean"]
+        lines.append(f"| {r['repeat']} | {r['method']} | {r['trials']} | {r['trial_epochs']} | {v['winner']} | "
+                     f"{_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} | {v['verdict']} |")
+    reps = sorted({k[0] for k in score if (k[0], "tpe-asha") in score and (k[0], "random") in score})
+    if reps:
+        a = [score[(r, "tpe-asha")] for r in reps]
+        b = [score[(r, "random")] for r in reps]
+        wins = sum(x > y for x, y in zip(a, b))
+        lines += ["", f"Over {len(reps)} repeats: TPE+ASHA {_ms(a)}, random search {_ms(b)}; TPE+ASHA wins "
+                      f"{wins} of {len(reps)}" + (f"; paired difference {_iv(paired_interval(a, b))} points"
+                                                   if len(reps) > 1 else "") + "."]
+    return lines
+
+
+def lift_section(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["No results yet."]
+    r = rows[-1]
+    v = r["verdict"]
+    lines = [f"Search `{r['search_id']}` ({r['trials']} trials, {r['trial_epochs']} trial-epochs, "
+             f"{r['wall_s'] / 60:.0f} min wall): **{v['verdict']}**.", "", f"> {v['line']}", "",
+             "| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
+    for name, iv in v["lift"].items():
+        lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
+    return lines
+
+
+def write_report(results: Path, target: Path) -> None:
+    import platform
+
+    machine = results / "machine.json"
+    info = json.loads(machine.read_text()) if machine.exists() else {}
+    reading = results / "reading.md"
+    doc = ["# Evidence: does the search find better recipes?", "",
+           "Generated by `python bench/bench_quality.py report` from the raw results in `docs/results/`; "
+           "do not edit by hand (the reading below lives in `docs/results/reading.md`).", "",
+           f"Machine: {info.get('machine', platform.platform())}. Every figure is top-1 accuracy in percent "
+           "on the shared CIFAR-10, with every encoder evaluated after re-estimating its BN statistics on "
+           "the clean train images (precise BN, `trainer/precise_bn.py`).", ""]
+    if reading.exists():
+        doc += [reading.read_text().strip(), ""]
+    doc += ["## 1. Seed noise", "", f"`{COMMANDS['seed-noise']}`", ""]
+    doc += seed_noise_section(_load(results, "seed-noise"), results)
+    doc += ["", "## 2. Proxy fidelity", "", f"`{COMMANDS['fidelity']}`", ""]
+    doc += fidelity_section(_load(results, "fidelity"), results)
+    doc += ["", "## 3. TPE+ASHA against random search at equal compute", "", f"`{COMMANDS['search-vs-random']}`", ""]
+    doc += search_section(_load(results, "search-vs-random"), results)
+    doc += ["", "## 4. Lift of a `cpu` search's winner", "", f"`{COMMANDS['lift']}`", ""]
+    doc += lift_section(_load(results, "lift"))
+    target.write_text("\n".join(doc) + "\n")
+    print(f"wrote {target}")
+
