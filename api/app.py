@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi import FastAPI, Path as PathParam, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 from recipe_search import __version__, config
 from recipe_search.store import PromotedRecipe, RecipeStore, StoreOutdated, StoreUnavailable, TrialRun
 
+from . import conditional
 from .cache import TTLCache
 from .report_routes import add_report_routes
 from .models import (
@@ -92,16 +92,6 @@ def _render(status: int, payload: BaseModel | list[BaseModel], headers: dict | N
         body = payload.model_dump_json(exclude_none=isinstance(payload, ErrorBody)).encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"' if status == 200 else None
     return Rendered(status, body, etag, tuple((headers or {}).items()))
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    # If-None-Match uses the weak comparison: ignore W/ prefixes.
-    tags = [t.strip() for t in header.split(",")]
-    return any((t[2:] if t.startswith("W/") else t) == etag for t in tags)
 
 
 class _NotFound(Exception):
@@ -240,16 +230,7 @@ def create_app(
         return run
 
     async def respond(request: Request, key: tuple, fn: Callable[[], Rendered]) -> Response:
-        rendered = cache.peek(key)
-        if rendered is None:
-            rendered = await run_in_threadpool(cache.get_or_compute, key, compute(fn))
-        headers = dict(rendered.headers)
-        if rendered.etag is not None:
-            headers["ETag"] = rendered.etag
-            headers["Cache-Control"] = f"max-age={max_age}"
-            if _etag_matches(request.headers.get("if-none-match"), rendered.etag):
-                return Response(status_code=304, headers=headers)
-        return Response(rendered.body, status_code=rendered.status, media_type=_JSON, headers=headers)
+        return await conditional.respond(request, cache, key, compute(fn), max_age=max_age, media_type=_JSON)
 
     def known() -> list[str]:
         return store.backbones()

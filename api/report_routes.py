@@ -17,13 +17,13 @@ import hashlib
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from recipe_search.report import ReportError, report_page
 from recipe_search.store import RecipeStore, StoreOutdated, StoreUnavailable
 
 from .cache import TTLCache
+from .conditional import respond
 from .models import ErrorBody
 
 _HTML = "text/html; charset=utf-8"
@@ -82,8 +82,6 @@ def build_page(store: RecipeStore, backbone: str, dataset: str | None, fingerpri
 
 def add_report_routes(app: FastAPI, store: RecipeStore, cache: TTLCache, max_age: int) -> None:
     """Register ``GET /recipes/{backbone}/report`` on ``app`` (reads ``store`` through ``cache``)."""
-    from .app import _etag_matches  # the ETag rule of every read (api.app is loaded by now)
-
     router = APIRouter()
 
     @router.get(
@@ -108,15 +106,7 @@ def add_report_routes(app: FastAPI, store: RecipeStore, cache: TTLCache, max_age
         fingerprint, and the commands to reproduce it."""
         fp = fingerprint.lower() if fingerprint is not None else None
         key = ("report", backbone, dataset, fp)
-        page = cache.peek(key)
-        if page is None:
-            page = await run_in_threadpool(cache.get_or_compute, key, lambda: build_page(store, backbone, dataset, fp))
-        headers = dict(page.headers)
-        if page.etag is not None:
-            headers["ETag"] = page.etag
-            headers["Cache-Control"] = f"max-age={max_age}"
-            if _etag_matches(request.headers.get("if-none-match"), page.etag):
-                return Response(status_code=304, headers=headers)
-        return Response(page.body, status_code=page.status, media_type=page.media_type, headers=headers)
+        return await respond(request, cache, key, lambda: build_page(store, backbone, dataset, fp),
+                             max_age=max_age, media_type=_HTML)
 
     app.include_router(router)
