@@ -214,7 +214,12 @@ def lift_section(rows: list[dict]) -> list[str]:
     v = r["verdict"]
     lines = [f"Search `{r['search_id']}` ({r['trials']} trials, {r['trial_epochs']} trial-epochs, "
              f"{r['wall_s'] / 60:.0f} min wall): **{v['verdict']}**.", "", f"> {v['line']}", "",
-             "| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
+             f"| confirmed on seeds {', '.join(map(str, v['seeds']))} | test probe mean ± std |", "|---|---|",
+             f"| winner `{v['winner']}` ({v.get('winner_role', '')}) | {_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} |"]
+    for name, b in v.get("baselines", {}).items():
+        lines.append(f"| baseline `{name}` | {_pct(b['mean'])} ± {_pct(b['std'])} |")
+    lines += [f"| untrained floor | {_pct(v['floor']['mean'])} ± {_pct(v['floor']['std'])} |", "",
+              "| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
     for name, iv in v["lift"].items():
         lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
     return lines

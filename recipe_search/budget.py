@@ -3,8 +3,9 @@
 * ``smoke`` -- a CPU search for the README (see its description for the sizes): a plumbing
   check, too short to learn.
 * ``cpu`` -- the smallest CPU search that learns: 10 classes x 200 images, 32 px, 8 epochs,
-  10 trials, about 40 minutes on 2 cores with its confirmation; trained encoders beat the
-  untrained floor on val kNN by 5-9 points (docs/results.md). The evidence studies
+  10 trials, about 40 minutes on 2 idle cores with its confirmation; the ``sinfonce-light``
+  baseline beats the untrained floor by 4.8 val-kNN points over 5 seeds (95% interval
+  [+2.0, +7.7]), ``mocov2`` does not (docs/results.md). The evidence studies
   (``bench/bench_quality.py``) run at this budget.
 * ``proxy`` -- the real proxy search for a GPU: 10 classes x 500 images at 32 px,
   30 epochs, 40 trials (the first two are the baselines), ASHA from epoch 5.
