@@ -335,6 +335,8 @@ def log_report(tracker: Tracker, search_id: str, parent_run_id: str) -> Report |
             tracker.client.log_artifacts(parent_run_id, d, ARTIFACT_DIR)
         rep.seconds = time.monotonic() - t0
         tracker.log_metrics(parent_run_id, {"report_s": rep.seconds})
+        print(f"note: report logged on the parent run as {ARTIFACT_DIR}/{PAGE} ({rep.seconds:.1f}s); "
+              f"`recipe-search report {search_id}` writes it locally", file=sys.stderr, flush=True)
         return rep
     except Exception as e:  # noqa: BLE001 - a report never fails the search it describes
         first = str(e).splitlines()[0] if str(e) else ""
