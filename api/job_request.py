@@ -147,9 +147,19 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
     return create_model(
         "SearchJobRequest",
         __config__=ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": False}),
-        __validators__={"check_backbones": field_validator("backbones")(check_backbones)},
+        __validators__={"check_backbones": field_validator("backbones")(check_backbones),
+                        "json_integers": field_validator(*[f for f in ("trials", "seed") if f in fields],
+                                                         mode="before")(json_integer)},
         **fields,
     )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def json_integer(cls, value: Any) -> Any:
+    """A JSON Schema integer: ``3`` or ``3.0``, never ``true`` or ``"3"`` (pydantic's lax mode
+    would take both; its strict mode would refuse ``3.0``, which the schema allows)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("Input should be a valid integer (a JSON number, not a boolean or string)")
+    return value

@@ -17,7 +17,10 @@ state (``--resume --search-id``), so no trial and no MLflow run is duplicated.
 
 Job states: ``running`` -> ``stopping`` (SIGINT sent) -> ``cancelled``; ``running`` ->
 ``finished`` | ``failed``; ``interrupted`` (the server stopped while it ran).
-``cancelled``, ``interrupted`` and ``failed`` jobs can be resumed.
+``cancelled``, ``interrupted`` and ``failed`` jobs can be resumed. :meth:`JobManager.delete`
+cancels a job as well and takes it off the server's list (``GET`` answers 404 from then on);
+its MLflow runs and its searches' saved state stay, so each search can still be continued
+from the command line (``recipe-search run --resume --search-id``).
 """
 
 from __future__ import annotations
@@ -118,14 +121,18 @@ class JobManager:
     def list(self) -> list[dict]:
         with self._lock:
             return [json.loads(json.dumps(j)) for j in sorted(self._jobs.values(), key=lambda j: j["created_at"],
-                                                                 reverse=True)]
+                                                                 reverse=True) if not j.get("deleted_at")]
+
+    def _job(self, job_id: str) -> dict:
+        """The job ``job_id`` (404 when there is none or it was deleted)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.get("deleted_at"):
+            raise JobError(404, f"no search job {job_id!r} (GET /searches lists them)")
+        return job
 
     def get(self, job_id: str) -> dict:
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise JobError(404, f"no search job {job_id!r} (GET /searches lists them)")
-            return json.loads(json.dumps(job))
+            return json.loads(json.dumps(self._job(job_id)))
 
     def active(self) -> list[str]:
         with self._lock:
@@ -137,7 +144,7 @@ class JobManager:
         if len(running) >= self.cfg.max_jobs:
             raise JobError(429, f"{len(running)} search job(s) already running ({', '.join(running)}); this "
                                 f"server runs at most {self.cfg.max_jobs} at once (--max-jobs): retry later or "
-                                "cancel one with DELETE /searches/{id}", retry_after=self.cfg.retry_after)
+                                "cancel one with POST /searches/{id}/cancel", retry_after=self.cfg.retry_after)
 
     def submit(self, request: BaseModel) -> dict:
         req = request.model_dump()
@@ -167,9 +174,7 @@ class JobManager:
 
     def cancel(self, job_id: str) -> dict:
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise JobError(404, f"no search job {job_id!r} (GET /searches lists them)")
+            job = self._job(job_id)
             if job["state"] == "finished":
                 raise JobError(409, f"search job {job_id} has finished: nothing to cancel")
             if job["state"] in ACTIVE:
@@ -183,11 +188,23 @@ class JobManager:
                 self._save()
             return json.loads(json.dumps(job))
 
+    def delete(self, job_id: str) -> dict:
+        """Cancel ``job_id`` if it runs (SIGINT) and take it off the list; its job as it was left."""
+        with self._lock:
+            job = self._job(job_id)
+            if job["state"] == "running":
+                self.cancel(job_id)
+            unfinished = [s["search_id"] for s in job["searches"] if s["state"] != "finished"]
+            how = (f"; continue its searches with `recipe-search run --resume --search-id ID` "
+                   f"(ID: {', '.join(unfinished)})" if unfinished else "")
+            job.update(deleted_at=now(), updated_at=now(),
+                       message=f"deleted: off this server's list; its MLflow runs stay{how}")
+            self._save()
+            return json.loads(json.dumps(job))
+
     def resume(self, job_id: str) -> dict:
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise JobError(404, f"no search job {job_id!r} (GET /searches lists them)")
+            job = self._job(job_id)
             if job["state"] == "stopping" or (job["state"] in RESUMABLE and alive(job.get("pid"), job["id"])):
                 raise JobError(409, f"search job {job_id} is still stopping; resume it once it has stopped",
                                retry_after=5)

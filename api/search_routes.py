@@ -112,13 +112,22 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
             raise _fail(e) from None
         return _job_model(job, progress)
 
-    @r.delete("/{job_id}", response_model=SearchJob, status_code=202, responses=_responses(401, 404, 409, 503),
-              summary="Cancel a search job")
+    @r.post("/{job_id}/cancel", response_model=SearchJob, status_code=202,
+            responses=_responses(401, 404, 409, 503), summary="Cancel a search job")
     async def cancel_search(job_id: str = JobId) -> SearchJob:
         """Cancel a job the way Ctrl-C does (SIGINT to its search's process group): the search saves
         its state and stops (state `stopping`, then `cancelled`); `POST /searches/{id}/resume`
         continues it. Cancelling a cancelled job changes nothing."""
         return _job_model(await call(manager.cancel, job_id))
+
+    @r.delete("/{job_id}", response_model=SearchJob, status_code=202, responses=_responses(401, 404, 503),
+              summary="Delete a search job")
+    async def delete_search(job_id: str = JobId) -> SearchJob:
+        """Cancel a job if it runs (as `POST /searches/{id}/cancel` does) and take it off this
+        server's list: `GET /searches/{id}` answers 404 from then on. Its MLflow runs and its
+        searches' saved state stay: `recipe-search run --resume --search-id ID` continues a search
+        (the response's `message` names the IDs)."""
+        return _job_model(await call(manager.delete, job_id))
 
     @r.post("/{job_id}/resume", response_model=SearchJob, status_code=202,
             responses=_responses(401, 404, 409, 429, 503), summary="Resume a search job")

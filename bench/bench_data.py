@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench._common import emit  # noqa: E402
-from trainer.data.decode import decode_images, decode_pil, fit_image, pil_fit  # noqa: E402
+from trainer.data.decode import decode_images, decode_pil, fit_decoded  # noqa: E402
 from trainer.data.sources import is_image_path, iter_tar  # noqa: E402
 
 CHUNK = 1024
@@ -100,8 +100,6 @@ def tv_jpeg_decode(blobs: list[bytes]) -> list[torch.Tensor]:
 
 def decode_handwritten_header(blobs: list[bytes], names: list[str], size: int) -> torch.Tensor:
     """``decode_images`` as it was with the hand-written parser routing the images."""
-    from PIL import Image
-
     out: list[torch.Tensor | None] = [None] * len(blobs)
     small = []
     for i, b in enumerate(blobs):
@@ -112,18 +110,7 @@ def decode_handwritten_header(blobs: list[bytes], names: list[str], size: int) -
     if small:
         for i, t in zip(small, tv_jpeg_decode([blobs[i] for i in small])):
             out[i] = t
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i in small:
-            if tuple(out[i].shape) != (3, size, size):  # type: ignore[union-attr]
-                by_shape.setdefault(tuple(out[i].shape), []).append(i)  # type: ignore[union-attr]
-        for group in by_shape.values():
-            if len(group) >= 8:
-                fitted = fit_image(torch.stack([out[i] for i in group]), size)  # type: ignore[misc]
-                for j, i in enumerate(group):
-                    out[i] = fitted[j]
-            else:
-                for i in group:
-                    out[i] = pil_fit(Image.fromarray(out[i].permute(1, 2, 0).numpy()), size)  # type: ignore[union-attr]
+        fit_decoded(out, small, size)
     return torch.stack(out) if out else torch.empty((0, 3, size, size), dtype=torch.uint8)  # type: ignore[arg-type]
 
 

@@ -137,6 +137,10 @@ def run(
     sampler: str = typer.Option("tpe", help="Optuna sampler: tpe | random (a random-search control)"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping",
                                         help="ASHA stops poor trials early on the validation objective"),
+    reuse_confirmations: bool = typer.Option(
+        True, "--reuse-confirmations/--no-reuse-confirmations",
+        help="a confirmation run an earlier search of the experiment finished (same data, budget, recipe, "
+             "seed and version) is reported again, not re-trained"),
 ) -> None:
     """Search a pretraining recipe per backbone, confirm the finalists on fresh seeds, promote the winner."""
     from . import config
@@ -157,7 +161,7 @@ def run(
         num_cpus=num_cpus, download=download, study_storage=study_storage,
         checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
         test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds, yes=yes,
-        sampler=sampler, early_stopping=early_stopping)
+        sampler=sampler, early_stopping=early_stopping, reuse_confirmations=reuse_confirmations)
         for b in backbone]
     if not resume:
         for s in all_settings:  # every user error before anything starts

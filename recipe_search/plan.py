@@ -57,6 +57,7 @@ class SearchSettings:
     yes: bool = False  # run a GPU budget on the CPU anyway
     sampler: str = "tpe"  # tpe (Optuna TPESampler) | random (Optuna RandomSampler)
     early_stopping: bool = True  # ASHA on the validation objective (False: every trial runs all epochs)
+    reuse_confirmations: bool = True  # confirmation jobs an earlier search finished are not re-trained (reuse.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .baselines import BASELINES
 from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
 from .errors import ResumeError, SearchError
 from .progress import duration
 from .report import log_report
+from .reuse import TAG_FINGERPRINT, TAG_VERSION
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
                       summarize)
@@ -188,13 +190,14 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
 
         tracker = Tracker(p.tracking_uri, s.experiment)
         base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget,
-                     "rs.fingerprint": fp["digest"]}
+                     TAG_FINGERPRINT: fp["digest"], TAG_VERSION: __version__}
         parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
                          "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
                          "space": ",".join(p.space.sources), "time_budget": s.time_budget,
                          "image_size": p.budget.image_size, "confirm_k": p.confirm_k,
                          "confirm_seeds": ",".join(map(str, seeds)), "fingerprint": fp["digest"],
                          "sampler": s.sampler, "early_stopping": s.early_stopping,
+                         "reuse_confirmations": s.reuse_confirmations,
                          **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
                             if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
                          **{f"data.{k}": v for k, v in fp["sizes"].items()}}

@@ -6,7 +6,8 @@
   of the space) and ``asha.BaselineSafeASHA`` on the validation objective; its study in
   Tune's state or in an Optuna RDB storage, continued by a resumed or another driver.
 * :meth:`StageRunner.confirm` -- the confirmation stage: one grid trial per job
-  (``confirm.plan_jobs``: recipe x fresh seed), no scheduler.
+  (``confirm.plan_jobs``: recipe x fresh seed), no scheduler; a job an earlier search of the
+  experiment finished is re-reported from that run (``reuse.py``), not trained again.
 
 Both restore their Tune experiment on resume; trials that MLflow already records as
 completed are re-reported by the trainable instead of re-run (``TrialContext.finished_result``).
@@ -20,14 +21,15 @@ import math
 from pathlib import Path
 
 from . import events
-from .baselines import BASELINES
+from .baselines import BASELINES, JOB_KEY
 from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
+from .reuse import TAG_FINGERPRINT, TAG_VERSION, describe, reusable
 from .runtime import existing_study, study_name
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
-from .tracking import Tracker, TrialLogger
+from .tracking import Tracker, TrialLogger, point_key
 
 # Tune snapshots its experiment state every few seconds; after a SIGKILL the snapshot may name a
 # checkpoint older than the trial's latest. Keeping the last 3 (weights are stripped from all but
@@ -59,14 +61,15 @@ class StageRunner:
                                                    "finished_points": finished[1]})
         self.trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), self.resources)
 
-    def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict]) -> tuple[bool, bool]:
+    def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict],
+             reused: dict[str, str] | None = None) -> tuple[bool, bool]:
         """Run one Tune experiment with the MLflow logger, progress view and janitor listening."""
         from .progress import ProgressView
 
         search_id = self.p.settings.search_id
         self._make_trainable(finished)
         logger = TrialLogger(self.tracker, parent_run_id=self.parent_run_id, search_id=search_id,
-                             ctx=self.ctx, tags=self.tags, dataset=self.dataset)
+                             ctx=self.ctx, tags=self.tags, dataset=self.dataset, reused=reused)
         view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
                             max_concurrent=self.conc, ctx=self.ctx, console=self.console,
                             enabled=self.progress, floor=self.floor.get("val"),
@@ -172,7 +175,16 @@ class StageRunner:
         title = f"confirmation {s.search_id}  ({len(jobs)} runs, {self.p.max_epochs} epochs, fresh seeds)"
         # always: a search continued from another driver re-confirms the same jobs by adoption
         finished = _finished_trials(self.tracker, s.search_id, "confirmation")
-        return self._fit(key, title, len(jobs), make, finished)
+        reused = {}
+        if s.reuse_confirmations:
+            todo = [j for j in jobs if point_key({JOB_KEY: j}) not in finished[1]]
+            found = reusable(self.tracker, search_id=s.search_id, backbone=s.backbone, jobs=todo,
+                             digest=self.tags[TAG_FINGERPRINT], version=self.tags[TAG_VERSION])
+            if found:
+                note(describe(found, todo))
+                finished[1].update({k: v["metrics"] for k, v in found.items()})
+                reused = {k: v["run_id"] for k, v in found.items()}
+        return self._fit(key, title, len(jobs), make, finished, reused)
 
 
 def baseline_point(space: SearchSpace, ctx, name: str) -> dict | None:

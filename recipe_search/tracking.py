@@ -40,6 +40,7 @@ TAG_JOB = "rs.job"  # a confirmation run's recipe name
 TAG_SEED = "rs.seed"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_REUSED = "rs.reused_from"  # a confirmation run carrying an earlier search's figures (reuse.py)
 
 EPOCH_KEYS = ("loss", "val_knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
               "smoothing", "key_momentum", "distill_loss", "teacher_cosine")  # the last two: with a teacher
@@ -274,7 +275,7 @@ class TrialLogger:
     """Listener (see ``events.py``) that mirrors Tune trials into nested MLflow runs."""
 
     def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx, tags: dict,
-                 dataset=None):
+                 dataset=None, reused: dict[str, str] | None = None):
         self.tracker = tracker
         self.dataset = dataset  # mlflow.entities.Dataset of the proxy, logged on every run
         self.parent_run_id = parent_run_id
@@ -287,6 +288,7 @@ class TrialLogger:
         # per-epoch series of the trials whose every epoch this logger saw (no read-back at the end)
         self.series: dict[str, dict[str, dict[int, float]]] = {}
         self.replayed: set[str] = set()  # trials that re-reported a result logged before a crash
+        self.reused = dict(reused or {})  # point -> run id of an earlier search's twin (reuse.py)
 
     # -- helpers ------------------------------------------------------------------------
     def _recipe(self, trial):
@@ -323,11 +325,27 @@ class TrialLogger:
             if self.dataset is not None:
                 self.tracker.log_dataset(run_id, self.dataset)
             self.series[trial.trial_id] = {}
+            twin = self.reused.get(tags[TAG_POINT])
+            if twin is not None:  # measured once by an earlier search: its curves, and where they came from
+                last = self._copy_curves(trial.trial_id, run_id, twin)
         else:
             self.tracker.set_tags(run_id, {TAG_STATUS: "running"})
         self.runs[trial.trial_id] = run_id
         self.last_step[trial.trial_id] = last
         return run_id
+
+    def _copy_curves(self, trial_id: str, run_id: str, twin: str) -> int:
+        """Log the per-epoch series of run ``twin`` on ``run_id``; the last epoch copied."""
+        curves = self.tracker.curves(twin)
+        by_step: dict[int, dict[str, float]] = {}
+        for key, pts in curves.items():
+            for step, value in pts:
+                by_step.setdefault(step, {})[key] = value
+        for step in sorted(by_step):
+            self.tracker.log_metrics(run_id, by_step[step], step=step)
+        self.series[trial_id] = {k: dict(pts) for k, pts in curves.items()}
+        self.tracker.set_tags(run_id, {TAG_REUSED: twin})
+        return max(by_step, default=0)
 
     def _artifacts(self, run_id: str, trial) -> None:
         recipe, notes, base, error = self._recipe(trial)

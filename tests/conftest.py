@@ -5,6 +5,9 @@
 * ``cifar_cache_dir``: one session-wide decode cache directory, so every module
   that loads CIFAR-10 at the same image size decodes the tarball only once.
 * ``tmp_cache``: points ``$RECIPE_SEARCH_CACHE`` at a fresh temporary directory.
+* ``search_home``: a module-wide ``$RECIPE_SEARCH_HOME`` (embedded MLflow store, Tune storage)
+  with a local 2-CPU Ray session, for modules that run whole searches in-process; its Ray
+  workers read injected faults from ``<home>/faults.txt`` (``rs_faults``).
 * ``tests/faults`` is on ``sys.path``: ``import rs_faults`` injects faults into trials.
 """
 
@@ -46,6 +49,28 @@ def cifar10_tarball() -> Path:
 def cifar_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A decode-cache directory shared by the whole session: pass it as DataSpec(cache_dir=...)."""
     return tmp_path_factory.mktemp("decoded-cache")
+
+
+@pytest.fixture(scope="module")
+def search_home(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh recipe-search home for the module, with a local Ray session of 2 CPUs."""
+    import rs_faults
+    from recipe_search.runtime import ray_session
+
+    home = tmp_path_factory.mktemp("rs-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECIPE_SEARCH_HOME", str(home))
+    mp.setenv("RECIPE_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "rs-cache"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv(rs_faults.SPEC_ENV, raising=False)
+    # the Ray workers (started with this environment) inject what a test writes into this file
+    for key, value in rs_faults.process_env(file=home / "faults.txt").items():
+        mp.setenv(key, value)
+    try:
+        with ray_session(num_cpus=2):
+            yield home
+    finally:
+        mp.undo()
 
 
 @pytest.fixture()

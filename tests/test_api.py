@@ -519,7 +519,8 @@ def test_searches_need_the_bearer_token(populated, jobs_home):
     assert spec["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer", "description": "The server's $RECIPE_SEARCH_TOKEN."}
     for method, path in (("POST", "/searches"), ("GET", "/searches"), ("GET", "/searches/0123456789ab"),
-                         ("DELETE", "/searches/0123456789ab"), ("POST", "/searches/0123456789ab/resume")):
+                         ("DELETE", "/searches/0123456789ab"), ("POST", "/searches/0123456789ab/resume"),
+                         ("POST", "/searches/0123456789ab/cancel")):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
                         {"Authorization": f"Bearer {TOKEN}x"}):
             r = c.request(method, path, json=BODY, headers=headers)
@@ -556,6 +557,9 @@ def test_typed_request_rejects_paths_and_unknown_fields(populated, jobs_home):
     bad({**BODY, "trials": 7}, "trials", "6")
     bad({**BODY, "trials": 1}, "trials", "2")
     bad({**BODY, "seed": -1}, "seed")
+    bad({**BODY, "seed": False}, "seed", "valid integer")  # strict: no bool/str/float coercion
+    bad({**BODY, "seed": "3"}, "seed", "valid integer")
+    bad({**BODY, "trials": 4.5}, "trials", "valid integer")
     bad({k: v for k, v in BODY.items() if k != "budget"}, "budget", "Field required")
     r = c.post("/searches", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 422 and "Traceback" not in r.text
@@ -604,13 +608,13 @@ def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypat
     assert got["request"]["backbones"] == ["resnet18", "mobilenetv3_small_050"]
 
     # cancel: SIGINT, the job ends cancelled and resumable; cancelling again changes nothing
-    r = c.delete(f"/searches/{job['id']}", headers=AUTH)
+    r = c.post(f"/searches/{job['id']}/cancel", headers=AUTH)
     assert r.status_code == 202 and r.json()["state"] in ("stopping", "cancelled")
     job = wait_state(c, job["id"], ("cancelled",))
     assert job["resumable"] and job["searches"][0]["state"] == "interrupted" and job["searches"][0]["returncode"] == 130
     assert job["searches"][1]["state"] == "pending"  # never started
     assert (jobs_home / "sigint.txt").read_text().split() == [sids[0]]
-    assert c.delete(f"/searches/{job['id']}", headers=AUTH).json()["state"] == "cancelled"
+    assert c.post(f"/searches/{job['id']}/cancel", headers=AUTH).json()["state"] == "cancelled"
 
     # resume: the started search continues with --resume, the other starts fresh; then finished
     (jobs_home / "hold").unlink()
@@ -627,7 +631,7 @@ def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypat
     assert [s["state"] for s in job["searches"]] == ["finished", "finished"] and job["runs"] == 3
     r = c.post(f"/searches/{job['id']}/resume", headers=AUTH)
     assert r.status_code == 409 and "finished" in r.json()["detail"]
-    assert c.delete(f"/searches/{job['id']}", headers=AUTH).status_code == 409
+    assert c.post(f"/searches/{job['id']}/cancel", headers=AUTH).status_code == 409
     assert c.get("/searches/0123456789ab", headers=AUTH).status_code == 404
     assert c.get("/searches/not-an-id", headers=AUTH).status_code == 422
 
@@ -657,6 +661,32 @@ def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypat
     assert r.status_code == 202, r.text
     assert wait_state(c2, second, ("finished", "failed"))["state"] == "finished"
     assert calls(jobs_home)[-1]["args"][-1] == "--resume"
+
+
+def test_delete_cancels_a_job_and_takes_it_off_the_list(populated, jobs_home):
+    """DELETE = cancel (SIGINT) + forget: GET answers 404 afterwards (schemathesis' use-after-free
+    check); the message names the search ids the CLI can still resume."""
+    jobs_home.mkdir(parents=True)
+    (jobs_home / "hold").touch()
+    app = jobs_app(populated["uri"], jobs_home)
+    c = TestClient(app)
+    try:
+        job = c.post("/searches", json=BODY, headers=AUTH).json()
+        while not calls(jobs_home):
+            time.sleep(0.05)
+        r = c.delete(f"/searches/{job['id']}", headers=AUTH)
+        assert r.status_code == 202 and r.json()["state"] in ("stopping", "cancelled"), r.text
+        message = r.json()["message"]
+        assert "--resume --search-id" in message and f"resnet18-{job['id']}" in message, message
+        assert c.get(f"/searches/{job['id']}", headers=AUTH).status_code == 404
+        assert c.get("/searches", headers=AUTH).json() == []
+        for method, path in (("delete", ""), ("post", "/cancel"), ("post", "/resume")):
+            assert getattr(c, method)(f"/searches/{job['id']}{path}", headers=AUTH).status_code == 404
+        app.state.jobs.wait(job["id"], 30)  # the search got SIGINT and stopped
+        assert (jobs_home / "sigint.txt").read_text().split() == [f"resnet18-{job['id']}"]
+        assert c.post("/searches", json=BODY, headers=AUTH).status_code == 202  # its slot is free again
+    finally:
+        app.state.jobs.shutdown()
 
 
 def test_shutdown_interrupts_running_jobs(populated, jobs_home, monkeypatch):
@@ -747,7 +777,7 @@ def test_api_job_runs_a_real_search_cancel_resume_no_duplicates(tmp_path, fresh_
             assert time.monotonic() < deadline, job
             time.sleep(1)
         assert job["searches"][0]["best"]["val_knn_top1"] is not None
-        assert c.delete(f"/searches/{job_id}", headers=AUTH).status_code == 202
+        assert c.post(f"/searches/{job_id}/cancel", headers=AUTH).status_code == 202
         job = wait_state(c, job_id, ("cancelled", "failed", "finished"), timeout=180)
         log = Path(job["log"]).read_text()
         assert job["state"] == "cancelled", (job, log[-3000:])

@@ -52,27 +52,17 @@ def assert_self_contained(html: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(search_home):
     from recipe_search.plan import SearchSettings
-    from recipe_search.runtime import ray_session
     from recipe_search.search import run_search
 
-    home = tmp_path_factory.mktemp("rs-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RECIPE_SEARCH_HOME", str(home))
-    mp.setenv("RECIPE_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "rs-cache"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    storage = f"sqlite:///{home / 'optuna.db'}"
-    try:
-        with ray_session(num_cpus=2):
-            t0 = time.monotonic()
-            # the two baselines and one sampled trial; the baselines confirmed at 2 seeds (about 45 s)
-            o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=0, confirm_k=0,
-                                          dataset="synthetic", study_storage=storage), progress=False)
-            print(f"\ntiny search with its report: {time.monotonic() - t0:.1f}s")
-        yield home, o, storage
-    finally:
-        mp.undo()
+    storage = f"sqlite:///{search_home / 'optuna.db'}"
+    t0 = time.monotonic()
+    # the two baselines and one sampled trial; the baselines confirmed at 2 seeds (about 45 s)
+    o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=0, confirm_k=0,
+                                  dataset="synthetic", study_storage=storage), progress=False)
+    print(f"\ntiny search with its report: {time.monotonic() - t0:.1f}s")
+    return search_home, o, storage
 
 
 def test_the_search_logs_its_report_on_the_parent_run(searched):

@@ -3,7 +3,6 @@ real (tiny) CIFAR-10 data. One Ray session for the module; budget ``tiny``."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -15,9 +14,9 @@ pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
 import rs_faults  # noqa: E402 - tests/faults (on sys.path by conftest)
+from recipe_search import __version__  # noqa: E402
 from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
 from recipe_search.plan import SearchSettings  # noqa: E402
-from recipe_search.runtime import ray_session  # noqa: E402
 from recipe_search.search import run_search  # noqa: E402
 from recipe_search.store import RecipeStore  # noqa: E402
 from trainer.recipe import Recipe  # noqa: E402
@@ -33,19 +32,8 @@ def data_args() -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("rs-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RECIPE_SEARCH_HOME", str(home))
-    mp.setenv("RECIPE_SEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "rs-cache"))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.delenv(rs_faults.SPEC_ENV, raising=False)
-    # the Ray workers (started with this environment) inject what a test writes into this file
-    for key, value in rs_faults.process_env(file=home / "faults.txt").items():
-        mp.setenv(key, value)
-    with ray_session(num_cpus=2):
-        yield home
-    mp.undo()
+def env(search_home):  # conftest: the module's home and Ray session
+    return search_home
 
 
 def client(home: Path):
@@ -188,6 +176,50 @@ def test_baselines_are_the_first_trials(e2e):
     assert {t.baseline: t.status for t in o.trials if t.baseline and t.stage == "search"} == {
         "mocov2": "completed", "sinfonce-light": "completed"}
     assert {r.name for r in o.confirmation if r.role == "baseline"} == {"mocov2", "sinfonce-light"}
+
+
+def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
+    """Same data, budget and seed: both baselines' confirmation runs on seeds 1 and 2 are the same
+    computation as in the first search, so the second search re-reports them (figures, curves and
+    a tag naming the run they came from) and trains nothing in its confirmation stage."""
+    from recipe_search.reuse import TAG_VERSION, reusable
+    from recipe_search.tracking import Tracker
+
+    home, first = e2e
+    notes = []
+    # two trials: the baselines only, so no searched finalist and every confirmation job is shared
+    o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, seed=0, **data_args()),
+                   progress=False, on_note=notes.append)
+    assert o.status == "finished" and o.fingerprint["digest"] == first.fingerprint["digest"]
+    assert any("confirmation: 4 of 4 runs reused from search " + first.search_id in n for n in notes), notes
+    c = client(home)
+    twins = {(t.job, t.seed): t for t in first.trials if t.stage == "confirmation"}
+    confirm = [t for t in o.trials if t.stage == "confirmation"]
+    assert sorted((t.job, t.seed) for t in confirm) == sorted(
+        (b, s) for b in ("mocov2", "sinfonce-light") for s in (1, 2))
+    for t in confirm:
+        twin = twins[(t.job, t.seed)]
+        tags = c.get_run(t.run_id).data.tags
+        assert tags["rs.reused_from"] == twin.run_id and tags[TAG_VERSION]
+        for k in ("test_probe_top1", "val_knn_top1", "test_knn_top1", "epochs_completed"):
+            assert t.metrics[k] == twin.metrics[k], k
+        assert t.metrics["trial_time_s"] == 0.0  # trained nothing
+        curve = [(m.step, m.value) for m in c.get_metric_history(t.run_id, "val_knn_top1")]
+        assert curve == [(m.step, m.value) for m in c.get_metric_history(twin.run_id, "val_knn_top1")]
+    first_runs = [c.get_run(t.run_id).data.tags for t in first.trials]
+    assert not any("rs.reused_from" in tags for tags in first_runs)
+    assert o.verdict is not None and [r.summary("test_probe_top1", [1, 2]).values for r in o.confirmation] == [
+        r.summary("test_probe_top1", [1, 2]).values for r in first.confirmation if r.role == "baseline"]
+    # another version, another data digest, or the same search: nothing to reuse
+    jobs = [{"name": t.job, "role": "baseline", "seed": t.seed, "recipe": json.dumps(t.recipe)} for t in confirm]
+    tracker = Tracker(o.tracking_uri, "recipe-search")
+    common = dict(backbone=BACKBONE, jobs=jobs)
+    assert len(reusable(tracker, search_id=o.search_id, digest=first.fingerprint["digest"],
+                        version=c.get_run(first.trials[0].run_id).data.tags[TAG_VERSION], **common)) == 4
+    assert reusable(tracker, search_id=o.search_id, digest=first.fingerprint["digest"], version="0.0.0", **common) == {}
+    assert reusable(tracker, search_id=o.search_id, digest="0" * 16, version=__version__, **common) == {}
+    assert reusable(tracker, search_id=first.search_id, digest=first.fingerprint["digest"], version=__version__,
+                    **common) == {}  # its own runs are not "earlier searches", and reused runs are skipped
 
 
 def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):

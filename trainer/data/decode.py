@@ -97,6 +97,26 @@ def _torchvision_jpeg_decoder():
     return decode
 
 
+def fit_decoded(out: list, indices: list[int], size: int) -> None:
+    """Fit the decoded images ``out[i]`` (uint8 [3, h, w]) for ``i`` in ``indices`` to
+    [3, size, size] in place: batched torch resizes for groups of 8+ same-size images
+    (CIFAR, STL), PIL for the rest."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i in indices:
+        if tuple(out[i].shape) != (3, size, size):
+            by_shape.setdefault(tuple(out[i].shape), []).append(i)
+    for group in by_shape.values():
+        if len(group) >= 8:
+            fitted = fit_image(torch.stack([out[i] for i in group]), size)
+            for j, i in enumerate(group):
+                out[i] = fitted[j]
+        else:
+            from PIL import Image
+
+            for i in group:
+                out[i] = pil_fit(Image.fromarray(out[i].permute(1, 2, 0).numpy()), size)
+
+
 def decode_images(blobs: list[bytes], names: list[str], size: int) -> torch.Tensor:
     """Decode encoded images to uint8 [n, 3, size, size]: small JPEGs batched via torchvision, the rest via PIL."""
     decoder = _torchvision_jpeg_decoder()
@@ -112,25 +132,9 @@ def decode_images(blobs: list[bytes], names: list[str], size: int) -> torch.Tens
             decoded = decoder([blobs[i] for i in fast])
         except Exception:  # noqa: BLE001 - e.g. CMYK or truncated JPEGs: let PIL try each one
             decoded = [None] * len(fast)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, t in zip(fast, decoded):
-            if t is None:
-                out[i] = decode_pil(blobs[i], names[i], size)
-            elif tuple(t.shape) == (3, size, size):
-                out[i] = t
-            else:
-                out[i] = t
-                by_shape.setdefault(tuple(t.shape), []).append(i)
-        for shape, group in by_shape.items():
-            if len(group) >= 8:  # batched torch resize for a group of same-size images (CIFAR, STL)
-                fitted = fit_image(torch.stack([out[i] for i in group]), size)  # type: ignore[misc]
-                for j, i in enumerate(group):
-                    out[i] = fitted[j]
-            else:
-                from PIL import Image
-
-                for i in group:
-                    out[i] = pil_fit(Image.fromarray(out[i].permute(1, 2, 0).numpy()), size)  # type: ignore[union-attr]
+            out[i] = decode_pil(blobs[i], names[i], size) if t is None else t
+        fit_decoded(out, fast, size)
     if not out:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
     return torch.stack(out)  # type: ignore[arg-type]

@@ -1,0 +1,69 @@
+"""Confirmation runs that an earlier search already trained: found, not trained again.
+
+A confirmation job is a pure function of its recipe (seed included), the proxy data, the
+budget's shape and the evaluation protocol -- all of which the search fingerprint
+(``fingerprint.py``: data digest, sizes, epochs, ``EVALUATION``) and the recipe JSON pin
+down -- and of the trainer's code, pinned by the recipe-search version. Two searches on the
+same backbone, data and budget with the same seed confirm both baselines on the same fresh
+seeds, so the second would spend about half its confirmation stage re-training them. With
+reuse on (the default; ``--no-reuse-confirmations`` turns it off) a job whose twin finished
+in an earlier search of the same MLflow experiment is re-reported from that run's metrics:
+the new child run gets the twin's final metrics and per-epoch curves and the tag
+``rs.reused_from`` (the twin's run id), so the MLflow UI and the report say which figures
+were measured once and counted in two searches.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .store_records import TAG_FINGERPRINT
+from .tracking import TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, Tracker, point_key
+
+TAG_VERSION = "rs.version"  # the recipe-search version that trained a run
+
+
+def job_recipe(job: dict) -> str:
+    """A confirmation job's recipe JSON with its seed, as tag ``rs.recipe`` stores it."""
+    from trainer.recipe import Recipe
+
+    recipe = job["recipe"]
+    recipe = Recipe.from_json(recipe) if isinstance(recipe, str) else Recipe.from_dict(recipe)
+    return recipe.replace(seed=int(job["seed"])).to_json(indent=None)
+
+
+def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, version: str,
+             jobs: list[dict]) -> dict[str, dict]:
+    """``{point_key({"job": job}): {"run_id", "search_id", "metrics"}}`` for each of ``jobs``
+    that another search of the experiment finished with the same backbone, fingerprint
+    ``digest``, recipe-search ``version``, recipe and seed (the oldest such run)."""
+    wanted = {job_recipe(j): point_key({"job": j}) for j in jobs}
+    flt = (f"tags.`{TAG_STAGE}` = 'confirmation' and tags.`{TAG_STATUS}` = 'completed' "
+           f"and tags.`{TAG_FINGERPRINT}` = '{digest}' and tags.`{TAG_BACKBONE}` = '{backbone}' "
+           f"and tags.`{TAG_VERSION}` = '{version}' and attributes.status = 'FINISHED'")
+    out: dict[str, dict] = {}
+    token = None
+    while True:
+        page = tracker.client.search_runs([tracker.experiment_id], filter_string=flt, max_results=1000,
+                                          page_token=token, order_by=["attributes.start_time ASC"])
+        for run in page:
+            tags = run.data.tags
+            key = wanted.get(tags.get(TAG_RECIPE, ""))
+            if key is None or key in out or tags.get(TAG_SEARCH) == search_id or TAG_REUSED in tags:
+                continue  # a reused run points at its twin: take the twin itself
+            metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
+            if "test_probe_top1" in metrics and "val_knn_top1" in metrics:
+                out[key] = {"run_id": run.info.run_id, "search_id": tags.get(TAG_SEARCH), "metrics": metrics}
+        token = page.token
+        if not token:
+            return out
+
+
+def describe(found: dict[str, dict], jobs: list[dict]) -> str:
+    """One line for the console: which jobs are reused from which searches."""
+    names = sorted({f"{j['name']} s{j['seed']}" for j in jobs if point_key({"job": j}) in found})
+    searches = sorted({v["search_id"] or "?" for v in found.values()})
+    return (f"confirmation: {len(found)} of {len(jobs)} runs reused from search {', '.join(searches)} "
+            f"(same data, budget, recipe, seed and version: {', '.join(names)}); "
+            "--no-reuse-confirmations trains them again")
+
