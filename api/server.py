@@ -34,6 +34,8 @@ def serve(
     job_cpus: int | None = None,
     max_in_flight: int = 64,
     backlog: int = 2048,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> None:
     """Serve the API until SIGINT/SIGTERM (blocking)."""
     import uvicorn
@@ -58,6 +60,8 @@ def serve(
         # a backstop well above the app's own limit: the app sheds first, with Retry-After
         limit_concurrency=max(1024, 8 * max_in_flight) if max_in_flight > 0 else None,
         backlog=backlog,
+        loop=loop,  # auto: uvloop and httptools when installed (uvicorn[standard]), see bench/bench_api.py
+        http=http,
     )
     uvicorn.Server(config).run()
 
@@ -83,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-in-flight", type=int, default=64,
                    help="requests handled at once; more get 503 + Retry-After (0: no limit)")
     p.add_argument("--backlog", type=int, default=2048, help="listen backlog of the socket")
+    p.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"),
+                   help="event loop (auto: uvloop when installed)")
+    p.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
+                   help="HTTP/1.1 parser (auto: httptools when installed)")
     a = p.parse_args(argv)
     if a.max_jobs < 1 or a.max_trials < 2:
         p.error("--max-jobs must be >= 1 and --max-trials >= 2")
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     serve(a.host, a.port, a.tracking_uri, cache_ttl=a.cache_ttl, cors_origins=a.cors_origins,
           log_level=a.log_level, data_roots=a.data_roots, max_jobs=a.max_jobs, max_trials=a.max_trials,
-          job_cpus=a.job_cpus, max_in_flight=a.max_in_flight, backlog=a.backlog)
+          job_cpus=a.job_cpus, max_in_flight=a.max_in_flight, backlog=a.backlog, loop=a.loop, http=a.http)
     return 0
 
 

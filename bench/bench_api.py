@@ -9,7 +9,13 @@ by side -- cached (--ttl, default 2 s) and uncached (TTL=0: every request reads 
 at 200 and 1,000 req/s by default -- with p50, p99, errors (connection failures and
 timeouts: requests dropped) and 503s (shed by the server with Retry-After) per cell.
 
+The load generator speaks raw keep-alive HTTP/1.1 over asyncio streams (its CPU cost per
+request is in the table), since on 2 shared cores a heavy client would measure itself.
+``--impls auto asyncio-h11`` adds the server on the pure-Python event loop and parser that
+uvicorn falls back to without uvicorn[standard] (uvloop, httptools), side by side.
+
     python bench/bench_api.py                              # 200 and 1000 req/s, 5 s per cell
+    python bench/bench_api.py --impls auto asyncio-h11     # and on asyncio + h11
     python bench/bench_api.py --rates 100 500 --seconds 10 --tracking-uri sqlite:////path/mlflow.db
 """
 
@@ -32,6 +38,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# the server's event loop and HTTP parser: uvicorn's auto picks (uvloop + httptools with
+# uvicorn[standard]) against the pure-Python ones it falls back to without them
+IMPLS = {"auto": ("auto", "auto"), "asyncio-h11": ("asyncio", "h11")}
 BACKBONES = ["resnet18", "mobilenetv3_small_100", "efficientnet_b0", "regnetx_002", "ghostnet_100"]
 
 
@@ -64,13 +73,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(uri: str, ttl: float, log: Path, max_in_flight: int = 64) -> tuple[subprocess.Popen, str]:
+def start(uri: str, ttl: float, log: Path, max_in_flight: int = 64, impl: str = "auto") -> tuple[subprocess.Popen, str]:
+    loop, http = IMPLS[impl]
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "api.server", "--port", str(port), "--tracking-uri", uri,
-             "--cache-ttl", str(ttl), "--log-level", "warning", "--max-in-flight", str(max_in_flight)],
+             "--cache-ttl", str(ttl), "--log-level", "warning", "--max-in-flight", str(max_in_flight),
+             "--loop", loop, "--http", http],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -87,38 +98,97 @@ def start(uri: str, ttl: float, log: Path, max_in_flight: int = 64) -> tuple[sub
     raise SystemExit("server did not become ready in 90 s")
 
 
-async def fire(base: str, backbones: list[str], rate: float, count: int, max_s: float) -> dict:
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+class Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for GETs: the load
+    generator must cost far less than the server it measures on the same cores (``client CPU``
+    in the table says what it cost per request)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "Conn":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def get(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        if b"connection: close" in head.lower():
+            raise ConnectionResetError("server closed the connection")
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def fire(base: str, backbones: list[str], rate: float, count: int, max_s: float, conns: int = 64) -> dict:
+    host, port = base.removeprefix("http://").split(":")
+    requests = [f"GET /recipes/{b} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode()
+                for b in backbones]
     lat: list[float] = []
     statuses: dict[int | str, int] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        for b in backbones:  # warm-up: connections and (for the cached config) the cache
-            await client.get(f"/recipes/{b}")
+    idle: asyncio.Queue[Conn] = asyncio.Queue()
+    opened: list[Conn] = []
+    for _ in range(conns):
+        c = await Conn.open(host, int(port))
+        opened.append(c)
+        for req in requests:  # warm-up: connections and (for the cached config) the cache
+            await c.get(req)
+        idle.put_nowait(c)
 
-        async def one(i: int, due: float) -> None:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    async def one(i: int, due: float) -> None:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        conn = await idle.get()  # waiting for a free connection counts: latency is from the due time
+        try:
+            key: int | str = await asyncio.wait_for(conn.get(requests[i % len(requests)]), 30)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
+            key = type(e).__name__
+            conn.close()
             try:
-                r = await client.get(f"/recipes/{backbones[i % len(backbones)]}")
-                key: int | str = r.status_code
-            except httpx.HTTPError as e:
-                key = type(e).__name__
-            statuses[key] = statuses.get(key, 0) + 1
-            lat.append(time.perf_counter() - due)
+                conn = await Conn.open(host, int(port))
+                opened.append(conn)
+            except OSError:
+                conn = None  # type: ignore[assignment]
+        statuses[key] = statuses.get(key, 0) + 1
+        lat.append(time.perf_counter() - due)
+        if conn is not None:
+            idle.put_nowait(conn)
 
-        t0 = time.perf_counter() + 0.05
-        n = min(count, int(rate * max_s))
-        tasks = [asyncio.create_task(one(i, t0 + i / rate)) for i in range(n)]
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - t0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter() + 0.05
+    n = min(count, int(rate * max_s))
+    tasks = [asyncio.create_task(one(i, t0 + i / rate)) for i in range(n)]
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    for c in opened:
+        c.close()
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))] * 1000  # noqa: E731
     errors = sum(v for k, v in statuses.items() if isinstance(k, str))
     return {"requests": len(lat), "achieved_rps": len(lat) / wall, "p50_ms": q(0.50), "p90_ms": q(0.90),
             "p99_ms": q(0.99), "max_ms": lat[-1] * 1000, "mean_ms": statistics.fmean(lat) * 1000,
             "ok": statuses.get(200, 0), "shed_503": statuses.get(503, 0), "errors": errors,
-            "statuses": statuses}
+            "statuses": statuses, "client_cpu_us": cpu / max(1, len(lat)) * 1e6}
+
+
+def run_loop(coro):
+    """``asyncio.run`` on uvloop when it is installed (it is with uvicorn[standard])."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-in-flight", type=int, default=64, help="the server's --max-in-flight (default 64)")
     p.add_argument("--tracking-uri", default=None,
                    help="use this store as is (default: a temporary SQLite store with 5 backbones x 2 datasets)")
+    p.add_argument("--impls", nargs="+", default=["auto"], choices=list(IMPLS),
+                   help="server event loop + parser configs to compare (default: auto only; "
+                        "add asyncio-h11 for the pure-Python fallback)")
+    p.add_argument("--connections", type=int, default=64, help="keep-alive connections of the load generator")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     a = p.parse_args(argv)
 
@@ -151,15 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {len(BACKBONES) * 2} recipes into {uri} in {time.perf_counter() - t:.1f} s")
         load_before = os.getloadavg()[0]
         results: dict[str, dict] = {}
-        for label, ttl in ((f"cached (ttl={a.ttl:g}s)", a.ttl), ("uncached (ttl=0)", 0.0)):
+        configs = [(f"{'cached' if ttl else 'uncached'} {impl}", ttl, impl)
+                   for impl in a.impls for ttl in (a.ttl, 0.0)]
+        for label, ttl, impl in configs:
             t = time.perf_counter()
-            proc, base = start(uri, ttl, Path(tmp) / f"server-{ttl}.log", a.max_in_flight)
+            proc, base = start(uri, ttl, Path(tmp) / f"server-{impl}-{ttl}.log", a.max_in_flight, impl)
             print(f"{label}: server ready in {time.perf_counter() - t:.1f} s", flush=True)
             try:
                 for rate in a.rates:
                     count = a.count or int(rate * a.seconds)
                     cell = f"{label} @ {rate:g}/s"
-                    results[cell] = asyncio.run(fire(base, backbones, rate, count, a.seconds))
+                    results[cell] = run_loop(fire(base, backbones, rate, count, a.seconds, a.connections))
                     r = results[cell]
                     print(f"{cell}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['shed_503']} x 503, "
                           f"{r['errors']} errors", flush=True)
@@ -168,22 +244,29 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
                 proc.wait(timeout=30)
 
-    print(f"\nGET /recipes/{{backbone}}, open loop, latency from the due time; server --max-in-flight "
-          f"{a.max_in_flight} ({os.cpu_count()} CPUs, load average {load_before:.1f} before, "
+    print(f"\nGET /recipes/{{backbone}}, open loop, latency from the due time; cached: --cache-ttl {a.ttl:g}, "
+          f"uncached: --cache-ttl 0; server --max-in-flight {a.max_in_flight} ({os.cpu_count()} CPUs, load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after)")
     header = f"{'config':34}{'requests':>9}{'achieved/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}" \
-             f"{'200':>7}{'503':>7}{'errors':>8}"
+             f"{'200':>7}{'503':>7}{'errors':>8}{'client CPU':>12}"
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         print(f"{name:34}{r['requests']:>9}{r['achieved_rps']:>11.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-              f"{r['max_ms']:>10.2f}{r['ok']:>7}{r['shed_503']:>7}{r['errors']:>8}")
+              f"{r['max_ms']:>10.2f}{r['ok']:>7}{r['shed_503']:>7}{r['errors']:>8}"
+              f"{r['client_cpu_us']:>9.0f} us")
+    def ratio(num: str, den: str, rate: float) -> None:
+        x, y = results.get(f"{num} @ {rate:g}/s"), results.get(f"{den} @ {rate:g}/s")
+        if x and y and y["p50_ms"] > 0 and y["p99_ms"] > 0:
+            print(f"{num} / {den} at {rate:g}/s: p50 {x['p50_ms'] / y['p50_ms']:.1f}x, "
+                  f"p99 {x['p99_ms'] / y['p99_ms']:.1f}x")
+
     for rate in a.rates:
-        cached = next(v for k, v in results.items() if k.startswith("cached") and k.endswith(f"@ {rate:g}/s"))
-        cold = next(v for k, v in results.items() if k.startswith("uncached") and k.endswith(f"@ {rate:g}/s"))
-        if cached["p50_ms"] > 0 and cached["p99_ms"] > 0:
-            print(f"uncached / cached at {rate:g}/s: p50 {cold['p50_ms'] / cached['p50_ms']:.1f}x, "
-                  f"p99 {cold['p99_ms'] / cached['p99_ms']:.1f}x")
+        for impl in a.impls:
+            ratio(f"uncached {impl}", f"cached {impl}", rate)
+        for impl in a.impls[1:]:
+            for kind in ("cached", "uncached"):
+                ratio(f"{kind} {impl}", f"{kind} {a.impls[0]}", rate)
     if a.json:
         print(json.dumps(results, indent=2))
     # dropped requests (connection errors, timeouts) fail the bench; 503s are load shed on purpose
