@@ -178,6 +178,7 @@ def test_baselines_are_the_first_trials(e2e):
     assert {r.name for r in o.confirmation if r.role == "baseline"} == {"mocov2", "sinfonce-light"}
 
 
+@pytest.mark.slow  # a whole extra search: CI runs it with `pytest -m slow`, outside the 15-minute default suite
 def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     """Same data, budget and seed: both baselines' confirmation runs on seeds 1 and 2 are the same
     computation as in the first search, so the second search re-reports them (figures, curves and
