@@ -9,8 +9,8 @@
 * ``GET /recipes/{backbone}/trials``    trial leaderboard read from MLflow (val_knn_top1 first)
 * ``GET /recipes/{backbone}/history``   promotions over time
 * ``GET /healthz``, ``GET /readyz``     liveness, readiness (checks the store)
-* ``POST /searches``, ``GET /searches``, ``GET /searches/{id}``, ``DELETE /searches/{id}``,
-  ``POST /searches/{id}/resume``  typed search jobs (``api/jobs.py``, routes in
+* ``POST /searches``, ``GET /searches``, ``GET /searches/{id}``, ``POST /searches/{id}/cancel``,
+  ``POST /searches/{id}/resume``, ``DELETE /searches/{id}`` (cancel + forget)  typed search jobs (``api/jobs.py``, routes in
   ``api/search_routes.py``); only when the server has a write token, and each needs
   ``Authorization: Bearer <token>`` (401 + ``WWW-Authenticate: Bearer`` otherwise)
 
