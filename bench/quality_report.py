@@ -188,14 +188,15 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
 def search_section(rows: list[dict], out: Path) -> list[str]:
     if not rows:
         return ["No results yet."]
-    lines = ["| repeat | method | trials | trial-epochs | promoted winner | its confirmed test probe | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| repeat | method | trials | trial-epochs | promoted winner | its confirmed test probe | verdict | wall |",
+             "|---|---|---|---|---|---|---|---|"]
     score = {}
     for r in sorted(rows, key=lambda r: (r["repeat"], r["method"])):
         v = r["verdict"]
         score[(r["repeat"], r["method"])] = v["score"]["mean"]
         lines.append(f"| {r['repeat']} | {r['method']} | {r['trials']} | {r['trial_epochs']} | {v['winner']} | "
-                     f"{_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} | {v['verdict']} |")
+                     f"{_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} | {v['verdict']} | "
+                     f"{r.get('wall_s', 0) / 60:.0f} min |")
     reps = sorted({k[0] for k in score if (k[0], "tpe-asha") in score and (k[0], "random") in score})
     if reps:
         a = [score[(r, "tpe-asha")] for r in reps]

@@ -182,6 +182,9 @@ class StageRunner:
                              digest=self.tags[TAG_FINGERPRINT], version=self.tags[TAG_VERSION])
             if found:
                 note(describe(found, todo))
+                sources = ", ".join(sorted({v["search_id"] or "?" for v in found.values()}))
+                self.tracker.set_tags(self.parent_run_id,
+                                      {"rs.confirmations_reused": f"{len(found)}/{len(jobs)} from {sources}"})
                 finished[1].update({k: v["metrics"] for k, v in found.items()})
                 reused = {k: v["run_id"] for k, v in found.items()}
         return self._fit(key, title, len(jobs), make, finished, reused)

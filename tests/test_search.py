@@ -207,6 +207,7 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
         assert t.metrics["trial_time_s"] == 0.0  # trained nothing
         curve = [(m.step, m.value) for m in c.get_metric_history(t.run_id, "val_knn_top1")]
         assert curve == [(m.step, m.value) for m in c.get_metric_history(twin.run_id, "val_knn_top1")]
+    assert c.get_run(o.parent_run_id).data.tags["rs.confirmations_reused"] == f"4/4 from {first.search_id}"
     first_runs = [c.get_run(t.run_id).data.tags for t in first.trials]
     assert not any("rs.reused_from" in tags for tags in first_runs)
     assert o.verdict is not None and [r.summary("test_probe_top1", [1, 2]).values for r in o.confirmation] == [
