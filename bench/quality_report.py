@@ -166,6 +166,7 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
               f"* val kNN at ASHA's first rung (epoch {rung}) vs long test probe: "
               f"{_corr(rank_correlations(rv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
               f"* val kNN at the rung vs long test kNN: {_corr(rank_correlations(rv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}"]
+    lines += ["", *_asha_keeps(both, short, long_, rung_val)]
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     for ax, x, label in ((axes[0], sv, f"short run val kNN (epoch {e_short})"),
@@ -181,6 +182,27 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
     fig.savefig(out / "fidelity.png", dpi=80)
     plt.close(fig)
     return lines + ["", f"![proxy fidelity]({out.name}/fidelity.png)"]
+
+
+def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[str]:
+    """Would ASHA's first cut keep the recipes that are best after long training? Its rung
+    promotes the top 1/reduction_factor by val kNN; compare that set with the top recipes by
+    the long runs' test probe (and the same cut made at the short run's end)."""
+    from recipe_search.budget import BUDGETS
+
+    budget = short[names[0]].get("budget", "cpu")
+    rf = BUDGETS[budget].reduction_factor if budget in BUDGETS else 3
+    k = max(1, round(len(names) / rf))
+    best = sorted(names, key=lambda n: -long_[n]["metrics"]["test_probe_top1"])
+    at_rung = sorted(names, key=lambda n: -rung_val(short[n]))
+    at_end = sorted(names, key=lambda n: -short[n]["metrics"]["val_knn_top1"])
+    top = set(best[:k])
+    return [f"ASHA's first cut (reduction factor {rf}: the top {k} of {len(names)} by val kNN at the rung go on) "
+            f"keeps **{len(top & set(at_rung[:k]))} of the {k}** recipes that are best by long-run test probe "
+            f"({', '.join(best[:k])}; a random cut keeps {k * k / len(names):.1f} on average); the same cut on the short runs' final val kNN keeps "
+            f"{len(top & set(at_end[:k]))} of {k}. The long-run best, `{best[0]}`, ranks "
+            f"{at_rung.index(best[0]) + 1} of {len(names)} at the rung and {at_end.index(best[0]) + 1} at the "
+            "short run's end (baselines are never stopped by the search's ASHA, `asha.BaselineSafeASHA`)."]
 
 
 # -- search against random search ----------------------------------------------------------------
