@@ -18,9 +18,8 @@ from __future__ import annotations
 import math
 
 from .store_records import TAG_FINGERPRINT
-from .tracking import TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, Tracker, point_key
-
-TAG_VERSION = "rs.version"  # the recipe-search version that trained a run
+from .tracking import (TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, TAG_VERSION, Tracker,
+                       point_key)
 
 
 def job_recipe(job: dict) -> str:
@@ -59,11 +58,14 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
             return out
 
 
+def sources(found: dict[str, dict]) -> str:
+    """The searches whose runs ``found`` reuses, comma-separated."""
+    return ", ".join(sorted({v["search_id"] or "?" for v in found.values()}))
+
+
 def describe(found: dict[str, dict], jobs: list[dict]) -> str:
     """One line for the console: which jobs are reused from which searches."""
     names = sorted({f"{j['name']} s{j['seed']}" for j in jobs if point_key({"job": j}) in found})
-    searches = sorted({v["search_id"] or "?" for v in found.values()})
-    return (f"confirmation: {len(found)} of {len(jobs)} runs reused from search {', '.join(searches)} "
+    return (f"confirmation: {len(found)} of {len(jobs)} runs reused from search {sources(found)} "
             f"(same data, budget, recipe, seed and version: {', '.join(names)}); "
             "--no-reuse-confirmations trains them again")
-

@@ -44,7 +44,7 @@ from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
 from .errors import ResumeError, SearchError
 from .progress import duration
 from .report import log_report
-from .reuse import TAG_FINGERPRINT, TAG_VERSION
+from .reuse import TAG_FINGERPRINT
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
                       summarize)
@@ -53,7 +53,7 @@ from .runtime import (open_study_storage, prepare_environment, quiet_libraries, 
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,
                     storage_dir, write_meta)
-from .tracking import TAG_BACKBONE, Tracker
+from .tracking import TAG_BACKBONE, TAG_VERSION, Tracker
 from .verdict import Verdict, decide
 
 __all__ = [

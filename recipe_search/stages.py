@@ -25,11 +25,11 @@ from .baselines import BASELINES, JOB_KEY
 from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
-from .reuse import TAG_FINGERPRINT, TAG_VERSION, describe, reusable
+from .reuse import TAG_FINGERPRINT, describe, reusable, sources
 from .runtime import existing_study, study_name
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
-from .tracking import Tracker, TrialLogger, point_key
+from .tracking import TAG_VERSION, Tracker, TrialLogger, point_key
 
 # Tune snapshots its experiment state every few seconds; after a SIGKILL the snapshot may name a
 # checkpoint older than the trial's latest. Keeping the last 3 (weights are stripped from all but
@@ -182,9 +182,8 @@ class StageRunner:
                              digest=self.tags[TAG_FINGERPRINT], version=self.tags[TAG_VERSION])
             if found:
                 note(describe(found, todo))
-                sources = ", ".join(sorted({v["search_id"] or "?" for v in found.values()}))
                 self.tracker.set_tags(self.parent_run_id,
-                                      {"rs.confirmations_reused": f"{len(found)}/{len(jobs)} from {sources}"})
+                                      {"rs.confirmations_reused": f"{len(found)}/{len(jobs)} from {sources(found)}"})
                 finished[1].update({k: v["metrics"] for k, v in found.items()})
                 reused = {k: v["run_id"] for k, v in found.items()}
         return self._fit(key, title, len(jobs), make, finished, reused)

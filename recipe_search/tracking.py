@@ -41,6 +41,7 @@ TAG_SEED = "rs.seed"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_REUSED = "rs.reused_from"  # a confirmation run carrying an earlier search's figures (reuse.py)
+TAG_VERSION = "rs.version"  # the recipe-search version that trained a run
 
 EPOCH_KEYS = ("loss", "val_knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
               "smoothing", "key_momentum", "distill_loss", "teacher_cosine")  # the last two: with a teacher

@@ -183,8 +183,8 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     """Same data, budget and seed: both baselines' confirmation runs on seeds 1 and 2 are the same
     computation as in the first search, so the second search re-reports them (figures, curves and
     a tag naming the run they came from) and trains nothing in its confirmation stage."""
-    from recipe_search.reuse import TAG_VERSION, reusable
-    from recipe_search.tracking import Tracker
+    from recipe_search.reuse import reusable
+    from recipe_search.tracking import TAG_VERSION, Tracker
 
     home, first = e2e
     notes = []
