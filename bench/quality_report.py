@@ -223,10 +223,14 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
     if reps:
         a = [score[(r, "tpe-asha")] for r in reps]
         b = [score[(r, "random")] for r in reps]
-        wins = sum(x > y for x, y in zip(a, b))
-        lines += ["", f"Over {len(reps)} repeats: TPE+ASHA {_ms(a)}, random search {_ms(b)}; TPE+ASHA wins "
-                      f"{wins} of {len(reps)}" + (f"; paired difference {_iv(paired_interval(a, b))} points"
-                                                   if len(reps) > 1 else "") + "."]
+        wins, ties = sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b))
+        lines += ["", f"Over {len(reps)} repeat(s): TPE+ASHA {_ms(a)}, random search {_ms(b)}; TPE+ASHA wins "
+                      f"{wins} of {len(reps)}" + (f" ({ties} tied: both promoted the same recipe, whose "
+                                                  "confirmation runs the second search reused)" if ties else "")
+                  + (f"; paired difference {_iv(paired_interval(a, b))} points" if len(reps) > 1 else "") + "."]
+        if len(reps) < 3:
+            lines += ["", f"**Incomplete**: {len(reps)} of the 3 repeats the study needs; nothing is concluded "
+                          "from it yet."]
     return lines
 
 

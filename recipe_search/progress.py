@@ -177,7 +177,7 @@ class ProgressView:
         job = (trial.config or {}).get(JOB_KEY)
         if job is not None:
             return f"{job['name']} s{job['seed']}"
-        return baseline_name(trial.config) or "tpe"
+        return baseline_name(trial.config) or getattr(self.ctx, "sampler", "tpe")
 
     def eta(self, trials) -> float | None:
         """Seconds left: epochs still to run x mean epoch time / concurrency."""

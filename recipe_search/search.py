@@ -172,7 +172,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
             image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
             device=device, threads=max(1, int(cpt)), baselines=BASELINES,
-            checkpoint_every=p.checkpoint_every)
+            checkpoint_every=p.checkpoint_every, sampler=s.sampler)
         floor_recipe = ctx.recipe_for({"baseline": BASELINES[-1].name})[0]
         seeds = confirmation_seeds(s.seed, p.confirm_seeds)
         confirm_jobs = (p.confirm_k + len(BASELINES)) * len(seeds)

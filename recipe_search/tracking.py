@@ -307,7 +307,7 @@ class TrialLogger:
             return run_id
         recipe, notes, base, error = self._recipe(trial)
         job = (trial.config or {}).get(JOB_KEY)
-        label = f"baseline-{base.name}" if base is not None else "tpe"
+        label = f"baseline-{base.name}" if base is not None else self.ctx.sampler
         if job is not None:
             label = f"confirm-{job['name']}-s{job['seed']}"
         tags = {**self.tags, TAG_BASELINE: base.name if base is not None else None,

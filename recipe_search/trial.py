@@ -56,6 +56,7 @@ class TrialContext:
     threads: int = 1  # torch intra-op threads of a CPU trial (its Ray CPUs)
     baselines: tuple[Baseline, ...] = ()
     checkpoint_every: int = 1  # epochs between the checkpoints a trial reports (0: none mid-trial)
+    sampler: str = "tpe"  # names the sampled (non-baseline) trials in MLflow and the progress view
     extra: dict = field(default_factory=dict)
 
     def baseline_for(self, config: dict) -> Baseline | None:

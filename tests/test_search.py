@@ -266,6 +266,9 @@ def test_random_search_without_early_stopping_is_a_control(env):
     assert {int(t.metrics["epochs_completed"]) for t in search} == {2}
     params = client(env).get_run(o.parent_run_id).data.params
     assert (params["sampler"], params["early_stopping"]) == ("random", "false")
+    names = sorted(r.data.tags["mlflow.runName"].split("-")[0] for r in child_runs(env, o.search_id)
+                   if r.data.tags["rs.stage"] == "search" and "rs.baseline" not in r.data.tags)
+    assert names == ["random"] * 3  # the sampled trials are named for their sampler, not "tpe"
 
 
 def test_a_bad_sampler_is_a_clear_error():
