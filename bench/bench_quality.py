@@ -263,8 +263,17 @@ def _search_outcome(setup: Setup, search_id: str, state: dict) -> dict:
                        for t in trials)
     path = client.download_artifacts(state["parent_run_id"], "verdict.json")
     verdict = json.loads(Path(path).read_text())
+    # every confirmed recipe's figures (the searched finalist's too, when a baseline wins)
+    confirmed: dict[str, dict] = {}
+    for t in summarize(tracker, search_id):
+        if t.stage == "confirmation" and t.status == "completed" and t.job:
+            c = confirmed.setdefault(t.job, {"role": "baseline" if t.job in verdict["baselines"] else "finalist",
+                                             "test_probe_top1": [], "val_knn_top1": []})
+            for k in ("test_probe_top1", "val_knn_top1"):
+                if k in t.metrics:
+                    c[k].append(t.metrics[k])
     return {"search_id": search_id, "status": state.get("status"), "trial_epochs": trial_epochs,
-            "trials": len(trials), "verdict": verdict}
+            "trials": len(trials), "verdict": verdict, "confirmed": confirmed}
 
 
 def search_vs_random(setup: Setup) -> None:

@@ -210,15 +210,21 @@ def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[st
 def search_section(rows: list[dict], out: Path) -> list[str]:
     if not rows:
         return ["No results yet."]
-    lines = ["| repeat | method | trials | trial-epochs | promoted winner | its confirmed test probe | verdict | wall |",
-             "|---|---|---|---|---|---|---|---|"]
-    score = {}
+    lines = ["| repeat | method | trials | trial-epochs | promoted winner (chosen on val) | its confirmed test probe "
+             "| verdict | searched finalist: confirmed val kNN / test probe | wall |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    score, found = {}, {}
     for r in sorted(rows, key=lambda r: (r["repeat"], r["method"])):
         v = r["verdict"]
         score[(r["repeat"], r["method"])] = v["score"]["mean"]
+        fin = {n: c for n, c in (r.get("confirmed") or {}).items() if c["role"] == "finalist" and c["test_probe_top1"]}
+        cells = []
+        for n, c in fin.items():
+            found[(r["repeat"], r["method"])] = float(np.mean(c["test_probe_top1"]))
+            cells.append(f"`{n}` {_ms(c['val_knn_top1'])} / {_ms(c['test_probe_top1'])}")
         lines.append(f"| {r['repeat']} | {r['method']} | {r['trials']} | {r['trial_epochs']} | {v['winner']} | "
                      f"{_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} | {v['verdict']} | "
-                     f"{r.get('wall_s', 0) / 60:.0f} min |")
+                     f"{'; '.join(cells) or 'n/a'} | {r.get('wall_s', 0) / 60:.0f} min |")
     reps = sorted({k[0] for k in score if (k[0], "tpe-asha") in score and (k[0], "random") in score})
     if reps:
         a = [score[(r, "tpe-asha")] for r in reps]
@@ -228,6 +234,12 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
                       f"{wins} of {len(reps)}" + (f" ({ties} tied: both promoted the same recipe, whose "
                                                   "confirmation runs the second search reused)" if ties else "")
                   + (f"; paired difference {_iv(paired_interval(a, b))} points" if len(reps) > 1 else "") + "."]
+        both = [r for r in reps if (r, "tpe-asha") in found and (r, "random") in found]
+        if both:
+            fa, fb = [found[(r, "tpe-asha")] for r in both], [found[(r, "random")] for r in both]
+            lines += ["", f"What the samplers found (the searched finalist's confirmed test probe, whether or not "
+                          f"it was promoted): TPE+ASHA {_ms(fa)}, random search {_ms(fb)}; TPE+ASHA's is higher in "
+                          f"{sum(x > y for x, y in zip(fa, fb))} of {len(both)}."]
         if len(reps) < 3:
             lines += ["", f"**Incomplete**: {len(reps)} of the 3 repeats the study needs; nothing is concluded "
                           "from it yet."]
