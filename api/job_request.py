@@ -148,8 +148,7 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
         "SearchJobRequest",
         __config__=ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": False}),
         __validators__={"check_backbones": field_validator("backbones")(check_backbones),
-                        "json_integers": field_validator(*[f for f in ("trials", "seed") if f in fields],
-                                                         mode="before")(json_integer)},
+                        "json_integers": field_validator("trials", "seed", mode="before")(json_integer)},
         **fields,
     )
 
