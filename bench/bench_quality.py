@@ -244,7 +244,12 @@ def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> 
         cmd.append("--resume")
     if not (meta.exists() and json.loads(meta.read_text()).get("status") == "finished"):
         print("[search] " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=False, cwd=ROOT)
+        proc = subprocess.Popen(cmd, cwd=ROOT)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the search too: let it save its state and stop
+            proc.wait()  # (subprocess.run would SIGKILL it 0.25 s later, leaving it marked running)
+            raise
     state = json.loads(meta.read_text())
     return _search_outcome(setup, search_id, state)
 
