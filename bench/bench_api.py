@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
 
     print(f"\nGET /recipes/{{backbone}}, open loop, latency from the due time; cached: --cache-ttl {a.ttl:g}, "
-          f"uncached: --cache-ttl 0; server --max-in-flight {a.max_in_flight} ({os.cpu_count()} CPUs, load average {load_before:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after)")
+          f"uncached: --cache-ttl 0; server --max-in-flight {a.max_in_flight} ({os.cpu_count()} CPUs, "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     header = f"{'config':34}{'requests':>9}{'achieved/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}" \
              f"{'200':>7}{'503':>7}{'errors':>8}{'client CPU':>12}"
     print(header)
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:34}{r['requests']:>9}{r['achieved_rps']:>11.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
               f"{r['max_ms']:>10.2f}{r['ok']:>7}{r['shed_503']:>7}{r['errors']:>8}"
               f"{r['client_cpu_us']:>9.0f} us")
+
     def ratio(num: str, den: str, rate: float) -> None:
         x, y = results.get(f"{num} @ {rate:g}/s"), results.get(f"{den} @ {rate:g}/s")
         if x and y and y["p50_ms"] > 0 and y["p99_ms"] > 0:

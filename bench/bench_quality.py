@@ -257,11 +257,13 @@ def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> 
 def _search_outcome(setup: Setup, search_id: str, state: dict) -> dict:
     from mlflow import MlflowClient
 
-    from recipe_search.promote import summarize
+    from recipe_search.confirm import recipes_of
+    from recipe_search.promote import confirmation_runs, summarize
     from recipe_search.tracking import Tracker
 
     tracker = Tracker(setup.tracking_uri, state.get("experiment", "recipe-search"))
-    trials = [t for t in summarize(tracker, search_id) if t.stage == "search"]
+    everything = summarize(tracker, search_id)
+    trials = [t for t in everything if t.stage == "search"]
     client = MlflowClient(setup.tracking_uri)
     # the epochs each search trial trained (ASHA-stopped ones included): its last val kNN step
     trial_epochs = sum(max((m.step for m in client.get_metric_history(t.run_id, "val_knn_top1")), default=0)
@@ -269,14 +271,9 @@ def _search_outcome(setup: Setup, search_id: str, state: dict) -> dict:
     path = client.download_artifacts(state["parent_run_id"], "verdict.json")
     verdict = json.loads(Path(path).read_text())
     # every confirmed recipe's figures (the searched finalist's too, when a baseline wins)
-    confirmed: dict[str, dict] = {}
-    for t in summarize(tracker, search_id):
-        if t.stage == "confirmation" and t.status == "completed" and t.job:
-            c = confirmed.setdefault(t.job, {"role": "baseline" if t.job in verdict["baselines"] else "finalist",
-                                             "test_probe_top1": [], "val_knn_top1": []})
-            for k in ("test_probe_top1", "val_knn_top1"):
-                if k in t.metrics:
-                    c[k].append(t.metrics[k])
+    confirmed = {r.name: {"role": r.role, **{k: [m[k] for m in r.runs.values() if k in m]
+                                             for k in ("test_probe_top1", "val_knn_top1")}}
+                 for r in confirmation_runs(everything, recipes_of(state["jobs"]))}
     return {"search_id": search_id, "status": state.get("status"), "trial_epochs": trial_epochs,
             "trials": len(trials), "verdict": verdict, "confirmed": confirmed}
 

@@ -20,15 +20,7 @@ import math
 from .store_records import TAG_FINGERPRINT
 from .tracking import (TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, TAG_VERSION, Tracker,
                        point_key)
-
-
-def job_recipe(job: dict) -> str:
-    """A confirmation job's recipe JSON with its seed, as tag ``rs.recipe`` stores it."""
-    from trainer.recipe import Recipe
-
-    recipe = job["recipe"]
-    recipe = Recipe.from_json(recipe) if isinstance(recipe, str) else Recipe.from_dict(recipe)
-    return recipe.replace(seed=int(job["seed"])).to_json(indent=None)
+from .trial import job_recipe
 
 
 def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, version: str,
@@ -36,7 +28,8 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
     """``{point_key({"job": job}): {"run_id", "search_id", "metrics"}}`` for each of ``jobs``
     that another search of the experiment finished with the same backbone, fingerprint
     ``digest``, recipe-search ``version``, recipe and seed (the oldest such run)."""
-    wanted = {job_recipe(j): point_key({"job": j}) for j in jobs}
+    # keyed by the recipe JSON with the job's seed, as tag ``rs.recipe`` stores it
+    wanted = {job_recipe(j).to_json(indent=None): point_key({"job": j}) for j in jobs}
     flt = (f"tags.`{TAG_STAGE}` = 'confirmation' and tags.`{TAG_STATUS}` = 'completed' "
            f"and tags.`{TAG_FINGERPRINT}` = '{digest}' and tags.`{TAG_BACKBONE}` = '{backbone}' "
            f"and tags.`{TAG_VERSION}` = '{version}' and attributes.status = 'FINISHED'")

@@ -41,6 +41,13 @@ from .compose import compose
 from .space import SearchSpace
 
 
+def job_recipe(job: dict) -> Recipe:
+    """A confirmation job's recipe (JSON or dict) with the job's seed."""
+    recipe = job["recipe"]
+    recipe = Recipe.from_json(recipe) if isinstance(recipe, str) else Recipe.from_dict(recipe)
+    return recipe.replace(seed=int(job["seed"]))
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """Everything a trial needs besides its sampled point (shipped once via the object store)."""
@@ -84,9 +91,7 @@ class TrialContext:
         base = self.baseline_for(config)
         job = (config or {}).get(JOB_KEY)
         if job is not None:
-            recipe = job["recipe"]
-            recipe = Recipe.from_json(recipe) if isinstance(recipe, str) else Recipe.from_dict(recipe)
-            return recipe.replace(seed=int(job["seed"])), [], base
+            return job_recipe(job), [], base
         values = dict(base.values) if base is not None else dict(config)
         recipe, notes = compose(values, backbone=self.backbone, image_size=self.image_size,
                                 epochs=self.max_epochs, seed=self.seed, fixed=self.space.fixed,
