@@ -52,24 +52,37 @@ def _wall(rows: list[dict]) -> str:
     return f"{total / 60:.0f} CPU-thread-minutes of training" if total else "n/a"
 
 
-def rank_correlations(x: list[float], y: list[float], seed: int = 0) -> dict:
-    """Spearman's rho and Kendall's tau of ``x`` against ``y`` with 95% percentile-bootstrap
-    intervals (resampling the recipes)."""
-    from scipy import stats
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row of ``x`` against the same row of ``y`` (average ranks for ties)."""
+    from scipy.stats import rankdata
 
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    return (rx * ry).sum(1) / np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+
+
+def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b (scipy's default) of each row of ``x`` against the same row of ``y``."""
+    iu = np.triu_indices(x.shape[1], 1)
+    dx = np.sign(x[:, :, None] - x[:, None, :])[:, iu[0], iu[1]]
+    dy = np.sign(y[:, :, None] - y[:, None, :])[:, iu[0], iu[1]]
+    return (dx * dy).sum(1) / np.sqrt((dx ** 2).sum(1) * (dy ** 2).sum(1))
+
+
+def rank_correlations(x: list[float], y: list[float], seed: int = 0) -> dict:
+    """Spearman's rho and Kendall's tau-b of ``x`` against ``y`` with 95% percentile-bootstrap
+    intervals (resampling the recipes; resamples where either side is constant are skipped)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    rho, tau = stats.spearmanr(x, y)[0], stats.kendalltau(x, y)[0]
     rng = np.random.default_rng(seed)
-    boots = {"spearman": [], "kendall": []}
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, len(x), len(x))
-        if len(set(x[i])) < 2 or len(set(y[i])) < 2:
-            continue
-        boots["spearman"].append(stats.spearmanr(x[i], y[i])[0])
-        boots["kendall"].append(stats.kendalltau(x[i], y[i])[0])
+    idx = rng.integers(0, len(x), (BOOTSTRAP, len(x)))  # the same draws as one rng.integers call per resample
+    bx, by = x[idx], y[idx]
+    ok = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
+    bx, by = bx[ok], by[ok]
+    point = {"spearman": _spearman_rows(x[None], y[None])[0], "kendall": _kendall_rows(x[None], y[None])[0]}
+    boots = {"spearman": _spearman_rows(bx, by), "kendall": _kendall_rows(bx, by)}
     ci = {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in boots.items()}
-    return {"n": len(x), "spearman": float(rho), "spearman_ci": ci["spearman"], "kendall": float(tau),
-            "kendall_ci": ci["kendall"]}
+    return {"n": len(x), "spearman": float(point["spearman"]), "spearman_ci": ci["spearman"],
+            "kendall": float(point["kendall"]), "kendall_ci": ci["kendall"]}
 
 
 def _corr(c: dict) -> str:

@@ -1,0 +1,70 @@
+"""bench/quality_report.py: the statistics behind docs/results.md, and that the committed
+docs/results.md is what ``bench/bench_quality.py report`` makes from the committed raw results."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.quality_report import rank_correlations, search_section, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rank_correlations_of_a_monotone_and_a_reversed_ranking():
+    x = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    same = rank_correlations(x, [v ** 3 for v in x])  # monotone, not linear: ranks agree exactly
+    assert same["spearman"] == pytest.approx(1.0) and same["kendall"] == pytest.approx(1.0)
+    assert same["spearman_ci"] == pytest.approx((1.0, 1.0))
+    rev = rank_correlations(x, [-v for v in x])
+    assert rev["spearman"] == pytest.approx(-1.0) and rev["kendall_ci"][1] == pytest.approx(-1.0)
+    assert same["n"] == rev["n"] == len(x)
+
+
+def test_rank_correlation_interval_covers_the_estimate_and_widens_with_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    weak = rank_correlations(x, x + rng.normal(scale=2.0, size=12))
+    strong = rank_correlations(x, x + rng.normal(scale=0.2, size=12))
+    for c in (weak, strong):
+        for k in ("spearman", "kendall"):
+            lo, hi = c[f"{k}_ci"]
+            assert -1.0 <= lo <= c[k] <= hi <= 1.0
+    width = lambda c: c["spearman_ci"][1] - c["spearman_ci"][0]  # noqa: E731
+    assert width(weak) > width(strong)
+    y = x + rng.normal(size=12)
+    assert rank_correlations(x, y, seed=1) == rank_correlations(x, y, seed=1)  # seeded: the report is repeatable
+
+
+def _row(repeat, method, score, winner, finalist_test):
+    return {"repeat": repeat, "method": method, "trials": 10 if method == "tpe-asha" else 6, "trial_epochs": 48,
+            "wall_s": 1800, "verdict": {"score": {"mean": score, "std": 0.02}, "winner": winner,
+                                        "verdict": "no_significant_lift"},
+            "confirmed": {f"{method}-{repeat}": {"role": "finalist", "val_knn_top1": [0.2, 0.21, 0.19],
+                                                 "test_probe_top1": finalist_test}}}
+
+
+def test_search_section_counts_wins_ties_and_says_when_incomplete():
+    rows = [_row(0, "tpe-asha", 0.25, "a", [0.25, 0.26, 0.24]), _row(0, "random", 0.22, "b", [0.20, 0.21, 0.22]),
+            _row(1, "tpe-asha", 0.21, "base", [0.30, 0.30, 0.30]), _row(1, "random", 0.21, "base", [0.10, 0.1, 0.1])]
+    text = "\n".join(search_section(rows, Path(".")))
+    assert "Over 2 repeat(s)" in text and "TPE+ASHA wins 1 of 2 (1 tied" in text
+    assert "paired difference +1.5" in text  # (3 + 0) / 2 points
+    assert "TPE+ASHA's is higher in 2 of 2" in text
+    assert "**Incomplete**: 2 of the 3 repeats" in text
+    rows += [_row(2, "tpe-asha", 0.20, "c", [0.2, 0.2, 0.2]), _row(2, "random", 0.24, "d", [0.3, 0.3, 0.3])]
+    text = "\n".join(search_section(rows, Path(".")))
+    assert "TPE+ASHA wins 1 of 3" in text and "higher in 2 of 3" in text and "Incomplete" not in text
+    # a repeat with only one of the two searches finished is listed but not compared
+    text = "\n".join(search_section(rows + [_row(3, "tpe-asha", 0.3, "e", [0.3, 0.3, 0.3])], Path(".")))
+    assert "| 3 | tpe-asha |" in text and "Over 3 repeat(s)" in text
+
+
+def test_committed_results_md_is_regenerated_from_the_committed_raw_results(tmp_path):
+    """Editing docs/results/*.jsonl or reading.md without ``bench/bench_quality.py report`` fails here."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "docs" / "results", results)
+    write_report(results, tmp_path / "results.md")
+    assert (tmp_path / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text(), (
+        "docs/results.md is stale: run `python bench/bench_quality.py report`")
