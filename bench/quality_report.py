@@ -226,10 +226,11 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
     lines = ["| repeat | method | trials | trial-epochs | promoted winner (chosen on val) | its confirmed test probe "
              "| verdict | searched finalist: confirmed val kNN / test probe | wall |",
              "|---|---|---|---|---|---|---|---|---|"]
-    score, found = {}, {}
+    score, winner, found = {}, {}, {}
     for r in sorted(rows, key=lambda r: (r["repeat"], r["method"])):
         v = r["verdict"]
         score[(r["repeat"], r["method"])] = v["score"]["mean"]
+        winner[(r["repeat"], r["method"])] = v["winner"]
         fin = {n: c for n, c in (r.get("confirmed") or {}).items() if c["role"] == "finalist" and c["test_probe_top1"]}
         cells = []
         for n, c in fin.items():
@@ -242,7 +243,9 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
     if reps:
         a = [score[(r, "tpe-asha")] for r in reps]
         b = [score[(r, "random")] for r in reps]
-        wins, ties = sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b))
+        same = [winner[(r, "tpe-asha")] == winner[(r, "random")] for r in reps]
+        wins = sum(x > y and not t for x, y, t in zip(a, b, same))
+        ties = sum(same)
         lines += ["", f"Over {len(reps)} repeat(s): TPE+ASHA {_ms(a)}, random search {_ms(b)}; TPE+ASHA wins "
                       f"{wins} of {len(reps)}" + (f" ({ties} tied: both promoted the same recipe, whose "
                                                   "confirmation runs the second search reused)" if ties else "")
