@@ -54,13 +54,7 @@ class DataSpec:
                 value = os.fspath(value)
                 object.__setattr__(self, key, value or None)
         for key in ("classes", "train_per_class", "val_per_class", "test_per_class"):
-            value = getattr(self, key)
-            if isinstance(value, bool):
-                raise DataError(f"{key} must be a non-negative integer, got {value!r}")
-            try:
-                value = operator.index(value)
-            except TypeError:
-                raise DataError(f"{key} must be a non-negative integer, got {value!r}") from None
+            value = _integer(key, getattr(self, key), "a non-negative integer")
             if value < 0:
                 raise DataError(f"{key} must be >= 0 (0 = {'none' if key == 'val_per_class' else 'all'}),"
                                 f" got {value}")
@@ -145,25 +139,25 @@ def resolve_cache_dir(spec: DataSpec) -> Path:
     return Path(where).expanduser()
 
 
-def check_image_size(image_size: Any) -> int:
-    if isinstance(image_size, bool):
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+def _integer(name: str, value: Any, what: str) -> int:
+    """``value`` as an int (int-like objects such as numpy integers included; bools and floats refused)."""
+    if isinstance(value, bool):
+        raise DataError(f"{name} must be {what}, got {value!r}")
     try:
-        size = operator.index(image_size)
+        return operator.index(value)
     except TypeError:
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}") from None
+        raise DataError(f"{name} must be {what}, got {value!r}") from None
+
+
+def check_image_size(image_size: Any) -> int:
+    size = _integer("image_size", image_size, "a positive integer")
     if not 1 <= size <= 4096:
         raise DataError(f"image_size must be in [1, 4096], got {size}")
     return size
 
 
 def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool):
-        raise DataError(f"seed must be an integer, got {seed!r}")
-    try:
-        return operator.index(seed)
-    except TypeError:
-        raise DataError(f"seed must be an integer, got {seed!r}") from None
+    return _integer("seed", seed, "an integer")
 
 
 def seeded_generator(seed: int, *tags: Any) -> torch.Generator:
