@@ -5,6 +5,7 @@
     python bench/bench_quality.py search-vs-random   # TPE+ASHA against random search, equal trial-epochs
     python bench/bench_quality.py lift               # one full search: its winner against baselines and floor
     python bench/bench_quality.py report             # docs/results.md and its PNGs from the raw results
+    python bench/bench_quality.py refresh            # re-read recorded searches from MLflow (older rows)
 
 Every study runs at ``--budget`` (default ``cpu``: the CPU budget that learns; ``proxy`` is the
 same study on a GPU) on ``--data`` (default: the shared CIFAR-10 beside the repository).
@@ -251,31 +252,40 @@ def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> 
             proc.wait()  # (subprocess.run would SIGKILL it 0.25 s later, leaving it marked running)
             raise
     state = json.loads(meta.read_text())
-    return _search_outcome(setup, search_id, state)
+    return _search_outcome(setup.tracking_uri, search_id, state)
 
 
-def _search_outcome(setup: Setup, search_id: str, state: dict) -> dict:
+def _search_outcome(tracking_uri: str, search_id: str, state: dict) -> dict:
     from mlflow import MlflowClient
 
     from recipe_search.confirm import recipes_of
     from recipe_search.promote import confirmation_runs, summarize
     from recipe_search.tracking import Tracker
 
-    tracker = Tracker(setup.tracking_uri, state.get("experiment", "recipe-search"))
+    tracker = Tracker(tracking_uri, state.get("experiment", "recipe-search"))
     everything = summarize(tracker, search_id)
     trials = [t for t in everything if t.stage == "search"]
-    client = MlflowClient(setup.tracking_uri)
-    # the epochs each search trial trained (ASHA-stopped ones included): its last val kNN step
-    trial_epochs = sum(max((m.step for m in client.get_metric_history(t.run_id, "val_knn_top1")), default=0)
-                       for t in trials)
+    client = MlflowClient(tracking_uri)
+    # each search trial's val kNN curve (ASHA-stopped ones included); its length is the epochs it trained
+    curves = {}
+    for t in trials:
+        by_step = {m.step: m.value for m in client.get_metric_history(t.run_id, "val_knn_top1")}
+        curves[t.run_id] = [by_step[e] for e in sorted(by_step)]
+    trial_epochs = sum(len(c) for c in curves.values())
     path = client.download_artifacts(state["parent_run_id"], "verdict.json")
     verdict = json.loads(Path(path).read_text())
     # every confirmed recipe's figures (the searched finalist's too, when a baseline wins)
     confirmed = {r.name: {"role": r.role, **{k: [m[k] for m in r.runs.values() if k in m]
                                              for k in ("test_probe_top1", "val_knn_top1")}}
                  for r in confirmation_runs(everything, recipes_of(state["jobs"]))}
-    return {"search_id": search_id, "status": state.get("status"), "trial_epochs": trial_epochs,
-            "trials": len(trials), "verdict": verdict, "confirmed": confirmed}
+    return {"search_id": search_id, "status": state.get("status"), "search_wall_s": state.get("wall_s"),
+            "trial_epochs": trial_epochs,
+            "trials": len(trials), "verdict": verdict, "confirmed": confirmed,
+            # per trial: the sampled point (canonical JSON; None for a baseline), status and val kNN per epoch.
+            # Training is deterministic per (recipe, seed), so two searches with the same seed that sample the
+            # same point train it identically: the random search shows where an ASHA-stopped trial would have ended
+            "search_trials": [{"name": t.baseline or t.trial_id, "point": None if t.baseline else t.point,
+                               "status": t.status, "val_knn": curves[t.run_id]} for t in trials]}
 
 
 def search_vs_random(setup: Setup) -> None:
@@ -293,7 +303,9 @@ def search_vs_random(setup: Setup) -> None:
                 extra += ["--sampler", "random", "--no-early-stopping", "--num-samples", str(n)]
             t0 = time.monotonic()
             out = _search(setup, f"q-rs-{setup.args.budget}-{key}", "quality-search-vs-random", extra)
-            out.update(key=key, method=method, repeat=rep, seed=seed, wall_s=time.monotonic() - t0,
+            # the search's own clock counts every session of a resumed search; this process only its last
+            out.update(key=key, method=method, repeat=rep, seed=seed,
+                       wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
                        budget=setup.args.budget, backbone=setup.args.backbone)
             with results_path("search-vs-random").open("a") as f:
                 f.write(json.dumps(out) + "\n")
@@ -308,17 +320,43 @@ def lift(setup: Setup) -> None:
     t0 = time.monotonic()
     out = _search(setup, f"q-lift-{setup.args.budget}-s{setup.args.seed}", "quality-lift",
                   ["--seed", str(setup.args.seed)])
-    out.update(key="lift", wall_s=time.monotonic() - t0, budget=setup.args.budget, backbone=setup.args.backbone)
+    out.update(key="lift", wall_s=out.pop("search_wall_s") or time.monotonic() - t0, budget=setup.args.budget,
+               backbone=setup.args.backbone)
     RESULTS.mkdir(parents=True, exist_ok=True)
     with results_path("lift").open("a") as f:
         f.write(json.dumps(out) + "\n")
     print(f"[lift] {out['verdict']['line']}", flush=True)
 
 
+def refresh(tracking_uri: str) -> None:
+    """Re-read every recorded search (search-vs-random, lift) from MLflow, read-only, and rewrite its
+    MLflow-derived fields with what this version records; the fields of the run itself (wall time,
+    repeat, seed) stay. For rows written by an older bench_quality."""
+    from recipe_search.state import read_meta, storage_dir
+
+    for study in ("search-vs-random", "lift"):
+        rows = load_results(study)
+        for r in rows:
+            state = read_meta(storage_dir() / r["search_id"] / "recipe_search.json")
+            if state is None or state.get("status") != "finished":
+                print(f"[refresh] {r['search_id']}: no finished search state here; row kept as it was")
+                continue
+            fresh = _search_outcome(tracking_uri, r["search_id"], state)
+            fresh.pop("search_wall_s")
+            changed = sorted(k for k in fresh if k in r and fresh[k] != r[k])
+            print(f"[refresh] {r['search_id']}: added {sorted(set(fresh) - set(r)) or 'nothing'}; "
+                  f"changed {changed or 'nothing'}")
+            r.update(fresh)
+        if rows:
+            tmp = results_path(study).with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            os.replace(tmp, results_path(study))
+
+
 def main(argv: list[str] | None = None) -> int:
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("study", choices=(*STUDIES, "report"))
+    ap.add_argument("study", choices=(*STUDIES, "report", "refresh"))
     ap.add_argument("--budget", default="cpu", help="cpu (2 cores, default) | proxy (GPU) | smoke | tiny")
     ap.add_argument("--backbone", default="mobilenetv3_small_100")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="CIFAR-10 root or .tar.gz")
@@ -337,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         from quality_report import write_report
 
         write_report(RESULTS, RESULTS.parent / "results.md")
+        return 0
+    if args.study == "refresh":
+        from recipe_search import config
+
+        refresh(args.tracking_uri or config.default_tracking_uri())
         return 0
     if args.seeds < 2 or args.recipes < 4 or args.long_factor < 2 or args.repeats < 1 or args.jobs < 1:
         ap.error("--seeds >= 2, --recipes >= 4, --long-factor >= 2, --repeats >= 1, --jobs >= 1")

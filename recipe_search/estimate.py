@@ -52,8 +52,9 @@ def measure_images_per_sec(recipe, proxy, device: str, threads: int, batches: in
 
 def estimate(*, images_per_sec: float, sizes: dict, num_samples: int, max_epochs: int, confirm_jobs: int,
              concurrency: int, device: str, cpus_per_trial: float, gpus_per_trial: float,
-             grace_period: int) -> Estimate:
-    """The plan as printable lines and the estimated wall time of each stage."""
+             grace_period: int | None) -> Estimate:
+    """The plan as printable lines and the estimated wall time of each stage (``grace_period``: ASHA's
+    first rung, None without early stopping)."""
     ips = max(images_per_sec, 1e-6)
     train_n, val_n = sizes["train"], sizes["val"]
     epoch_s = train_n / ips + (train_n + val_n) * EVAL_COST / ips
@@ -61,8 +62,10 @@ def estimate(*, images_per_sec: float, sizes: dict, num_samples: int, max_epochs
     search_s = num_samples * max_epochs * epoch_s / conc
     confirm_s = confirm_jobs * max_epochs * epoch_s / conc
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"
+    stopping = f"<= {max_epochs} epochs (ASHA from epoch {grace_period})" if grace_period else \
+        f"{max_epochs} epochs (no early stopping)"
     lines = [
-        f"plan: search {num_samples} trials x <= {max_epochs} epochs (ASHA from epoch {grace_period}), "
+        f"plan: search {num_samples} trials x {stopping}, "
         f"then confirmation {confirm_jobs} runs x {max_epochs} epochs; {concurrency} at a time on {device} "
         f"({each} each)",
         f"data: {sizes['classes']} classes, {train_n} train / {val_n} val / {sizes['test']} test images "

@@ -79,7 +79,8 @@ class SearchOutcome:
     fingerprint: dict = field(default_factory=dict)
     promotion: Any = None  # store.PromotionResult
     promotion_error: str | None = None
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # this session
+    total_wall_s: float = 0.0  # every session of the search (a resumed one ran before; kill -9 loses a session's)
     tune_s: float = 0.0
     search_s: float = 0.0
     confirm_s: float = 0.0
@@ -89,8 +90,8 @@ class SearchOutcome:
 
     @property
     def overhead(self) -> float | None:
-        """Search wall time / the sum of the trials' training time (>= 1 when serial)."""
-        return self.wall_s / self.trials_train_s if self.trials_train_s > 0 else None
+        """Search wall time (every session) / the sum of the trials' training time (>= 1 when serial)."""
+        return self.total_wall_s / self.trials_train_s if self.trials_train_s > 0 else None
 
 
 # --------------------------------------------------------------------------- the search
@@ -180,7 +181,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
             est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
                            max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
-                           cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.budget.grace_period)
+                           cpus_per_trial=cpt, gpus_per_trial=gpt,
+                           grace_period=min(p.budget.grace_period, p.max_epochs) if s.early_stopping else None)
             for line in [p.budget.summary(), *est.lines]:
                 note(line)
             if device == "cpu" and p.budget.name == "proxy" and not s.yes:
@@ -215,6 +217,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
                                    f"{type(e).__name__}: {e}") from None
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        prior_wall_s = float((meta or {}).get("wall_s") or 0.0)  # the sessions before this one
         meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
                 "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
                 "status": "running", "stage": stage, "settings": s.to_dict(), "updated": now,
@@ -235,7 +238,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
 
         outcome = SearchOutcome(search_id=search_id, backbone=s.backbone, status="finished",
                                 parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
-                                tracking_uri=p.tracking_uri, floor=floor, fingerprint=fp)
+                                tracking_uri=p.tracking_uri, floor=floor, fingerprint=fp,
+                                total_wall_s=prior_wall_s)
         runner = StageRunner(p, ctx, tracker, parent_run_id, base_tags, dataset, conc, cpt, gpt, device,
                               console, progress, floor)
         t_tune = time.monotonic()
@@ -294,7 +298,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                                force=s.force)
         except StoreUnavailable as e:
             outcome.promotion_error = str(e)
-    outcome.wall_s = time.monotonic() - t_start
+    _clock(outcome, meta, t_start)
     _finish_parent(tracker, outcome)
     meta.update(status="finished", stage="finished",
                 updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -316,11 +320,18 @@ def _stop(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path,
     outcome.status, outcome.stage = "interrupted", stage
     outcome.trials = summarize(tracker, outcome.search_id)
     outcome.best = best_search_trial(outcome.trials)
-    outcome.wall_s = time.monotonic() - t_start
+    _clock(outcome, meta, t_start)
     _finish_parent(tracker, outcome)
     meta.update(status="interrupted", updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_meta(meta_path, meta)
     return outcome
+
+
+def _clock(outcome: SearchOutcome, meta: dict, t_start: float) -> None:
+    """This session's wall time, added to the earlier sessions' (saved in the search's state)."""
+    outcome.wall_s = time.monotonic() - t_start
+    outcome.total_wall_s += outcome.wall_s
+    meta["wall_s"] = round(outcome.total_wall_s, 1)
 
 
 def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
@@ -329,7 +340,7 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
         key = f"{'confirm' if t.stage == 'confirmation' else 'trials'}_{t.status}"
         counts[key] = counts.get(key, 0) + 1
     metrics: dict[str, Any] = dict(counts)
-    metrics.update(search_wall_s=o.wall_s, tune_wall_s=o.tune_s, search_stage_s=o.search_s,
+    metrics.update(search_wall_s=o.wall_s, search_total_wall_s=o.total_wall_s, tune_wall_s=o.tune_s, search_stage_s=o.search_s,
                    confirm_stage_s=o.confirm_s, trials_train_s=o.trials_train_s, overhead_ratio=o.overhead)
     if o.best is not None:
         metrics["best_search_val_knn_top1"] = o.best.objective

@@ -284,6 +284,10 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     done = subprocess.run(resume, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "resumed" in done.stdout and "verdict: " in done.stdout, done.stdout[-3000:]
+    assert "s with the earlier sessions; this session:" in " ".join(done.stdout.split()), done.stdout[-3000:]
+    walls = dict(_query(db, "select m.key, m.value from latest_metrics m join tags k on k.run_uuid = m.run_uuid "
+                            "where k.key = 'rs.kind' and k.value = 'search' and m.key like 'search%wall_s'"))
+    assert walls["search_total_wall_s"] > walls["search_wall_s"] > 0, walls  # the Ctrl-C'd session counts
 
     def runs_of(stage: str):
         return _query(db, "select r.run_uuid, r.status, (select value from tags where run_uuid = r.run_uuid and "

@@ -68,3 +68,23 @@ def test_committed_results_md_is_regenerated_from_the_committed_raw_results(tmp_
     write_report(results, tmp_path / "results.md")
     assert (tmp_path / "results.md").read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md is stale: run `python bench/bench_quality.py report`")
+
+
+def test_asha_check_uses_the_random_search_as_the_counterfactual_of_a_stopped_trial():
+    def trial(name, point, status, curve):
+        return {"name": name, "point": point, "status": status, "val_knn": curve}
+
+    tpe = {**_row(0, "tpe-asha", 0.25, "a", [0.25]), "search_trials": [
+        trial("mocov2", None, "completed", [0.1, 0.12, 0.13]),
+        trial("t1", '{"lr": 1}', "pruned", [0.10]),            # would have ended at 0.30: above the carried 0.20
+        trial("t2", '{"lr": 2}', "pruned", [0.15]),            # would have ended at 0.10
+        trial("t3", '{"lr": 3}', "completed", [0.12, 0.16, 0.20]),
+        trial("t4", '{"lr": 4}', "pruned", [0.05])]}            # not trained by the random search
+    rnd = {**_row(0, "random", 0.22, "b", [0.22]), "search_trials": [
+        trial("r1", '{"lr": 1}', "completed", [0.10, 0.2, 0.30]),
+        trial("r2", '{"lr": 2}', "completed", [0.14, 0.12, 0.10])]}  # differs before the stop: not deterministic
+    text = "\n".join(search_section([tpe, rnd], Path(".")))
+    assert "in 1 of 2 cases the two curves are identical up to the stop" in text
+    assert "| 0 | `t1` | 1 | 10.0 | 30.0 (epoch 3) | 20.0 | **yes** |" in text
+    assert "| 0 | `t2` | 1 | 15.0 | 10.0 (epoch 3) | 20.0 | no |" in text and "`t4`" not in text
+    assert "1 of the 2 stopped recipes would have finished above" in text

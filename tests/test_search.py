@@ -259,7 +259,8 @@ def test_random_search_without_early_stopping_is_a_control(env):
     sampled trial runs all its epochs, and the parent run says how it searched."""
     settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=5, seed=3, sampler="random",
                               early_stopping=False, confirm_k=0, **data_args())
-    o = run_search(settings, progress=False)
+    notes: list[str] = []
+    o = run_search(settings, progress=False, on_note=notes.append)
     assert o.status == "finished"
     search = [t for t in o.trials if t.stage == "search"]
     assert len(search) == 5 and {t.status for t in search} == {"completed"}, [(t.status, t.error) for t in search]
@@ -269,6 +270,19 @@ def test_random_search_without_early_stopping_is_a_control(env):
     names = sorted(r.data.tags["mlflow.runName"].split("-")[0] for r in child_runs(env, o.search_id)
                    if r.data.tags["rs.stage"] == "search" and "rs.baseline" not in r.data.tags)
     assert names == ["random"] * 3  # the sampled trials are named for their sampler, not "tpe"
+    assert any(n.startswith("plan: search 5 trials x 2 epochs (no early stopping)") for n in notes), notes
+    assert o.total_wall_s == o.wall_s > 0  # one session
+
+
+def test_the_plan_says_whether_asha_stops_trials():
+    from recipe_search.estimate import estimate
+
+    kw = dict(images_per_sec=100.0, sizes={"classes": 10, "train": 2000, "val": 500, "test": 500}, num_samples=10,
+              max_epochs=8, confirm_jobs=9, concurrency=2, device="cpu", cpus_per_trial=1, gpus_per_trial=0)
+    asha, full = estimate(grace_period=2, **kw), estimate(grace_period=None, **kw)
+    assert asha.lines[0].startswith("plan: search 10 trials x <= 8 epochs (ASHA from epoch 2), then confirmation 9")
+    assert full.lines[0].startswith("plan: search 10 trials x 8 epochs (no early stopping), then confirmation 9")
+    assert asha.search_s == full.search_s > 0  # the bound is the same: no trial is stopped in the worst case
 
 
 def test_a_bad_sampler_is_a_clear_error():
