@@ -257,10 +257,51 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
                           f"it was promoted): TPE+ASHA {_ms(fa)}, random search {_ms(fb)}; TPE+ASHA's is higher in "
                           f"{sum(x > y for x, y in zip(fa, fb))} of {len(both)}."]
         lines += asha_check(rows)
+        lines += ["", _search_plot(rows, out)]
         if len(reps) < 3:
             lines += ["", f"**Incomplete**: {len(reps)} of the 3 repeats the study needs; nothing is concluded "
                           "from it yet."]
     return lines
+
+
+def _spread(ax, x: float, values: list[float], color: str, label: str | None) -> None:
+    """One recipe's per-seed values (dots) and their mean ± std (bar), in percent."""
+    v = [100 * a for a in values]
+    ax.scatter([x] * len(v), v, color=color, alpha=0.5, s=14, label=label)
+    ax.errorbar(x + 0.12, np.mean(v), yerr=np.std(v, ddof=1) if len(v) > 1 else 0, fmt="_", color=color,
+                markersize=10, capsize=2)
+
+
+def _search_plot(rows: list[dict], out: Path) -> str:
+    """Per repeat: each method's searched finalist and promoted recipe, and the floor (confirmed test probe)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    series = [("tpe-asha", "finalist", "TPE+ASHA finalist", "C0"), ("random", "finalist", "random finalist", "C1"),
+              ("tpe-asha", "promoted", "promoted by TPE+ASHA", "C2"), ("random", "promoted", "promoted by random", "C3")]
+    by = {(r["repeat"], r["method"]): r for r in rows}
+    reps = sorted({r["repeat"] for r in rows})
+    for i, rep in enumerate(reps):
+        for j, (method, what, label, color) in enumerate(series):
+            r = by.get((rep, method))
+            if r is None:
+                continue
+            if what == "promoted":
+                values = r["verdict"]["score"]["values"]
+            else:
+                fin = [c for c in (r.get("confirmed") or {}).values() if c["role"] == "finalist"]
+                if not fin or not fin[0]["test_probe_top1"]:
+                    continue
+                values = fin[0]["test_probe_top1"]
+            _spread(ax, 6 * i + j, values, color, label if i == 0 else None)
+        floor = next((by[(rep, m)]["verdict"]["floor"]["values"] for m in ("tpe-asha", "random") if (rep, m) in by))
+        _spread(ax, 6 * i + 4, floor, "0.5", "untrained floor" if i == 0 else None)
+    ax.set_xticks([6 * i + 2 for i in range(len(reps))], [f"repeat {r}" for r in reps])
+    ax.set_ylabel("confirmed test probe top-1 (%)")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / "search_vs_random.png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f"![search against random search]({out.name}/search_vs_random.png)"
 
 
 def asha_check(rows: list[dict]) -> list[str]:
@@ -298,7 +339,7 @@ def asha_check(rows: list[dict]) -> list[str]:
             "carried to confirmation (single seed, val kNN)."]
 
 
-def lift_section(rows: list[dict]) -> list[str]:
+def lift_section(rows: list[dict], out: Path) -> list[str]:
     if not rows:
         return ["No results yet."]
     r = rows[-1]
@@ -313,7 +354,18 @@ def lift_section(rows: list[dict]) -> list[str]:
               "| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
     for name, iv in v["lift"].items():
         lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
-    return lines
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    bars = [(f"winner {v['winner']}", v["score"]["values"]),
+            *[(name, b["values"]) for name, b in v.get("baselines", {}).items()], ("floor", v["floor"]["values"])]
+    for i, (name, values) in enumerate(bars):
+        _spread(ax, i, values, f"C{i}" if name != "floor" else "0.5", None)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("test probe top-1 (%)")
+    fig.tight_layout()
+    fig.savefig(out / "lift.png", dpi=80)
+    plt.close(fig)
+    return lines + ["", f"![lift]({out.name}/lift.png)"]
 
 
 def write_report(results: Path, target: Path) -> None:
@@ -337,7 +389,7 @@ def write_report(results: Path, target: Path) -> None:
     doc += ["", "## 3. TPE+ASHA against random search at equal compute", "", f"`{COMMANDS['search-vs-random']}`", ""]
     doc += search_section(_load(results, "search-vs-random"), results)
     doc += ["", "## 4. Lift of a `cpu` search's winner", "", f"`{COMMANDS['lift']}`", ""]
-    doc += lift_section(_load(results, "lift"))
+    doc += lift_section(_load(results, "lift"), results)
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

@@ -39,25 +39,27 @@ def test_rank_correlation_interval_covers_the_estimate_and_widens_with_noise():
 
 def _row(repeat, method, score, winner, finalist_test):
     return {"repeat": repeat, "method": method, "trials": 10 if method == "tpe-asha" else 6, "trial_epochs": 48,
-            "wall_s": 1800, "verdict": {"score": {"mean": score, "std": 0.02}, "winner": winner,
-                                        "verdict": "no_significant_lift"},
+            "wall_s": 1800, "verdict": {"score": {"mean": score, "std": 0.02, "values": [score - 0.02, score + 0.02]},
+                                        "floor": {"mean": 0.15, "std": 0.01, "values": [0.14, 0.16]},
+                                        "winner": winner, "verdict": "no_significant_lift"},
             "confirmed": {f"{method}-{repeat}": {"role": "finalist", "val_knn_top1": [0.2, 0.21, 0.19],
                                                  "test_probe_top1": finalist_test}}}
 
 
-def test_search_section_counts_wins_ties_and_says_when_incomplete():
+def test_search_section_counts_wins_ties_and_says_when_incomplete(tmp_path):
     rows = [_row(0, "tpe-asha", 0.25, "a", [0.25, 0.26, 0.24]), _row(0, "random", 0.22, "b", [0.20, 0.21, 0.22]),
             _row(1, "tpe-asha", 0.21, "base", [0.30, 0.30, 0.30]), _row(1, "random", 0.21, "base", [0.10, 0.1, 0.1])]
-    text = "\n".join(search_section(rows, Path(".")))
+    text = "\n".join(search_section(rows, tmp_path))
     assert "Over 2 repeat(s)" in text and "TPE+ASHA wins 1 of 2 (1 tied" in text
     assert "paired difference +1.5" in text  # (3 + 0) / 2 points
     assert "TPE+ASHA's is higher in 2 of 2" in text
     assert "**Incomplete**: 2 of the 3 repeats" in text
     rows += [_row(2, "tpe-asha", 0.20, "c", [0.2, 0.2, 0.2]), _row(2, "random", 0.24, "d", [0.3, 0.3, 0.3])]
-    text = "\n".join(search_section(rows, Path(".")))
+    text = "\n".join(search_section(rows, tmp_path))
     assert "TPE+ASHA wins 1 of 3" in text and "higher in 2 of 3" in text and "Incomplete" not in text
+    assert (tmp_path / "search_vs_random.png").stat().st_size > 0 and "search_vs_random.png)" in text
     # a repeat with only one of the two searches finished is listed but not compared
-    text = "\n".join(search_section(rows + [_row(3, "tpe-asha", 0.3, "e", [0.3, 0.3, 0.3])], Path(".")))
+    text = "\n".join(search_section(rows + [_row(3, "tpe-asha", 0.3, "e", [0.3, 0.3, 0.3])], tmp_path))
     assert "| 3 | tpe-asha |" in text and "Over 3 repeat(s)" in text
 
 
@@ -70,7 +72,7 @@ def test_committed_results_md_is_regenerated_from_the_committed_raw_results(tmp_
         "docs/results.md is stale: run `python bench/bench_quality.py report`")
 
 
-def test_asha_check_uses_the_random_search_as_the_counterfactual_of_a_stopped_trial():
+def test_asha_check_uses_the_random_search_as_the_counterfactual_of_a_stopped_trial(tmp_path):
     def trial(name, point, status, curve):
         return {"name": name, "point": point, "status": status, "val_knn": curve}
 
@@ -83,7 +85,7 @@ def test_asha_check_uses_the_random_search_as_the_counterfactual_of_a_stopped_tr
     rnd = {**_row(0, "random", 0.22, "b", [0.22]), "search_trials": [
         trial("r1", '{"lr": 1}', "completed", [0.10, 0.2, 0.30]),
         trial("r2", '{"lr": 2}', "completed", [0.14, 0.12, 0.10])]}  # differs before the stop: not deterministic
-    text = "\n".join(search_section([tpe, rnd], Path(".")))
+    text = "\n".join(search_section([tpe, rnd], tmp_path))
     assert "in 1 of 2 cases the two curves are identical up to the stop" in text
     assert "| 0 | `t1` | 1 | 10.0 | 30.0 (epoch 3) | 20.0 | **yes** |" in text
     assert "| 0 | `t2` | 1 | 15.0 | 10.0 (epoch 3) | 20.0 | no |" in text and "`t4`" not in text
