@@ -226,15 +226,16 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
     lines = ["| repeat | method | trials | trial-epochs | promoted winner (chosen on val) | its confirmed test probe "
              "| verdict | searched finalist: confirmed val kNN / test probe | wall |",
              "|---|---|---|---|---|---|---|---|---|"]
-    score, winner, found = {}, {}, {}
+    score, winner, found, found_id = {}, {}, {}, {}
     for r in sorted(rows, key=lambda r: (r["repeat"], r["method"])):
         v = r["verdict"]
         score[(r["repeat"], r["method"])] = v["score"]["mean"]
-        winner[(r["repeat"], r["method"])] = v["winner"]
+        winner[(r["repeat"], r["method"])] = _recipe_id(r, v["winner"])
         fin = {n: c for n, c in (r.get("confirmed") or {}).items() if c["role"] == "finalist" and c["test_probe_top1"]}
         cells = []
         for n, c in fin.items():
             found[(r["repeat"], r["method"])] = float(np.mean(c["test_probe_top1"]))
+            found_id[(r["repeat"], r["method"])] = _recipe_id(r, n)
             cells.append(f"`{n}` {_ms(c['val_knn_top1'])} / {_ms(c['test_probe_top1'])}")
         lines.append(f"| {r['repeat']} | {r['method']} | {r['trials']} | {r['trial_epochs']} | {v['winner']} | "
                      f"{_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} | {v['verdict']} | "
@@ -249,19 +250,33 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
         lines += ["", f"Over {len(reps)} repeat(s): TPE+ASHA {_ms(a)}, random search {_ms(b)}; TPE+ASHA wins "
                       f"{wins} of {len(reps)}" + (f" ({ties} tied: both promoted the same recipe, whose "
                                                   "confirmation runs the second search reused)" if ties else "")
-                  + (f"; paired difference {_iv(paired_interval(a, b))} points" if len(reps) > 1 else "") + "."]
+                  + (f"; paired difference {_iv(paired_interval(a, b))} points" if len(reps) > 1 and ties < len(reps)
+                     else "; the two promoted the same recipe in every repeat, so they cannot differ" if len(reps) > 1
+                     else "") + "."]
         both = [r for r in reps if (r, "tpe-asha") in found and (r, "random") in found]
         if both:
             fa, fb = [found[(r, "tpe-asha")] for r in both], [found[(r, "random")] for r in both]
+            shared = [found_id[(r, "tpe-asha")] == found_id[(r, "random")] for r in both]
             lines += ["", f"What the samplers found (the searched finalist's confirmed test probe, whether or not "
                           f"it was promoted): TPE+ASHA {_ms(fa)}, random search {_ms(fb)}; TPE+ASHA's is higher in "
-                          f"{sum(x > y for x, y in zip(fa, fb))} of {len(both)}."]
+                          f"{sum(x > y and not t for x, y, t in zip(fa, fb, shared))} of {len(both)}"
+                          + (f", and in {sum(shared)} both finalists are the same recipe (one of TPE's start-up "
+                             "draws, which the random search also drew)" if any(shared) else "") + "."]
         lines += asha_check(rows)
         lines += ["", _search_plot(rows, out)]
         if len(reps) < 3:
             lines += ["", f"**Incomplete**: {len(reps)} of the 3 repeats the study needs; nothing is concluded "
                           "from it yet."]
     return lines
+
+
+def _recipe_id(row: dict, name: str) -> str:
+    """What identifies a recipe across two searches: a sampled trial's point (trial ids differ between
+    searches that sample the same point), a baseline's name."""
+    for t in row.get("search_trials") or []:
+        if t["name"] == name and t.get("point"):
+            return t["point"]
+    return name
 
 
 def _spread(ax, x: float, values: list[float], color: str, label: str | None) -> None:

@@ -90,3 +90,19 @@ def test_asha_check_uses_the_random_search_as_the_counterfactual_of_a_stopped_tr
     assert "| 0 | `t1` | 1 | 10.0 | 30.0 (epoch 3) | 20.0 | **yes** |" in text
     assert "| 0 | `t2` | 1 | 15.0 | 10.0 (epoch 3) | 20.0 | no |" in text and "`t4`" not in text
     assert "1 of the 2 stopped recipes would have finished above" in text
+
+
+def test_the_same_sampled_recipe_under_two_trial_ids_is_a_tie(tmp_path):
+    """Trial ids differ between searches; a searched winner is identified by its sampled point."""
+    point = '{"lr": 0.05}'
+    tpe = {**_row(0, "tpe-asha", 0.25, "t9", [0.25, 0.25]), "search_trials": [
+        {"name": "t9", "point": point, "status": "completed", "val_knn": [0.2]}]}
+    rnd = {**_row(0, "random", 0.25, "r4", [0.25, 0.25]), "search_trials": [
+        {"name": "r4", "point": point, "status": "completed", "val_knn": [0.2]}]}
+    tpe["confirmed"] = {"t9": tpe["confirmed"].pop("tpe-asha-0")}
+    rnd["confirmed"] = {"r4": rnd["confirmed"].pop("random-0")}
+    text = "\n".join(search_section([tpe, rnd], tmp_path))
+    assert "TPE+ASHA wins 0 of 1 (1 tied" in text
+    assert "in 1 both finalists are the same recipe" in text
+    other = {**rnd, "search_trials": [{"name": "r4", "point": '{"lr": 0.1}', "status": "completed", "val_knn": [0.2]}]}
+    assert "tied" not in "\n".join(search_section([tpe, other], tmp_path))
