@@ -959,6 +959,7 @@ def test_schemathesis_no_server_errors(populated, jobs_home, mode):
     assert tested >= (12 if mode == "positive" else 6)
 
 
+@pytest.mark.slow  # a real search beside uvicorn (~90 s): the default suite measured 15m09s on 2 idle cores with it
 def test_uvicorn_keeps_answering_while_a_real_search_writes_the_same_store(tmp_path, fresh_uri):
     """A real `recipe-search run` (Ray + MLflow on the same SQLite file) beside a real server."""
     cifar = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -334,6 +334,7 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     assert ctx.finished_result("dddd", {"lr": 0.2, "temperature": 0.2}) is None
 
 
+@pytest.mark.slow  # two search sessions (~55 s): the default suite measured 15m09s on 2 idle cores with it
 def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, monkeypatch):
     """``--study-storage sqlite:///...``: the Optuna study lives in its own database, so a second
     driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search from it and
