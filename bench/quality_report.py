@@ -132,9 +132,7 @@ def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, m in zip(axes, ("val_knn_top1", "test_probe_top1")):
         for i, n in enumerate(names):
-            vals = [100 * v[m] for v in by[n].values() if m in v]
-            ax.scatter([i] * len(vals), vals, alpha=0.7)
-            ax.errorbar(i + 0.15, np.mean(vals), yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0, fmt="k_")
+            _spread(ax, i, [v[m] for v in by[n].values() if m in v], "0.5" if n == "floor" else f"C{i}", None)
         ax.set_xticks(range(len(names)), names)
         ax.set_title(m)
         ax.set_ylabel("top-1 (%)")
