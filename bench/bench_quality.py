@@ -234,16 +234,17 @@ def fidelity(setup: Setup) -> None:
 
 def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> dict:
     """Run (or resume) one ``recipe-search run`` and return its verdict and search-stage cost."""
-    from recipe_search.state import storage_dir
+    from recipe_search.state import read_meta, storage_dir
 
     meta = storage_dir() / search_id / "recipe_search.json"
     cmd = [sys.executable, "-m", "recipe_search", "run", "--backbone", setup.args.backbone, "--data",
            str(setup.args.data), "--budget", setup.args.budget, "--tracking-uri", setup.tracking_uri,
            "--experiment", experiment,
            "--search-id", search_id, "--no-progress", *extra]
-    if meta.exists() and json.loads(meta.read_text()).get("status") != "finished":
+    status = (read_meta(meta) or {}).get("status") if meta.exists() else None
+    if status is not None and status != "finished":
         cmd.append("--resume")
-    if not (meta.exists() and json.loads(meta.read_text()).get("status") == "finished"):
+    if status != "finished":
         print("[search] " + " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd, cwd=ROOT)
         try:

@@ -202,12 +202,12 @@ def _print_outcome(o) -> None:
     for t in o.trials:
         key = f"{t.status}{' (confirmation)' if t.stage == 'confirmation' else ''}"
         counts[key] = counts.get(key, 0) + 1
+    resumed_time = o.total_wall_s > o.wall_s + 0.5
+    earlier = f"{o.total_wall_s:.0f}s with the earlier sessions; this session: " if resumed_time else ""
     console.print(f"search [bold]{o.search_id}[/] {o.status}{' (resumed)' if o.resumed else ''}"
                   f"{f' in the {o.stage} stage' if o.status == 'interrupted' else ''}: "
                   + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                  + f"  in {o.wall_s:.0f}s "
-                  + (f"({o.total_wall_s:.0f}s with the earlier sessions; this session: " if o.total_wall_s > o.wall_s + 0.5 else "(")
-                  + f"search {o.search_s:.0f}s, confirmation {o.confirm_s:.0f}s; "
+                  + f"  in {o.wall_s:.0f}s ({earlier}search {o.search_s:.0f}s, confirmation {o.confirm_s:.0f}s; "
                     f"trials trained {o.trials_train_s:.0f}s)", highlight=False)
     floor_val = (o.floor.get("val") or {}).get("val_knn_top1")
     table = Table(title="search stage (selection on validation: val kNN top-1; no test split read)",

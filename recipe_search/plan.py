@@ -92,6 +92,11 @@ class Plan:
     confirm_seeds: int
     data_notes: list = field(default_factory=list)  # what prepare_data had to shrink
 
+    @property
+    def first_rung(self) -> int | None:
+        """ASHA's first rung (the budget's grace period, at most the epochs); None without early stopping."""
+        return min(self.budget.grace_period, self.max_epochs) if self.settings.early_stopping else None
+
 
 def plan(settings: SearchSettings) -> Plan:
     """Validate settings; raise RecipeError / DataError / SpaceError / SearchError."""

@@ -181,8 +181,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
             est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
                            max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
-                           cpus_per_trial=cpt, gpus_per_trial=gpt,
-                           grace_period=min(p.budget.grace_period, p.max_epochs) if s.early_stopping else None)
+                           cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
             for line in [p.budget.summary(), *est.lines]:
                 note(line)
             if device == "cpu" and p.budget.name == "proxy" and not s.yes:
@@ -340,8 +339,9 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
         key = f"{'confirm' if t.stage == 'confirmation' else 'trials'}_{t.status}"
         counts[key] = counts.get(key, 0) + 1
     metrics: dict[str, Any] = dict(counts)
-    metrics.update(search_wall_s=o.wall_s, search_total_wall_s=o.total_wall_s, tune_wall_s=o.tune_s, search_stage_s=o.search_s,
-                   confirm_stage_s=o.confirm_s, trials_train_s=o.trials_train_s, overhead_ratio=o.overhead)
+    metrics.update(search_wall_s=o.wall_s, search_total_wall_s=o.total_wall_s, tune_wall_s=o.tune_s,
+                   search_stage_s=o.search_s, confirm_stage_s=o.confirm_s, trials_train_s=o.trials_train_s,
+                   overhead_ratio=o.overhead)
     if o.best is not None:
         metrics["best_search_val_knn_top1"] = o.best.objective
     tags: dict[str, Any] = {"rs.status": o.status, "rs.stage": o.stage if o.status == "interrupted" else "finished"}

@@ -138,7 +138,7 @@ class StageRunner:
             searcher = RecipeSearcher(space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
                                       sampler=sampler, baselines=baselines, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
-                                          grace_period=min(p.budget.grace_period, p.max_epochs),
+                                          grace_period=p.first_rung,
                                           reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
                          if s.early_stopping else None)
             return tune.Tuner(
