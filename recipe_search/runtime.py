@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 
 def prepare_environment() -> None:
-    """Environment for Ray and its workers (set before Ray starts)."""
+    """Environment for Ray and its workers (set before Ray starts); its path variables absolute."""
+    from .paths import absolute_environment
+
+    absolute_environment()  # the workers run in their trials' directories
     root = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:  # workers import trainer/recipe_search even without an install
