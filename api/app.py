@@ -10,9 +10,11 @@
 * ``GET /recipes/{backbone}/history``   promotions over time
 * ``GET /healthz``, ``GET /readyz``     liveness, readiness (checks the store)
 * ``POST /searches``, ``GET /searches``, ``GET /searches/{id}``, ``POST /searches/{id}/cancel``,
-  ``POST /searches/{id}/resume``, ``DELETE /searches/{id}`` (cancel + forget)  typed search jobs (``api/jobs.py``, routes in
-  ``api/search_routes.py``); only when the server has a write token, and each needs
-  ``Authorization: Bearer <token>`` (401 + ``WWW-Authenticate: Bearer`` otherwise)
+  ``POST /searches/{id}/resume``, ``DELETE /searches/{id}`` (cancel + forget)  typed search jobs
+  (``api/jobs.py``, routes in ``api/search_routes.py``); only when the server has a write token,
+  and each needs ``Authorization: Bearer <token>`` (401 + ``WWW-Authenticate: Bearer`` otherwise)
+* ``GET /searches/{id}/log?tail=N&follow=true``  a job's log as plain text: its last N lines, or
+  streamed until the job ends (``api/job_log.py``); no job response names a server path
 
 Reads go through a short per-key TTL cache, every JSON GET carries a strong
 ETag (``If-None-Match`` -> 304), a missing, corrupt or outdated store (promotions
@@ -22,8 +24,8 @@ requests at once are answered 503 with ``Retry-After`` (``api/overload.py``).
 
 What the app writes: nothing to the recipe store itself. With search jobs enabled it
 keeps its jobs in ``$RECIPE_SEARCH_HOME/api-jobs.json`` and their logs in
-``$RECIPE_SEARCH_HOME/api-searches/``, and the ``recipe-search run`` processes it starts
-write their runs, state and promotions like any search.
+``$RECIPE_SEARCH_HOME/api-searches/`` (served by ``GET /searches/{id}/log``), and the
+``recipe-search run`` processes it starts write their runs, state and promotions like any search.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from recipe_search import __version__, config
+from recipe_search.paths import absolute_uri
 from recipe_search.store import PromotedRecipe, RecipeStore, StoreOutdated, StoreUnavailable, TrialRun
 
 from . import conditional
@@ -178,7 +181,8 @@ def create_app(
     ``max_in_flight`` requests at once, then 503 with ``Retry-After`` (0: no limit).
     ``search_command`` replaces the ``recipe-search run`` prefix of the jobs (tests).
     """
-    uri = tracking_uri or config.default_tracking_uri()
+    # absolute: the search jobs run in $RECIPE_SEARCH_HOME, not in this process's directory
+    uri = absolute_uri(tracking_uri or config.default_tracking_uri())
     store = RecipeStore(uri, create=False)
     cache: TTLCache[Rendered] = TTLCache(cache_ttl)
     max_age = max(0, int(cache_ttl))

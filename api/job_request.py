@@ -67,6 +67,7 @@ class JobsConfig:
     num_cpus: int | None = None  # recipe-search run --num-cpus (None: all cores)
     command: list[str] | None = None  # the `recipe-search run` prefix (tests: a stand-in)
     retry_after: int = 30
+    follow_limit_s: float | None = None  # how long ?follow=true of GET /searches/{id}/log streams (None: to the end)
 
     def __post_init__(self) -> None:
         self.data_roots.setdefault("synthetic", DataRoot("synthetic", "synthetic", None))

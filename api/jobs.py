@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from recipe_search import config
 
+from .job_log import server_redactor
 from .job_process import alive, interrupt, last_error, now, read_search_meta, run_prefix, search_progress
 from .job_request import DataRoot, JobError, JobsConfig, parse_data_root, request_model
 
@@ -63,6 +64,7 @@ class JobManager:
         self.home = (home or config.home()).resolve()
         self.path = self.home / JOBS_FILE
         self.log_dir = self.home / LOG_DIR
+        self.redact = server_redactor(self.home, cfg.data_roots, tracking_uri)  # what a client may read
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -133,6 +135,18 @@ class JobManager:
     def get(self, job_id: str) -> dict:
         with self._lock:
             return json.loads(json.dumps(self._job(job_id)))
+
+    def log_file(self, job_id: str) -> Path:
+        """Where the job's processes write (served as ``GET /searches/{id}/log``, never named)."""
+        with self._lock:
+            job = self._job(job_id)
+            return Path(job.get("log") or self.log_dir / f"{job_id}.log")
+
+    def running(self, job_id: str) -> bool:
+        """Whether ``job_id`` still runs (its log may grow)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job is not None and job["state"] in ACTIVE
 
     def active(self) -> list[str]:
         with self._lock:
@@ -334,7 +348,7 @@ class JobManager:
                 job.update(state="failed", updated_at=now(),
                            error=f"{search['backbone']}: recipe-search run exited with status {rc}: "
                                  f"{last_error(Path(job['log'])) or 'see the log'}",
-                           message=f"see {job['log']}; resume with POST /searches/{job_id}/resume")
+                           message=f"see GET /searches/{job_id}/log; resume with POST /searches/{job_id}/resume")
                 self._save()
                 return None
         with self._lock:

@@ -203,6 +203,7 @@ class SearchJob(BaseModel):
     searches: list[SearchProgress]
     pid: int | None = Field(None, description="The current (or last) `recipe-search run` process.")
     runs: int = Field(0, description="How many `recipe-search run` processes it has started.")
-    log: str = Field(..., description="The server-side log of its processes.")
+    log: str = Field(..., description="Where its processes' log is served: `GET /searches/{id}/log` "
+                                      "(`?tail=N` lines, `?follow=true` streams it until the job ends).")
     message: str | None = None
     error: str | None = None

@@ -10,13 +10,14 @@ enable them.
 # must see it as a real annotation of the route function
 
 import hmac
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path as PathParam, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .job_log import follow as follow_log, tail as tail_log
 from .jobs import RESUMABLE, JobError, JobManager, search_progress
 from .models import ErrorBody, RunLink, SearchJob, SearchProgress
 
@@ -39,14 +40,17 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: known[c] for c in codes}
 
 
-def _job_model(job: dict, progress: Callable[[dict], SearchProgress] | None = None) -> SearchJob:
+def _job_model(job: dict, redact: Callable[[str | None], str | None],
+               progress: Callable[[dict], SearchProgress] | None = None) -> SearchJob:
+    """A job as a client sees it: its log as a route, no server path in its message or error."""
     searches = [progress(s) if progress is not None else SearchProgress(
         backbone=s["backbone"], search_id=s["search_id"], state=s["state"], returncode=s.get("returncode"))
         for s in job["searches"]]
     return SearchJob(id=job["id"], state=job["state"], resumable=job["state"] in RESUMABLE,
                      created_at=job["created_at"], updated_at=job["updated_at"], request=job["request"],
                      trials=job["trials"], searches=searches, pid=job.get("pid"), runs=job.get("runs", 0),
-                     log=job["log"], message=job.get("message"), error=job.get("error"))
+                     log=f"/searches/{job['id']}/log", message=redact(job.get("message")),
+                     error=redact(job.get("error")))
 
 
 def _fail(e: JobError) -> HTTPException:
@@ -70,16 +74,20 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
     r = APIRouter(prefix="/searches", tags=["searches"], dependencies=[Depends(require_token)])
     JobId = PathParam(..., pattern=r"^[0-9a-f]{12}$", description="The job id POST /searches returned.")
 
+    redact = manager.redact
+
     def progress(search: dict) -> SearchProgress:
         p = search_progress(search["search_id"], manager.tracking_uri)
+        mlflow = link(p["parent_run_id"], p["experiment_id"]) if p["parent_run_id"] else None
+        if mlflow is not None and mlflow.hint:  # `mlflow ui --backend-store-uri <the store>`
+            mlflow.hint = redact(mlflow.hint)
         return SearchProgress(
             backbone=search["backbone"], search_id=search["search_id"], state=search["state"],
             returncode=search.get("returncode"), stage=p["stage"], trials=p["trials"],
             confirmation=p["confirmation"], best=p["best"], floor_val_knn_top1=p["floor_val_knn_top1"],
-            verdict=p["verdict"], verdict_line=p["verdict_line"], note=p["note"],
-            mlflow=link(p["parent_run_id"], p["experiment_id"]) if p["parent_run_id"] else None)
+            verdict=p["verdict"], verdict_line=p["verdict_line"], note=redact(p["note"]), mlflow=mlflow)
 
-    async def call(fn: Callable[..., dict], *args: Any) -> dict:
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await run_in_threadpool(fn, *args)
         except JobError as e:
@@ -87,7 +95,7 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
 
     async def start_search(body: request_model = Body(...)) -> JSONResponse:  # type: ignore[valid-type]
         job = await call(manager.submit, body)
-        return JSONResponse(_job_model(job).model_dump(mode="json"), status_code=202,
+        return JSONResponse(_job_model(job, redact).model_dump(mode="json"), status_code=202,
                             headers={"Location": f"/searches/{job['id']}"})
 
     start_search.__doc__ = (
@@ -100,7 +108,7 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
     @r.get("", response_model=list[SearchJob], responses=_responses(401, 503), summary="List the search jobs")
     async def list_searches() -> list[SearchJob]:
         """Every job this server knows (newest first), with each search's state."""
-        return [_job_model(j) for j in manager.list()]
+        return [_job_model(j, redact) for j in manager.list()]
 
     @r.get("/{job_id}", response_model=SearchJob, responses=_responses(401, 404, 503), summary="A search job")
     def get_search(job_id: str = JobId) -> SearchJob:
@@ -110,7 +118,36 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
             job = manager.get(job_id)
         except JobError as e:
             raise _fail(e) from None
-        return _job_model(job, progress)
+        return _job_model(job, redact, progress)
+
+    log_doc = {"description": "The log's text (server paths masked).",
+               "content": {"text/plain": {"schema": {"type": "string"}}}}
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    json_errors = {code: {**{k: v for k, v in doc.items() if k != "model"}, "content": error_body}
+                   for code, doc in _responses(401, 404, 503).items()}  # errors stay JSON beside text/plain
+
+    @r.get("/{job_id}/log", response_class=PlainTextResponse, summary="A search job's log",
+           responses={200: log_doc, **json_errors})
+    async def get_search_log(
+        job_id: str = JobId,
+        tail: Optional[int] = Query(None, ge=1, le=100_000, description="Only its last lines (default: all)."),
+        follow: bool = Query(False, description="Stream what the job's processes write until the job ends."),
+    ) -> Response:
+        """What the job's `recipe-search run` processes printed (plain text; every server path
+        masked): all of it, or its last `tail` lines; with `follow=true` the response streams the
+        lines written after it until the job ends."""
+        path = await call(manager.log_file, job_id)
+        text, end = await run_in_threadpool(tail_log, path, tail, whole_lines=follow)
+        if not follow:
+            return PlainTextResponse(redact(text) or "")
+
+        async def stream():
+            yield redact(text) or ""
+            async for chunk in follow_log(path, end, lambda: manager.running(job_id), redact,
+                                          limit_s=manager.cfg.follow_limit_s):
+                yield chunk
+
+        return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
     @r.post("/{job_id}/cancel", response_model=SearchJob, status_code=202,
             responses=_responses(401, 404, 409, 503), summary="Cancel a search job")
@@ -118,7 +155,7 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
         """Cancel a job the way Ctrl-C does (SIGINT to its search's process group): the search saves
         its state and stops (state `stopping`, then `cancelled`); `POST /searches/{id}/resume`
         continues it. Cancelling a cancelled job changes nothing."""
-        return _job_model(await call(manager.cancel, job_id))
+        return _job_model(await call(manager.cancel, job_id), redact)
 
     @r.delete("/{job_id}", response_model=SearchJob, status_code=202, responses=_responses(401, 404, 503),
               summary="Delete a search job")
@@ -127,14 +164,14 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
         server's list: `GET /searches/{id}` answers 404 from then on. Its MLflow runs and its
         searches' saved state stay: `recipe-search run --resume --search-id ID` continues a search
         (the response's `message` names the IDs)."""
-        return _job_model(await call(manager.delete, job_id))
+        return _job_model(await call(manager.delete, job_id), redact)
 
     @r.post("/{job_id}/resume", response_model=SearchJob, status_code=202,
             responses=_responses(401, 404, 409, 429, 503), summary="Resume a search job")
     async def resume_search(job_id: str = JobId) -> SearchJob:
         """Resume a cancelled, interrupted or failed job: each unfinished search continues from its
         saved state (`recipe-search run --resume --search-id`); nothing finished is re-run."""
-        return _job_model(await call(manager.resume, job_id))
+        return _job_model(await call(manager.resume, job_id), redact)
 
     return r
 
