@@ -98,8 +98,9 @@ def _render(status: int, payload: BaseModel | list[BaseModel], headers: dict | N
 
 
 class _NotFound(Exception):
-    def __init__(self, detail: str, known: list[str], fingerprints: list[str] | None = None) -> None:
-        self.detail, self.known, self.fingerprints = detail, known, fingerprints
+    def __init__(self, detail: str, known: list[str], fingerprints: list[str] | None = None,
+                 withheld: PromotedRecipe | None = None) -> None:
+        self.detail, self.known, self.fingerprints, self.withheld = detail, known, fingerprints, withheld
 
 
 def _score(r: PromotedRecipe) -> Score:
@@ -137,6 +138,14 @@ def _verdict(provenance: dict) -> Verdict | None:
         return Verdict.model_validate({k: v[k] for k in ("verdict", "line", "metric", "seeds", "winner") if k in v})
     except ValidationError:
         return None
+
+
+def _next_step(provenance: dict) -> str:
+    """What to run next, from a withheld verdict's provenance."""
+    why = provenance.get("withheld_because") or ""
+    return why.split("next: ", 1)[1] if "next: " in why else (
+        "run a longer search (recipe-search run --budget cpu, or --budget proxy on a GPU) or add report seeds "
+        "(--report-looks)")
 
 
 def _proxy(provenance: dict) -> ProxyShape | None:
@@ -228,8 +237,11 @@ def create_app(
             except StoreUnavailable as e:
                 return unavailable(e)
             except _NotFound as e:
-                return _render(404, ErrorBody(detail=e.detail, known_backbones=e.known,
-                                              known_fingerprints=e.fingerprints))
+                held = e.withheld
+                return _render(404, ErrorBody(
+                    detail=e.detail, known_backbones=e.known, known_fingerprints=e.fingerprints,
+                    verdict=held.verdict if held else None, verdict_line=held.verdict_line if held else None,
+                    next=_next_step(held.provenance) if held else None))
 
         return run
 
@@ -267,6 +279,11 @@ def create_app(
     def missing(backbone: str, dataset: str | None, fingerprint: str | None = None) -> _NotFound:
         names = known()
         if backbone not in names:
+            held = store.withheld(backbone)
+            if held is not None:  # searched, but the evidence supports no recipe
+                return _NotFound(f"no recipe is served for {backbone!r}: its last search "
+                                 f"({held.provenance.get('search_id', '?')}) ended {held.verdict} and no recipe's "
+                                 "lift over the untrained floor is shown", names, withheld=held)
             return _NotFound(f"unknown backbone {backbone!r}", names)
         fps = [r.fingerprint for r in store.fingerprints(backbone)]
         if fingerprint is not None:

@@ -17,6 +17,11 @@ class ErrorBody(BaseModel):
     store: str | None = Field(None, description="On 503: the store's tracking URI (password hidden).")
     known_fingerprints: list[str] | None = Field(
         None, description="On 404 for an unknown fingerprint: the backbone's current fingerprints.")
+    verdict: str | None = Field(
+        None, description="On 404 for a backbone whose search served nothing: that search's verdict.")
+    verdict_line: str | None = Field(None, description="The verdict in one sentence, with its intervals.")
+    next: str | None = Field(None, description="On 404 for a backbone whose search served nothing: what to run "
+                                               "next.")
 
 
 VERDICTS = "better_than_baselines | no_significant_lift | below_floor"

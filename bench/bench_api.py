@@ -64,7 +64,7 @@ def load_store(uri: str, backbones: list[str]) -> None:
                           {"test_probe_top1": mean, "test_knn_top1": 0.25 + 0.05 * i},
                           {"search_id": f"bench-{i}", "code_version": "bench", "verdict": verdict,
                            "fingerprint": {"digest": fp, "budget": "small"}},
-                          scores=scores, budget="small")
+                          scores=scores, val_scores=dict(enumerate(scores)), budget="small")
 
 
 def free_port() -> int:

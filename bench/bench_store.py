@@ -52,7 +52,7 @@ def _populate(uri: str, backbones: int, promotions: int) -> list[tuple[str, str]
             scores = [0.3 + 0.1 * p + d for d in (-0.001, 0.0, 0.001)]
             res = store.promote(backbone, "cifar10", fp, {"backbone": backbone, "lr": 0.01 * (p + 1)},
                                 {"test_probe_top1": sum(scores) / 3}, {"verdict": {"verdict": "x"}},
-                                scores=scores, budget="smoke")
+                                scores=scores, val_scores=dict(enumerate(scores)), budget="smoke")
             v = client.create_model_version(name, source=f"runs:/{res.current.run_id}/recipe.json",
                                             run_id=res.current.run_id,
                                             tags={"rs.recipe": str(res.current.recipe),

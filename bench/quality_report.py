@@ -24,6 +24,7 @@ COMMANDS = {
     "fidelity": "python bench/bench_quality.py fidelity",
     "search-vs-random": "python bench/bench_quality.py search-vs-random",
     "lift": "python bench/bench_quality.py lift",
+    "simulation": "python bench/simulate_verdicts.py --sims 5000",
 }
 
 
@@ -363,10 +364,21 @@ def lift_section(rows: list[dict], out: Path) -> list[str]:
              f"| winner `{v['winner']}` ({v.get('winner_role', '')}) | {_pct(v['score']['mean'])} ± {_pct(v['score']['std'])} |"]
     for name, b in v.get("baselines", {}).items():
         lines.append(f"| baseline `{name}` | {_pct(b['mean'])} ± {_pct(b['std'])} |")
-    lines += [f"| untrained floor | {_pct(v['floor']['mean'])} ± {_pct(v['floor']['std'])} |", "",
-              "| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
-    for name, iv in v["lift"].items():
-        lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
+    lines += [f"| untrained floor | {_pct(v['floor']['mean'])} ± {_pct(v['floor']['std'])} |", ""]
+    if v.get("comparisons"):  # the two-phase verdict: declared comparisons, Holm + sequential
+        lines += [f"Chosen on val over select seeds {', '.join(map(str, v['select_seeds']))}; reported on "
+                  f"{len(v['seeds'])} fresh report seeds (looks at {', '.join(map(str, v['looks']))}, stopped: "
+                  f"{v['stop']}); served: **{v['served'] or 'nothing'}**; smallest detectable lift "
+                  f"{100 * v['mde']:+.1f} points.", "",
+                  "| declared comparison | mean | 95% interval (adjusted) | state | detectable lift |",
+                  "|---|---|---|---|---|"]
+        for name, d in v["comparisons"].items():
+            lines.append(f"| {name} | {100 * d['mean']:+.1f} | [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | "
+                         f"{d['state']} | {100 * d['mde']:+.1f} |")
+    else:  # the old verdict (3 seeds that chose and reported, uncorrected)
+        lines += ["| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
+        for name, iv in v["lift"].items():
+            lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3))
     bars = [(f"winner {v['winner']}", v["score"]["values"]),
@@ -378,7 +390,40 @@ def lift_section(rows: list[dict], out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "lift.png", dpi=80)
     plt.close(fig)
+    old = [o for o in rows[:-1] if not o["verdict"].get("comparisons")]
+    if old and v.get("comparisons"):
+        o = old[-1]
+        lines += ["", f"The same study under the old verdict (3 seeds that chose and reported, uncorrected; search "
+                      f"`{o['search_id']}`): **{o['verdict']['verdict']}** in {o['wall_s'] / 60:.0f} min wall, against "
+                      f"{r['wall_s'] / 60:.0f} min here."]
     return lines + ["", f"![lift]({out.name}/lift.png)"]
+
+
+def simulation_section(results: Path) -> list[str]:
+    """The verdict simulated from the measured score distributions (bench/simulate_verdicts.py)."""
+    path = results / "verdict_simulation.json"
+    if not path.exists():
+        return ["No results yet."]
+    sim = json.loads(path.read_text())
+    m = sim["model"]
+    fitted = ", ".join(f"`{k}` val {_pct(v['mean'][0])} ± {_pct(v['std'][0])} / test {_pct(v['mean'][1])} ± "
+                       f"{_pct(v['std'][1])}" for k, v in m["recipes"].items())
+    lines = [f"Score model fitted to the seed-noise study (per seed, val kNN / test probe, mean ± std): {fitted}; "
+             f"val/test correlation within a recipe {m['rho']:+.2f}. {sim['results'][next(iter(sim['results']))]['sims']} "
+             f"simulated searches per row; the searched finalist is `sinfonce-light` itself plus the true lift. "
+             f"Old design: 3 confirmation seeds that both choose and report, uncorrected paired t. New design "
+             f"(`verdict.py`): choose on {sim['select_seeds']} select seeds (val only), report on fresh seeds at "
+             f"looks {', '.join(map(str, sim['looks']))}, group-sequential Holm, test-image noise of "
+             f"{sim['test_images']:,} images.", "",
+             "| design | true lift | rate of `better_than_baselines` [95% CI] | mean reported lift when a searched "
+             "recipe wins | runs trained (mean) |", "|---|---|---|---|---|"]
+    for r in sim["results"].values():
+        lo, hi = r["better_rate_ci"]
+        rep = "-" if r["mean_reported_lift"] is None else (
+            f"{100 * r['mean_reported_lift']:+.2f} (SE {100 * r['reported_lift_se']:.2f})")
+        lines.append(f"| {r['design']} | {100 * r['true_lift']:+.0f} | {100 * r['better_rate']:.2f}% "
+                     f"[{100 * lo:.2f}, {100 * hi:.2f}] | {rep} | {r['mean_runs']:.1f} |")
+    return lines
 
 
 def write_report(results: Path, target: Path) -> None:
@@ -403,6 +448,8 @@ def write_report(results: Path, target: Path) -> None:
     doc += search_section(_load(results, "search-vs-random"), results)
     doc += ["", "## 4. Lift of a `cpu` search's winner", "", f"`{COMMANDS['lift']}`", ""]
     doc += lift_section(_load(results, "lift"), results)
+    doc += ["", "## 5. The verdict under the null and its power (simulated)", "", f"`{COMMANDS['simulation']}`", ""]
+    doc += simulation_section(results)
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

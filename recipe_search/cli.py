@@ -131,8 +131,10 @@ def run(
     test_per_class: Optional[int] = typer.Option(None, help="test images per class (read only by confirmation)"),
     confirm_k: Optional[int] = typer.Option(None, help="finalists confirmed beside the baselines "
                                                        "(default: the budget's)"),
-    confirm_seeds: Optional[int] = typer.Option(None, help="fresh seeds per confirmed recipe, >= 2 "
-                                                           "(default: the budget's)"),
+    confirm_seeds: Optional[int] = typer.Option(None, help="select phase: fresh seeds per confirmed recipe, "
+                                                           ">= 2, val only (default: the budget's)"),
+    report_looks: Optional[str] = typer.Option(None, help="report phase: seed counts at which the verdict is "
+                                                          "tested, e.g. 3,5,8 (default: the budget's)"),
     yes: bool = typer.Option(False, "--yes", help="run a GPU budget (proxy) on the CPU anyway"),
     sampler: str = typer.Option("tpe", help="Optuna sampler: tpe | random (a random-search control)"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping",
@@ -160,7 +162,8 @@ def run(
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
         num_cpus=num_cpus, download=download, study_storage=study_storage,
         checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
-        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds, yes=yes,
+        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds,
+        report_looks=_looks(report_looks), yes=yes,
         sampler=sampler, early_stopping=early_stopping, reuse_confirmations=reuse_confirmations)
         for b in backbone]
     if not resume:
@@ -189,6 +192,16 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _looks(text: str | None) -> list[int] | None:
+    """``--report-looks 3,5,8`` as a list (plan() checks it; a non-integer fails here, by name)."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--report-looks must be comma-separated seed counts such as 3,5,8, got {text!r}")
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -225,40 +238,19 @@ def _print_outcome(o) -> None:
                       _fmt(o.floor["val"].get("val_probe_top1"), 3), "random-init encoder, same evaluation",
                       style="dim")
     console.print(table)
-    v = o.verdict
-    if v is not None:
-        seeds = ", ".join(map(str, v.seeds))
-        conf = Table(title=f"confirmation (seeds {seeds}; mean ± std; lift = paired 95% t interval over "
-                           f"{v.best_baseline or 'the best baseline'})", title_justify="left", **TABLE)
-        for col in ("recipe", "role", "val kNN", "test probe", "test kNN", "lift (test probe)"):
-            conf.add_column(col, overflow="fold", min_width=6 if col in ("recipe", "role") else 13)
-        from .stats import paired_interval
-
-        best = next((r for r in o.confirmation if r.name == v.best_baseline), None)
-        order = {name: i for i, name in enumerate(v.ranking)}
-        for r in sorted(o.confirmation, key=lambda r: order.get(r.name, len(order))):
-            cells = [r.summary(m, v.seeds) for m in ("val_knn_top1", "test_probe_top1", "test_knn_top1")]
-            lift = "-"
-            if best is not None and r.complete(v.seeds) and r.name != best.name:
-                lift = paired_interval(r.values("test_probe_top1", v.seeds),
-                                       best.values("test_probe_top1", v.seeds)).fmt()
-            note = "" if r.complete(v.seeds) else " (incomplete: a seed failed)"
-            conf.add_row(r.name + note, {"baseline": "base", "finalist": "final"}.get(r.role, r.role),
-                         *[c.fmt() if c is not None else "-" for c in cells], lift,
-                         style="bold green" if r.name == v.winner else None)
-        conf.add_row("floor", "untrained", "-", v.floor.fmt(), "-", v.lift["floor"].fmt() + " (winner)",
-                     style="dim")
-        console.print(conf)
-        style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
-                 "below_floor": "bold red"}[v.verdict]
-        console.print(f"[{style}]{v.line}[/]", highlight=False, soft_wrap=True)
+    if o.selection is not None:
+        _print_confirmation(o)
     if o.promotion is not None:
         mark = "[green]promoted[/]" if o.promotion.promoted else "[yellow]not promoted[/]"
         console.print(f"{mark}: {o.promotion.reason}", highlight=False)
         current = o.promotion.current
-        console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}, "
-                      f"fingerprint {getattr(current, 'fingerprint', '?')}):", highlight=False)
-        console.print_json(data=current.recipe)
+        if current is None:
+            console.print(f"nothing is served for {o.backbone}: GET /recipes/{o.backbone} answers 404 with "
+                          "this verdict", highlight=False)
+        else:
+            console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}, "
+                          f"fingerprint {getattr(current, 'fingerprint', '?')}):", highlight=False)
+            console.print_json(data=current.recipe)
     elif o.promotion_error and o.status != "interrupted":
         err_console.print(f"[bold yellow]{o.promotion_error}[/]", highlight=False)
     console.print(f"MLflow: parent run {o.parent_run_id} in {o.tracking_uri}", highlight=False)
@@ -266,6 +258,46 @@ def _print_outcome(o) -> None:
         console.print(f"  {runs_url(o.tracking_uri, o.tracking_uri, run_id=o.parent_run_id)}", highlight=False)
     else:
         console.print("  browse it with: recipe-search ui", highlight=False)
+
+
+def _print_confirmation(o) -> None:
+    """The select phase (val, exploratory), the report phase (test, the declared comparisons) and
+    the verdict line."""
+    sel, v = o.selection, o.verdict
+    table = Table(title=f"confirmation, select phase (seeds {', '.join(map(str, sel.seeds))}; val kNN top-1 "
+                        "mean ± std; chooses the winner, exploratory: no test split read)",
+                  title_justify="left", **TABLE)
+    for col in ("recipe", "role", "val kNN", "chosen"):
+        table.add_column(col, overflow="fold")
+    roles = {r.name: r.role for r in o.confirmation}
+    for name in sel.ranking + sel.incomplete:
+        val = sel.val.get(name)
+        mark = "winner" if name == sel.winner else "reference baseline" if name == sel.reference else ""
+        table.add_row(name, roles.get(name, "?"), val.fmt() if val else "incomplete (a seed failed)", mark,
+                      style="bold" if name == sel.winner else None)
+    console.print(table)
+    if v is None:
+        return
+    rep = Table(title=f"confirmation, report phase ({len(v.seeds)} fresh seeds, looks at "
+                      f"{', '.join(map(str, v.looks))}; test probe top-1 mean ± std)", title_justify="left", **TABLE)
+    for col in ("recipe", "test probe", "test kNN", "val kNN"):
+        rep.add_column(col, overflow="fold")
+    for r in o.report:
+        cells = [r.summary(m, v.seeds) for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1")]
+        rep.add_row(r.name, *[c.fmt() if c is not None else "-" for c in cells],
+                    style="bold green" if r.name == v.served else None)
+    rep.add_row("floor", v.floor.fmt(), "-", "-", style="dim")
+    console.print(rep)
+    comp = Table(title=f"declared comparisons on test probe (Holm across them, valid under the looks; "
+                       f"one-sided alpha {v.alpha} each side of a 95% interval)", title_justify="left", **TABLE)
+    for col in ("comparison", "lift [95% interval]", "state", "detectable lift", "seed SE", "image SE"):
+        comp.add_column(col, overflow="fold")
+    for name, d in v.comparisons.items():
+        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", f"{d.seed_se:.3f}", f"{d.image_se:.3f}")
+    console.print(comp)
+    style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
+             "below_floor": "bold red"}[v.verdict]
+    console.print(f"[{style}]{v.line}[/]", highlight=False, soft_wrap=True)
 
 
 def runs_url(base: str, tracking_uri: str, experiment: str = "recipe-search", run_id: str | None = None) -> str:
@@ -325,9 +357,14 @@ def _promoted(backbone: str, dataset: Optional[str], tracking_uri: Optional[str]
     from trainer.recipe import check_backbone
 
     check_backbone(backbone)  # an unknown name gets "close matches"
-    recs = _store(tracking_uri).fingerprints(backbone, dataset)
+    store = _store(tracking_uri)
+    recs = store.fingerprints(backbone, dataset)
     where = f" on {dataset}" if dataset else ""
     if not recs:
+        held = store.withheld(backbone)
+        if held is not None:  # searched, and the evidence supported no recipe
+            fail(f"no recipe is served for {backbone}: its last search ({held.provenance.get('search_id', '?')}) "
+                 f"ended {held.verdict}: {held.provenance.get('withheld_because') or 'nothing clears the floor'}")
         fail(f"no promoted recipe for {backbone}{where}; run `recipe-search run --backbone {backbone}` first")
     if fingerprint is not None:
         fp = fingerprint.strip().lower()

@@ -1,15 +1,19 @@
-"""The confirmation stage: finalists and baselines trained again on fresh seeds, and the floor.
+"""The confirmation stage: recipes trained again on fresh seeds, in two phases, and the floor.
 
-Nothing before this stage reads the test split. Here the ``confirm_k`` best searched
-recipes (by the final val objective) and both baselines are each trained from scratch
-with ``confirm_seeds`` fresh seeds (the seed changes initialisation, augmentation and
-batch order; the proxy subset stays the search's), at the budget's full epochs, and
-evaluated on val and test. The untrained encoder is evaluated at the same seeds' initial
-weights (:func:`floor_metrics`), so every lift is paired by seed.
+Nothing before the report phase reads the test split (``verdict.py`` has the design).
 
-Each run is a Ray Tune trial with the config ``{"job": {...}}`` (see ``trial.py``), in a
-Tune experiment of its own (``<search id>-confirm``) with the same resources and fault
-handling as the search; a killed search resumes inside this stage.
+* **select** -- the ``confirm_k`` best searched recipes (by the final val objective) and both
+  baselines, each trained from scratch with ``confirm_seeds`` fresh seeds (the seed changes
+  initialisation, augmentation and batch order; the proxy subset stays the search's), at the
+  budget's full epochs, evaluated on val only (:func:`plan_jobs`);
+* **report** -- the selected winner and reference baseline on further fresh seeds, added look
+  by look, evaluated on val and test (:func:`report_jobs`); the untrained encoder is evaluated
+  at the same seeds' initial weights (:func:`floor_metrics`), so every lift is paired by seed.
+
+Each run is a Ray Tune trial with the config ``{"job": {...}}`` (see ``trial.py``), in a Tune
+experiment of its own (``<search id>-confirm`` for select, ``<search id>-report-<n>`` for
+the look at ``n`` report seeds) with the same resources and fault handling as the search; a
+killed search resumes inside the phase and look where it stopped.
 """
 
 from __future__ import annotations
@@ -19,17 +23,39 @@ import json
 from .promote import TrialSummary, finalists
 
 
+SELECT, REPORT = "select", "report"
+
+
 def confirmation_seeds(search_seed: int, n: int) -> list[int]:
-    """``n`` seeds that no search trial used (search trials all run with ``search_seed``)."""
+    """The select phase's ``n`` seeds: no search trial used them (search trials all run with
+    ``search_seed``)."""
     return [search_seed + 1 + i for i in range(n)]
 
 
+def report_seeds(search_seed: int, n_select: int, n: int) -> list[int]:
+    """The report phase's ``n`` seeds, disjoint from the search's and the select phase's."""
+    return [search_seed + 1 + n_select + i for i in range(n)]
+
+
 def plan_jobs(trials: list[TrialSummary], baselines: list[tuple[str, dict]], k: int, seeds: list[int]) -> list[dict]:
-    """One job per (recipe, seed): the top ``k`` searched trials, then the baselines."""
+    """The select phase: one job per (recipe, seed): the top ``k`` searched trials, then the baselines."""
     recipes = [(f"{t.trial_id}", "finalist", t.recipe) for t in finalists(trials, k)]
     recipes += [(name, "baseline", recipe) for name, recipe in baselines]
-    return [{"name": name, "role": role, "seed": seed, "recipe": json.dumps(recipe, sort_keys=True)}
-            for name, role, recipe in recipes for seed in seeds]
+    return [{"name": name, "role": role, "seed": seed, "recipe": json.dumps(recipe, sort_keys=True),
+             "phase": SELECT} for name, role, recipe in recipes for seed in seeds]
+
+
+def report_jobs(select_jobs: list[dict], names: list[str], seeds: list[int]) -> list[dict]:
+    """The report phase at ``seeds``: the recipes ``names`` (as the select phase ran them)."""
+    recipes = {r["name"]: r for r in recipes_of(select_jobs)}
+    return [{"name": n, "role": recipes[n]["role"], "seed": seed,
+             "recipe": json.dumps(recipes[n]["recipe"], sort_keys=True), "phase": REPORT}
+            for n in names for seed in seeds]
+
+
+def job_phase(job: dict) -> str:
+    """A job's phase (jobs from before the two phases read the test split: report)."""
+    return job.get("phase", REPORT)
 
 
 def recipes_of(jobs: list[dict]) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,9 @@ from . import config
 from .baselines import BASELINES
 from .budget import Budget, get_budget
 from .errors import SearchError, SpaceError
+from .paths import absolute_uri, resolve_settings
 from .runtime import check_study_storage_url, redact_url
+from .sequential import check_looks
 from .space import SearchSpace, load_space
 
 DEFAULT_EXPERIMENT = "recipe-search"
@@ -53,7 +54,8 @@ class SearchSettings:
     val_per_class: int | None = None
     test_per_class: int | None = None
     confirm_k: int | None = None  # finalists confirmed (None: the budget's)
-    confirm_seeds: int | None = None  # fresh seeds per confirmed recipe (None: the budget's)
+    confirm_seeds: int | None = None  # select phase: fresh seeds per confirmed recipe (None: the budget's)
+    report_looks: list[int] | None = None  # report phase: seed counts of its looks (None: the budget's)
     yes: bool = False  # run a GPU budget on the CPU anyway
     sampler: str = "tpe"  # tpe (Optuna TPESampler) | random (Optuna RandomSampler)
     early_stopping: bool = True  # ASHA on the validation objective (False: every trial runs all epochs)
@@ -90,6 +92,7 @@ class Plan:
     tracking_uri: str
     confirm_k: int
     confirm_seeds: int
+    report_looks: tuple[int, ...]
     data_notes: list = field(default_factory=list)  # what prepare_data had to shrink
 
     @property
@@ -103,6 +106,7 @@ def plan(settings: SearchSettings) -> Plan:
     from trainer.recipe import check_backbone
 
     check_backbone(settings.backbone)
+    resolve_settings(settings)  # trials run in other directories (and nodes): every path absolute
     budget = get_budget(settings.budget).with_sizes(train_per_class=settings.train_per_class,
                                                      val_per_class=settings.val_per_class,
                                                      test_per_class=settings.test_per_class)
@@ -111,6 +115,12 @@ def plan(settings: SearchSettings) -> Plan:
         v = getattr(settings, name)
         if v is not None and (not isinstance(v, int) or v < low):
             raise SearchError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v!r}")
+    looks = tuple(budget.report_looks if settings.report_looks is None else settings.report_looks)
+    try:
+        check_looks(looks)
+    except (TypeError, ValueError):
+        raise SearchError(f"--report-looks must be increasing seed counts starting at >= 2 (e.g. 3,5,8), "
+                          f"got {settings.report_looks!r}") from None
     for name in ("gpus_per_trial", "cpus_per_trial", "time_budget"):
         v = getattr(settings, name)
         if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and name != "gpus_per_trial")):
@@ -131,16 +141,15 @@ def plan(settings: SearchSettings) -> Plan:
     if settings.checkpoint_every is not None and settings.checkpoint_every < 0:
         raise SearchError(f"--checkpoint-every must be >= 0 (epochs; 0: no mid-trial checkpoints), "
                           f"got {settings.checkpoint_every}")
-    if settings.data is not None and "://" not in settings.data:  # trials run in other directories
-        settings.data = os.path.abspath(os.path.expanduser(settings.data))
     data = budget.data_spec(settings.dataset, settings.data, download=settings.download)
     return Plan(settings=settings, budget=budget, space=space, data=data, num_samples=num_samples,
                 max_epochs=settings.max_epochs or budget.max_epochs,
                 checkpoint_every=budget.checkpoint_every if settings.checkpoint_every is None
                 else settings.checkpoint_every,
-                tracking_uri=settings.tracking_uri or config.default_tracking_uri(),
+                tracking_uri=settings.tracking_uri or absolute_uri(config.default_tracking_uri()),
                 confirm_k=budget.confirm_k if settings.confirm_k is None else settings.confirm_k,
-                confirm_seeds=budget.confirm_seeds if settings.confirm_seeds is None else settings.confirm_seeds)
+                confirm_seeds=budget.confirm_seeds if settings.confirm_seeds is None else settings.confirm_seeds,
+                report_looks=looks)
 
 
 def prepare_data(plan_: Plan):

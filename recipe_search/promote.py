@@ -4,9 +4,9 @@ The trials are read back from MLflow (the child runs of the search), so a search
 resumed after a crash sees every trial exactly once. Search-stage trials carry
 validation metrics only; the finalists are the completed searched (non-baseline)
 trials with the best final ``val_knn_top1``. Confirmation runs (tag
-``rs.stage=confirmation``) carry the test metrics; ``verdict.decide`` turns them into
-the verdict, and :func:`promote_winner` hands the winner to the store unless it is
-below the untrained floor.
+``rs.stage=confirmation``, ``rs.phase`` select or report) are grouped per recipe by
+:func:`confirmation_runs`; ``verdict.decide`` turns them into the verdict, and
+:func:`promote_served` writes what it serves into the store (or a withheld record).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .tracking import (TAG_BASELINE, TAG_ERROR, TAG_JOB, TAG_POINT, TAG_RECIPE, TAG_SEED, TAG_STAGE,
+from .tracking import (TAG_BASELINE, TAG_ERROR, TAG_JOB, TAG_PHASE, TAG_POINT, TAG_RECIPE, TAG_SEED, TAG_STAGE,
                        TAG_STATUS, TAG_TRIAL, Tracker)
+from .stats import summary
 from .verdict import BELOW_FLOOR, RecipeRuns, Verdict
 
 OBJECTIVE_METRIC = "val_knn_top1"
@@ -40,6 +41,7 @@ class TrialSummary:
     stage: str = "search"  # search | confirmation
     job: str | None = None  # confirmation: the recipe's name
     seed: int | None = None
+    phase: str | None = None  # confirmation: select | report
 
     @property
     def label(self) -> str:
@@ -62,7 +64,8 @@ def summarize(tracker: Tracker, search_id: str) -> list[TrialSummary]:
             run_id=run.info.run_id, trial_id=tags.get(TAG_TRIAL, ""), baseline=tags.get(TAG_BASELINE),
             status=status, objective=objective if done else None, recipe=recipe, metrics=dict(metrics),
             error=tags.get(TAG_ERROR), point=tags.get(TAG_POINT), stage=tags.get(TAG_STAGE, "search"),
-            job=tags.get(TAG_JOB), seed=int(seed) if seed and seed.lstrip("-").isdigit() else None))
+            job=tags.get(TAG_JOB), seed=int(seed) if seed and seed.lstrip("-").isdigit() else None,
+            phase=tags.get(TAG_PHASE) or ("report" if tags.get(TAG_STAGE) == "confirmation" else None)))
     return out
 
 
@@ -94,12 +97,15 @@ def best_search_trial(trials: list[TrialSummary]) -> TrialSummary | None:
     return max(done, key=lambda t: t.objective) if done else None
 
 
-def confirmation_runs(trials: list[TrialSummary], jobs: list[dict]) -> list[RecipeRuns]:
-    """The confirmation jobs grouped per recipe, with each completed seed's final metrics."""
+def confirmation_runs(trials: list[TrialSummary], jobs: list[dict], phase: str | None = None) -> list[RecipeRuns]:
+    """The confirmation jobs grouped per recipe, with each completed seed's final metrics (of
+    ``phase`` only, when given: select or report)."""
     by_name: dict[str, RecipeRuns] = {}
     for job in jobs:
         by_name.setdefault(job["name"], RecipeRuns(job["name"], job["role"], job["recipe"]))
     for t in trials:
+        if phase is not None and t.phase != phase:
+            continue
         if t.stage == "confirmation" and t.job in by_name and t.seed is not None and t.status == "completed":
             by_name[t.job].runs[t.seed] = {k: v for k, v in t.metrics.items() if math.isfinite(v)}
     return list(by_name.values())
@@ -122,43 +128,76 @@ def code_version() -> str:
 
 
 def provenance(*, backbone: str, dataset: str, budget: str, verdict: Verdict, confirmation: list[RecipeRuns],
-               fingerprint: dict, search_id: str, parent_run_id: str, experiment: str, space: str,
-               settings: dict) -> dict:
-    seeds = verdict.seeds
+               report: list[RecipeRuns], fingerprint: dict, search_id: str, parent_run_id: str, experiment: str,
+               space: str, settings: dict) -> dict:
+    """What a store record says of where it came from: the verdict, every confirmed recipe's
+    figures (select phase: val over the select seeds; report phase: val and test over the
+    report seeds), the search and its settings."""
     rows = []
+    reported = {r.name: r for r in report}
     for r in confirmation:
         row = {"name": r.name, "role": r.role, "recipe": r.recipe}
+        s = r.summary("val_knn_top1", verdict.selection.seeds)
+        row["select_val_knn_top1"] = s.to_dict() if s is not None else None
+        rep = reported.get(r.name)
         for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1", "val_probe_top1"):
-            s = r.summary(m, seeds)
+            s = rep.summary(m, verdict.seeds) if rep is not None else None
             row[m] = s.to_dict() if s is not None else None
         rows.append(row)
-    winner = next(r for r in confirmation if r.name == verdict.winner)
+    served = verdict.served
     return {
         "backbone": backbone, "dataset": dataset, "budget": budget, "fingerprint": fingerprint,
         "verdict": verdict.to_dict(), "confirmation": rows,
-        "winner": f"baseline:{winner.name}" if winner.role == "baseline" else winner.name,
+        "winner": f"baseline:{verdict.winner}" if verdict.winner_role == "baseline" else verdict.winner,
+        "served": None if served is None else f"baseline:{served}" if verdict.served_role == "baseline" else served,
+        "candidate": verdict.winner if verdict.winner_role == "finalist" and served != verdict.winner else None,
+        "withheld_because": None if served is not None else withheld_because(verdict),
         "search_id": search_id, "search_run_id": parent_run_id, "experiment": experiment, "space": space,
         "settings": settings, "code_version": code_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
 
 
-def promote_winner(store, *, backbone: str, dataset: str, budget: str, verdict: Verdict,
-                   confirmation: list[RecipeRuns], provenance: dict, source_run_id: str | None = None,
-                   force: bool = False):
-    """Promote the verdict's winner into ``store`` (a :class:`recipe_search.store.RecipeStore`);
-    None (nothing written) when it is below the untrained floor."""
+def withheld_because(verdict: Verdict) -> str:
+    """Why nothing is served, and what to run next."""
     if verdict.verdict == BELOW_FLOOR:
-        return None
-    winner = next(r for r in confirmation if r.name == verdict.winner)
+        why = "the best confirmed recipe is not above the untrained floor"
+    else:
+        why = f"{verdict.verdict}: no recipe's lift over the untrained floor is shown"
+    more = (f" (the smallest lift this confirmation could detect was {verdict.mde:+.3f})"
+            if verdict.mde is not None else "")
+    return (f"{why}{more}; next: a longer budget (more epochs or data), or more report seeds "
+            f"(--report-looks), e.g. recipe-search run --backbone {{backbone}} --budget cpu")
+
+
+def promote_served(store, *, backbone: str, dataset: str, budget: str, verdict: Verdict,
+                   confirmation: list[RecipeRuns], report: list[RecipeRuns], provenance: dict,
+                   source_run_id: str | None = None, force: bool = False):
+    """Write what the verdict serves into ``store`` (a :class:`recipe_search.store.RecipeStore`):
+    the winner under ``better_than_baselines``, else the baseline whose lift over the floor is
+    shown, else a ``withheld`` record (nothing served; the current recipe, if any, stays)."""
+    name = verdict.served or verdict.winner
+    rec = next(r for r in report if r.name == name)
     seeds = verdict.seeds
     metrics = {m: s.mean for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1", "val_probe_top1")
-               if (s := winner.summary(m, seeds)) is not None}
-    metrics["test_probe_top1_std"] = verdict.score.std
+               if (s := rec.summary(m, seeds)) is not None}
+    scores = rec.values("test_probe_top1", seeds)
+    metrics["test_probe_top1_std"] = summary(scores).std
     metrics["floor_test_probe_top1"] = verdict.floor.mean
-    for name, iv in verdict.lift.items():
-        metrics[f"lift_{name}"] = iv.mean
-        metrics[f"lift_{name}_low"] = iv.low
-    recipe = {**winner.recipe, "seed": provenance.get("settings", {}).get("seed", winner.recipe.get("seed", 0))}
-    return store.promote(backbone, dataset, provenance["fingerprint"]["digest"], recipe, metrics, provenance,
-                         scores=verdict.score.values, budget=budget, source_run_id=source_run_id, force=force)
+    for key, iv in verdict.lift.items():
+        metrics[f"lift_{key}"] = iv.mean
+        metrics[f"lift_{key}_low"] = iv.low
+    if verdict.mde is not None:
+        metrics["detectable_lift"] = verdict.mde
+    select = next((r for r in confirmation if r.name == name), None)
+    val = {s: float(v["val_knn_top1"]) for s, v in rec.runs.items() if s in seeds and "val_knn_top1" in v}
+    if select is not None:
+        val.update({s: float(select.runs[s]["val_knn_top1"]) for s in verdict.selection.seeds
+                    if "val_knn_top1" in select.runs.get(s, {})})
+    prov = dict(provenance)
+    if prov.get("withheld_because"):
+        prov["withheld_because"] = prov["withheld_because"].replace("{backbone}", backbone)
+    recipe = {**rec.recipe, "seed": provenance.get("settings", {}).get("seed", rec.recipe.get("seed", 0))}
+    return store.promote(backbone, dataset, provenance["fingerprint"]["digest"], recipe, metrics, prov,
+                         scores=scores, val_scores=val, served=verdict.served is not None, budget=budget,
+                         source_run_id=source_run_id, force=force)

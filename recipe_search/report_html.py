@@ -65,11 +65,11 @@ def _section(sid: str, title: str, body: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def confirmation_runs(rec) -> list[RecipeRuns]:
-    """The confirmation trials grouped per recipe (completed seeds only)."""
+def confirmation_runs(rec, phase: str | None = None) -> list[RecipeRuns]:
+    """The confirmation trials grouped per recipe (completed seeds only; of ``phase`` only when given)."""
     by: dict[str, RecipeRuns] = {}
     for t in rec.trials:
-        if t.stage != "confirmation" or not t.job:
+        if t.stage != "confirmation" or not t.job or (phase is not None and t.phase != phase):
             continue
         r = by.setdefault(t.job, RecipeRuns(t.job, "baseline" if t.baseline else "finalist", t.recipe or {}))
         if t.status == "completed" and t.seed is not None:
@@ -79,31 +79,53 @@ def confirmation_runs(rec) -> list[RecipeRuns]:
 
 def _confirmation(rec) -> str:
     v = rec.verdict or {}
-    runs = confirmation_runs(rec)
-    if not runs:
+    select, report = confirmation_runs(rec, "select"), confirmation_runs(rec, "report")
+    if not select and not report:
         return "<p>No confirmation stage ran (the search was interrupted before it, or no trial completed).</p>"
-    seeds = v.get("seeds") or sorted({s for r in runs for s in r.runs})
+    sel = v.get("selection") or {}
+    seeds = sel.get("seeds") or sorted({s for r in select for s in r.runs})
     order = {n: i for i, n in enumerate(v.get("ranking") or [])}
     rows = []
-    for r in sorted(runs, key=lambda r: order.get(r.name, len(order))):
+    for r in sorted(select, key=lambda r: order.get(r.name, len(order))):
+        s = r.summary("val_knn_top1", seeds)
+        mark = "winner" if r.name == v.get("winner") else "reference baseline" if r.name == sel.get("reference") else ""
+        rows.append(([esc(r.name), esc(r.role), esc(s.fmt()) if s is not None else "-",
+                      f"{sum(1 for x in seeds if x in r.runs)}/{len(seeds)}", mark],
+                     "win" if r.name == v.get("winner") else ""))
+    out = (f"<p><b>Select phase</b>: every finalist and both baselines trained again from scratch at seeds "
+           f"{esc(seeds)} and ranked on mean val kNN (the choice; exploratory, no test split read).</p>"
+           + _table(["recipe", "role", "val kNN (mean ± std)", "seeds done", "chosen"], rows))
+    rseeds = v.get("seeds") or sorted({s for r in report for s in r.runs})
+    rows = []
+    for r in report:
         cells = [esc(r.name), esc(r.role)]
         for m, _ in METRICS:
-            s = r.summary(m, seeds)
+            s = r.summary(m, rseeds)
             cells.append(esc(s.fmt()) if s is not None else "-")
-        done = sum(1 for s in seeds if s in r.runs)
-        cells.append(f"{done}/{len(seeds)}")
-        rows.append((cells, "win" if r.name == v.get("winner") else ""))
+        rows.append((cells, "win" if r.name == v.get("served") else ""))
     floor = v.get("floor")
     if floor:
-        rows.append(([esc("floor"), "untrained", "-", f"{floor['mean']:.3f} ± {floor['std']:.3f}", "-",
-                      f"{floor.get('n', len(seeds))}"], "dim"))
-    head = ["recipe", "role", *[f"{label} (mean ± std)" for _, label in METRICS], "seeds done"]
-    return (f"<p>Every finalist and both baselines trained again from scratch at seeds {esc(seeds)}; "
-            f"ranked on mean val kNN (the choice), reported on the test probe.</p>" + _table(head, rows))
+        rows.append(([esc("floor"), "untrained", "-", f"{floor['mean']:.3f} ± {floor['std']:.3f}", "-"], "dim"))
+    if rows:
+        out += (f"<p><b>Report phase</b>: the winner and the reference baseline on fresh seeds {esc(rseeds)} "
+                f"(looks at {esc(v.get('looks'))}, stopped: {esc(v.get('stop'))}); only these runs read the "
+                f"test split, and they took no part in choosing.</p>"
+                + _table(["recipe", "role", *[f"{label} (mean ± std)" for _, label in METRICS]], rows))
+    return out
 
 
 def _lift(rec) -> str:
     v = rec.verdict or {}
+    comps = v.get("comparisons")
+    if comps:
+        rows = [([esc(name), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]", esc(d.get("n")),
+                  esc(d.get("state")), f"{d.get('mde', float('nan')):+.3f}"], "win" if d.get("state") == "rejected" else "")
+                for name, d in comps.items()]
+        served = v.get("served")
+        return (f"<p>The declared comparisons in test probe top-1, {esc(v.get('method'))}. Served: "
+                f"<b>{esc(served) if served else 'nothing'}</b>.</p>"
+                + _table(["comparison", "mean lift", "95% interval (adjusted)", "seeds", "state", "detectable lift"],
+                         rows, {1, 2, 5}))
     lift = v.get("lift") or {}
     if not lift:
         return "<p>No verdict, so no lift intervals.</p>"

@@ -20,6 +20,7 @@ import math
 from .store_records import TAG_FINGERPRINT
 from .tracking import (TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, TAG_VERSION, Tracker,
                        point_key)
+from .confirm import SELECT, job_phase
 from .trial import job_recipe
 
 
@@ -30,6 +31,9 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
     ``digest``, recipe-search ``version``, recipe and seed (the oldest such run)."""
     # keyed by the recipe JSON with the job's seed, as tag ``rs.recipe`` stores it
     wanted = {job_recipe(j).to_json(indent=None): point_key({"job": j}) for j in jobs}
+    # a select job needs the val metric only; a report job also the test one
+    needs = {point_key({"job": j}): ("val_knn_top1",) if job_phase(j) == SELECT else
+             ("val_knn_top1", "test_probe_top1") for j in jobs}
     flt = (f"tags.`{TAG_STAGE}` = 'confirmation' and tags.`{TAG_STATUS}` = 'completed' "
            f"and tags.`{TAG_FINGERPRINT}` = '{digest}' and tags.`{TAG_BACKBONE}` = '{backbone}' "
            f"and tags.`{TAG_VERSION}` = '{version}' and attributes.status = 'FINISHED'")
@@ -44,7 +48,7 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
             if key is None or key in out or tags.get(TAG_SEARCH) == search_id or TAG_REUSED in tags:
                 continue  # a reused run points at its twin: take the twin itself
             metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
-            if "test_probe_top1" in metrics and "val_knn_top1" in metrics:
+            if all(m in metrics for m in needs[key]):
                 out[key] = {"run_id": run.info.run_id, "search_id": tags.get(TAG_SEARCH), "metrics": metrics}
         token = page.token
         if not token:

@@ -6,12 +6,15 @@ One search = one backbone.
    two baselines run first, then sampled recipes; every trial is a proxy pretraining
    (``trial.run_trial``) ranked on the validation objective (val kNN top-1) by ASHA
    and the sampler alike. Nothing in this stage reads the test split.
-2. **Confirmation** (``confirm.py``): the top ``confirm_k`` searched recipes and both
-   baselines are trained again with ``confirm_seeds`` fresh seeds; the test split is
-   read for the first time; the untrained encoder is evaluated at the same seeds.
-3. **Verdict** (``verdict.py``): the winner is chosen on mean validation score, reported
-   with its test mean ± std and paired intervals on its lift over each baseline and
-   the floor; it is promoted into the recipe store unless it is below the floor.
+2. **Confirmation** (``confirmation.py``, ``confirm.py``): *select* -- the top ``confirm_k``
+   searched recipes and both baselines are trained again with ``confirm_seeds`` fresh seeds
+   and the winner is chosen on val; *report* -- the winner and the reference baseline are
+   trained on further fresh seeds, look by look, and the test split is read for the first
+   time; the untrained encoder is evaluated at the same seeds.
+3. **Verdict** (``verdict.py``, ``sequential.py``): the declared comparisons (winner against
+   the reference baseline and the floor, the baseline against the floor) are tested after each
+   look, Holm-corrected and valid under repeated looks; what the evidence supports is served
+   (``promote.promote_served``), and nothing when nothing beats the floor.
 
 Each trial is a nested MLflow run under the search's parent run (``rs.stage`` says
 which stage). ``resume=True`` continues at the stage where the search stopped: finished
@@ -40,21 +43,21 @@ from typing import Any
 
 from . import __version__
 from .baselines import BASELINES
-from .confirm import confirmation_seeds, floor_metrics, plan_jobs, recipes_of
+from .confirm import confirmation_seeds, floor_metrics, plan_jobs
+from .confirmation import run_confirmation
 from .errors import ResumeError, SearchError
 from .progress import duration
 from .report import log_report
 from .reuse import TAG_FINGERPRINT
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
-from .promote import (TrialSummary, best_search_trial, confirmation_runs, promote_winner, provenance,
-                      summarize)
+from .promote import TrialSummary, best_search_trial, promote_served, provenance, summarize
 from .runtime import (open_study_storage, prepare_environment, quiet_libraries, ray_session, redact_url,
                       trial_resources)
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,
                     storage_dir, write_meta)
 from .tracking import TAG_BACKBONE, TAG_VERSION, Tracker
-from .verdict import Verdict, decide
+from .verdict import Selection, Verdict
 
 __all__ = [
     "CONFIRM_SUFFIX", "DEFAULT_EXPERIMENT", "META_FILE", "OBJECTIVE", "Plan", "SearchOutcome", "SearchSettings",
@@ -74,7 +77,9 @@ class SearchOutcome:
     trials: list[TrialSummary] = field(default_factory=list)
     best: TrialSummary | None = None  # the best search-stage trial on the val objective
     floor: dict = field(default_factory=dict)  # {"val": metrics at the search seed, "test": {seed: metrics}}
-    confirmation: list = field(default_factory=list)  # verdict.RecipeRuns
+    confirmation: list = field(default_factory=list)  # verdict.RecipeRuns of the select phase (val)
+    report: list = field(default_factory=list)  # verdict.RecipeRuns of the report phase (val and test)
+    selection: Selection | None = None
     verdict: Verdict | None = None
     fingerprint: dict = field(default_factory=dict)
     promotion: Any = None  # store.PromotionResult
@@ -157,6 +162,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
     fp = fingerprint(proxy, dataset=s.dataset, budget=s.budget, image_size=p.budget.image_size,
                      epochs=p.max_epochs, spec=p.data)
     stage = (meta or {}).get("stage", "search")
+    failed_before = (meta or {}).get("status") == "failed"  # its first wave failed alike: search again
     from .store import RecipeStore
 
     RecipeStore(p.tracking_uri).check_schema()  # an outdated recipe store fails now, not after the search
@@ -176,13 +182,14 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             checkpoint_every=p.checkpoint_every, sampler=s.sampler)
         floor_recipe = ctx.recipe_for({"baseline": BASELINES[-1].name})[0]
         seeds = confirmation_seeds(s.seed, p.confirm_seeds)
-        confirm_jobs = (p.confirm_k + len(BASELINES)) * len(seeds)
+        # the select phase, then at most the report phase's last look (winner + reference baseline)
+        confirm_jobs = (p.confirm_k + len(BASELINES)) * len(seeds) + 2 * p.report_looks[-1]
         if meta is None or device == "cpu":
             ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
             est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
                            max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
                            cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
-            for line in [p.budget.summary(), *est.lines]:
+            for line in [p.budget.summary(int(proxy.test_y.numel())), *est.lines]:
                 note(line)
             if device == "cpu" and p.budget.name == "proxy" and not s.yes:
                 raise SearchError(f"--budget proxy is sized for a GPU and this cluster has none: estimated "
@@ -243,57 +250,60 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                               console, progress, floor)
         t_tune = time.monotonic()
         if stage == "search":
-            outcome.resumed, interrupted = runner.search(exp_dir, resume, storage, note)
+            if failed_before:
+                note(f"search {search_id} had stopped: {meta.pop('error', '?')}; its search stage starts over")
+                tracker.set_tags(parent_run_id, {"rs.status": "running", "rs.error": ""})
+            outcome.resumed, interrupted = runner.search(exp_dir, resume and not failed_before, storage, note)
             outcome.search_s = time.monotonic() - t_tune
             if interrupted:
                 return _stop(outcome, tracker, meta, meta_path, t_start, "search")
+            if runner.failed:  # the first wave failed alike: no confirmation, the error in one line
+                _failed(outcome, tracker, meta, meta_path, t_start, runner.failed)
             trials = summarize(tracker, search_id)
             named = [(b.name, ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in BASELINES]
             meta.update(stage="confirmation", seeds=seeds,
                         jobs=plan_jobs(trials, named, p.confirm_k, seeds))
             write_meta(meta_path, meta)
             resume = False
-        jobs, seeds = meta["jobs"], meta["seeds"]
         t_confirm = time.monotonic()
-        floor["test"] = {int(k): v for k, v in (meta.get("floor_test") or {}).items()}
-        if not floor["test"]:  # the first read of the test split: the floor at the confirmation seeds
-            floor["test"] = floor_metrics(floor_recipe, proxy, seeds, evaluate_test=True)
-            meta["floor_test"] = floor["test"]
-            write_meta(meta_path, meta)
-        restored, interrupted = runner.confirm(exp_dir.with_name(search_id + CONFIRM_SUFFIX), jobs,
-                                               resume and stage == "confirmation", note)
-        outcome.resumed |= restored
+        confirmed = run_confirmation(runner, p=p, meta=meta, meta_path=meta_path, exp_dir=exp_dir, floor=floor,
+                                     floor_recipe=floor_recipe, proxy=proxy, tracker=tracker,
+                                     resume=resume and stage == "confirmation", note=note)
+        outcome.resumed |= confirmed.restored
         outcome.confirm_s = time.monotonic() - t_confirm
         outcome.tune_s = time.monotonic() - t_tune
-        if interrupted:
-            return _stop(outcome, tracker, meta, meta_path, t_start, "confirmation")
+        if confirmed.interrupted:
+            return _stop(outcome, tracker, meta, meta_path, t_start, meta.get("stage", "confirmation"))
 
+    seeds = meta["seeds"]
     trials = summarize(tracker, search_id)
     outcome.trials = trials
     outcome.best = best_search_trial(trials)
     outcome.trials_train_s = sum(float(t.metrics.get("trial_time_s") or 0.0) for t in trials)
-    outcome.confirmation = confirmation_runs(trials, recipes_of(jobs))
-    outcome.verdict = decide(outcome.confirmation, floor["test"], seeds)
+    outcome.confirmation, outcome.report = confirmed.select, confirmed.report
+    outcome.selection, outcome.verdict = confirmed.selection, confirmed.verdict
     if outcome.verdict is None:
-        outcome.promotion_error = "no confirmed recipe completed every seed: no verdict, nothing to promote"
-    elif outcome.verdict.verdict == "below_floor":
-        outcome.promotion_error = ("not promoted: the best confirmed recipe is not above the untrained "
-                                   "floor")
+        outcome.promotion_error = ("no confirmed recipe completed every seed: no verdict, nothing to promote"
+                                   if outcome.selection is None else
+                                   "a report run of the selected recipes failed: no verdict, nothing to promote")
     else:
         prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
-                          confirmation=outcome.confirmation, fingerprint=fp, search_id=search_id,
+                          confirmation=outcome.confirmation, report=outcome.report, fingerprint=fp,
+                          search_id=search_id,
                           parent_run_id=parent_run_id, experiment=s.experiment,
                           space=",".join(p.space.sources),
                           settings={"num_samples": p.num_samples, "max_epochs": p.max_epochs,
                                     "seed": s.seed, "data": s.data, "image_size": p.budget.image_size,
-                                    "confirm_k": p.confirm_k, "confirm_seeds": seeds})
+                                    "confirm_k": p.confirm_k, "confirm_seeds": seeds,
+                                    "report_seeds": outcome.verdict.seeds, "report_looks": list(p.report_looks)})
         from .store import RecipeStore, StoreUnavailable
 
         try:
-            outcome.promotion = promote_winner(RecipeStore(p.tracking_uri), backbone=s.backbone,
+            outcome.promotion = promote_served(RecipeStore(p.tracking_uri), backbone=s.backbone,
                                                dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
-                                               confirmation=outcome.confirmation, provenance=prov,
-                                               source_run_id=_winner_run(trials, outcome.verdict.winner),
+                                               confirmation=outcome.confirmation, report=outcome.report,
+                                               provenance=prov,
+                                               source_run_id=_winner_run(trials, outcome.verdict.served or ""),
                                                force=s.force)
         except StoreUnavailable as e:
             outcome.promotion_error = str(e)
@@ -326,6 +336,23 @@ def _stop(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path,
     return outcome
 
 
+def _failed(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path, t_start: float,
+            error: str) -> None:
+    """A search stopped in its search stage because every trial of its first wave failed alike:
+    the parent run FAILED with ``rs.status=failed`` and ``rs.error``; raises SearchError."""
+    outcome.status, outcome.stage = "failed", "search"
+    outcome.trials = summarize(tracker, outcome.search_id)
+    _clock(outcome, meta, t_start)
+    tracker.log_metrics(outcome.parent_run_id, {"search_wall_s": outcome.wall_s,
+                                                "trials_failed": sum(t.status == "failed" for t in outcome.trials)})
+    tracker.set_tags(outcome.parent_run_id, {"rs.status": "failed", "rs.stage": "search", "rs.error": error})
+    tracker.terminate(outcome.parent_run_id, "FAILED")
+    meta.update(status="failed", error=error,
+                updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    write_meta(meta_path, meta)
+    raise SearchError(f"search {outcome.search_id} stopped: {error}")
+
+
 def _clock(outcome: SearchOutcome, meta: dict, t_start: float) -> None:
     """This session's wall time, added to the earlier sessions' (saved in the search's state)."""
     outcome.wall_s = time.monotonic() - t_start
@@ -348,16 +375,25 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
     v = o.verdict
     if v is not None:
         metrics.update(floor_test_probe_top1=v.floor.mean, floor_test_probe_top1_std=v.floor.std,
-                       winner_test_probe_top1=v.score.mean, winner_test_probe_top1_std=v.score.std)
-        for r in o.confirmation:
-            for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1"):
+                       winner_test_probe_top1=v.score.mean, winner_test_probe_top1_std=v.score.std,
+                       report_seeds=len(v.seeds))
+        if v.mde is not None:
+            metrics["detectable_lift"] = v.mde
+        for r in o.confirmation:  # the select phase: val only
+            sm = r.summary("val_knn_top1", v.selection.seeds)
+            if sm is not None:
+                metrics[f"confirm_{r.name}_val_knn_top1"] = sm.mean
+                metrics[f"confirm_{r.name}_val_knn_top1_std"] = sm.std
+        for r in o.report:  # the report phase
+            for m in ("test_probe_top1", "test_knn_top1"):
                 sm = r.summary(m, v.seeds)
                 if sm is not None:
-                    metrics[f"confirm_{r.name}_{m}"] = sm.mean
-                    metrics[f"confirm_{r.name}_{m}_std"] = sm.std
+                    metrics[f"report_{r.name}_{m}"] = sm.mean
+                    metrics[f"report_{r.name}_{m}_std"] = sm.std
         for name, iv in v.lift.items():
             metrics.update({f"lift_{name}": iv.mean, f"lift_{name}_low": iv.low, f"lift_{name}_high": iv.high})
         tags.update({"rs.verdict": v.verdict, "rs.verdict_line": v.line, "rs.winner": v.winner,
+                     "rs.served": v.served or "", "rs.stop": v.stop,
                      "rs.winner_run_id": _winner_run(o.trials, v.winner)})
         tracker.log_dict(o.parent_run_id, v.to_dict(), "verdict.json")
     tracker.log_metrics(o.parent_run_id, metrics)

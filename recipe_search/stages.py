@@ -11,7 +11,8 @@
 
 Both restore their Tune experiment on resume; trials that MLflow already records as
 completed are re-reported by the trainable instead of re-run (``TrialContext.finished_result``).
-Each returns ``(restored, interrupted)``.
+Each returns ``(restored, interrupted)``. The search stage stops early when its first wave of
+trials all failed with the same error (``failfast.py``); :attr:`StageRunner.failed` says so.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class StageRunner:
         self.console, self.progress, self.floor = console, progress, floor
         self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         self.trainable = None
+        self.failed: str | None = None  # the search stage stopped: its first wave failed alike (one line)
 
     def _make_trainable(self, finished: tuple[dict, dict]):
         """The trainable with the context shipped to the workers (the trials a crash finished
@@ -62,7 +64,7 @@ class StageRunner:
         self.trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), self.resources)
 
     def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict],
-             reused: dict[str, str] | None = None) -> tuple[bool, bool]:
+             reused: dict[str, str] | None = None, watch: list | None = None) -> tuple[bool, bool]:
         """Run one Tune experiment with the MLflow logger, progress view and janitor listening."""
         from .progress import ProgressView
 
@@ -74,7 +76,7 @@ class StageRunner:
                             max_concurrent=self.conc, ctx=self.ctx, console=self.console,
                             enabled=self.progress, floor=self.floor.get("val"),
                             log_path=storage_dir() / search_id / "progress.log")
-        events.register(key, [logger, view, CheckpointJanitor()])
+        events.register(key, [logger, view, CheckpointJanitor(), *(watch or [])])
         events.INTERRUPTED.clear()
         try:
             tuner, restored = make_tuner()
@@ -87,11 +89,11 @@ class StageRunner:
             logger.mark_interrupted(logger.trials)
         return restored, interrupted
 
-    def _run_config(self, name: str, key: str):
+    def _run_config(self, name: str, key: str, stop=None):
         from ray import tune
 
         return tune.RunConfig(name=name, storage_path=str(storage_dir()), verbose=0,
-                              callbacks=[events.TuneBridge(key)],
+                              callbacks=[events.TuneBridge(key)], stop=stop,
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                               failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
 
@@ -100,6 +102,7 @@ class StageRunner:
         from ray import tune
 
         from .asha import BaselineSafeASHA
+        from .failfast import FirstWave, StopOnFirstWave
         from .searcher import RecipeSearcher
 
         p, s = self.p, self.p.settings
@@ -146,19 +149,24 @@ class StageRunner:
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
                                             max_concurrent_trials=self.conc, time_budget_s=s.time_budget,
                                             reuse_actors=True),
-                run_config=self._run_config(s.search_id, s.search_id)), False
+                run_config=self._run_config(s.search_id, s.search_id, StopOnFirstWave(s.search_id))), False
 
         how = f"{s.sampler}{'+ASHA' if s.early_stopping else ', no early stopping'}"
         title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, {how}, "
                  f"{self.device}, {self.conc} at a time; objective val kNN top-1)")
         finished = _finished_trials(self.tracker, s.search_id, "search") if resume else ({}, {})
-        return self._fit(s.search_id, title, p.num_samples, make, finished)
+        wave = FirstWave(min(self.conc, p.num_samples))
+        out = self._fit(s.search_id, title, p.num_samples, make, finished, watch=[wave])
+        self.failed = wave.line() if wave.error is not None else None
+        return out
 
-    def confirm(self, exp_dir: Path, jobs: list[dict], resume: bool, note) -> tuple[bool, bool]:
+    def confirm(self, exp_dir: Path, jobs: list[dict], resume: bool, note, what: str = "") -> tuple[bool, bool]:
+        """One confirmation experiment (``exp_dir``'s name is its Tune name): the select phase's
+        jobs, or one look of the report phase's (``what`` says which, for the notes and title)."""
         from ray import tune
 
         s = self.p.settings
-        key = s.search_id + CONFIRM_SUFFIX
+        key = exp_dir.name
 
         def make():
             if resume and tune.Tuner.can_restore(str(exp_dir)):
@@ -170,9 +178,11 @@ class StageRunner:
                 run_config=self._run_config(key, key)), False
 
         names = sorted({j["name"] for j in jobs})
-        note(f"confirmation: {', '.join(names)} x seeds {sorted({j['seed'] for j in jobs})} "
-             f"(the test split is read from here on)")
-        title = f"confirmation {s.search_id}  ({len(jobs)} runs, {self.p.max_epochs} epochs, fresh seeds)"
+        what = what or "confirmation"
+        reads = "the test split is read" if any(j.get("phase", "report") == "report" for j in jobs) else \
+            "val only: the test split is not read"
+        note(f"{what}: {', '.join(names)} x seeds {sorted({j['seed'] for j in jobs})} ({reads})")
+        title = f"{what} {s.search_id}  ({len(jobs)} runs, {self.p.max_epochs} epochs, fresh seeds)"
         # always: a search continued from another driver re-confirms the same jobs by adoption
         finished = _finished_trials(self.tracker, s.search_id, "confirmation")
         reused = {}
@@ -182,8 +192,9 @@ class StageRunner:
                              digest=self.tags[TAG_FINGERPRINT], version=self.tags[TAG_VERSION])
             if found:
                 note(describe(found, todo))
-                self.tracker.set_tags(self.parent_run_id,
-                                      {"rs.confirmations_reused": f"{len(found)}/{len(jobs)} from {sources(found)}"})
+                tag = ("rs.confirmations_reused" if key == s.search_id + CONFIRM_SUFFIX else
+                       f"rs.{key.removeprefix(s.search_id + '-')}_reused")  # rs.report-5_reused
+                self.tracker.set_tags(self.parent_run_id, {tag: f"{len(found)}/{len(jobs)} from {sources(found)}"})
                 finished[1].update({k: v["metrics"] for k, v in found.items()})
                 reused = {k: v["run_id"] for k, v in found.items()}
         return self._fit(key, title, len(jobs), make, finished, reused)

@@ -24,11 +24,15 @@ with metric ``test_probe_top1`` (:data:`PRIMARY_METRIC`, the mean of the scores;
 plus every other final metric given) and the recipe also logged as the artifact
 ``recipe.json``. Reads only use ``MlflowClient.search_runs`` on tags, never artifacts.
 
-Replacement rule: the first promotion of a key always lands. After that a promotion
-replaces the current recipe only when the Welch t interval (95%) on
-``mean(scores) - mean(current scores)`` lies entirely above 0 -- a lift the seeds
-cannot explain away -- or with ``force=True``; the old run's state becomes
-``superseded``. The reason (:attr:`PromotionResult.reason`) states the interval.
+Replacement rule, decided on validation, never on the test split: the first promotion of a
+key always lands. After that a promotion replaces the current recipe only when the 95%
+interval on its ``val_knn_top1`` lift over the current recipe's (``rs.val_scores``: paired
+t over the seeds both were confirmed on when they share two or more, Welch otherwise) lies
+entirely above 0, or with ``force=True``; the old run's state becomes ``superseded``. A
+current recipe without val evidence (from before ``rs.val_scores``; its provenance is read
+when it has the values) is kept unless forced. The reason (:attr:`PromotionResult.reason`)
+states the interval. A verdict that serves nothing is written with state ``withheld``
+(:meth:`RecipeStore.withheld`): it never becomes current, and says why nothing is served.
 Promotions into a local SQLite store are serialised across processes with a lock
 file next to the database; for remote stores concurrent promoters are reconciled on
 read (the newest ``current`` run of a key wins).
@@ -57,12 +61,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from . import config
 from .config import STORE_EXPERIMENT
 from trainer.locks import file_lock
-from .stats import Interval, summary, welch_interval
+from .stats import Interval, paired_interval, summary, welch_interval
 from .store_backend import (StoreOutdated, StoreUnavailable, artifact_root_for, check_sqlite_file, describe,
                             redact, sqlite_path)
 from .store_records import (CURRENT, MAX_TAG, PENDING, PRIMARY_METRIC, SCHEMA, SUPERSEDED, TAG_BACKBONE,
                             TAG_BUDGET, TAG_DATASET, TAG_FINGERPRINT, TAG_KIND, TAG_PROMOTED_AT, TAG_PROVENANCE,
-                            TAG_RECIPE, TAG_SCHEMA, TAG_SCORES, TAG_SOURCE_RUN, TAG_STATE,
+                            TAG_RECIPE, TAG_SCHEMA, TAG_SCORES, TAG_SOURCE_RUN, TAG_STATE, TAG_VAL_SCORES, WITHHELD,
                             TAG_SUPERSEDED_AT, TAG_SUPERSEDED_BY, TAG_VERDICT, PromotedRecipe, PromotionResult,
                             TrialRun, fmt_interval, now, quote, shrink, to_record, to_trial, validate_promotion)
 
@@ -394,6 +398,16 @@ class RecipeStore:
             recs = [r for r in self._records(self._search(flt)) if r.backbone == backbone]
         return self._newest_first(recs)
 
+    def withheld(self, backbone: str) -> PromotedRecipe | None:
+        """The newest verdict of ``backbone`` that served nothing (None: there is none)."""
+        q = quote(backbone)
+        if q is None:
+            return None
+        with self._wrap():
+            recs = [to_record(r) for r in self._search(f"tags.`{TAG_STATE}` = '{WITHHELD}'")]
+        recs = [r for r in recs if r is not None and r.backbone == backbone]
+        return self._newest_first(recs)[0] if recs else None
+
     def backbones(self) -> list[str]:
         """Backbones that have a current recipe, sorted."""
         return sorted({r.backbone for r in self.list()})
@@ -448,17 +462,21 @@ class RecipeStore:
         provenance: dict,
         *,
         scores: Sequence[float],
+        val_scores: dict | None = None,
+        served: bool = True,
         budget: str = "",
         source_run_id: str | None = None,
         force: bool = False,
     ) -> PromotionResult:
         """Make ``recipe`` the current one for (backbone, dataset, fingerprint).
 
-        ``scores`` are its per-seed confirmed ``test_probe_top1`` values and
-        ``metrics["test_probe_top1"]`` their mean. It lands when the key has no current
-        recipe, when the Welch t interval (95%) on the lift over the current recipe's
-        scores lies above 0, or with ``force``. Returns what is current afterwards and
-        why (the reason states the interval)."""
+        ``scores`` are its per-seed confirmed ``test_probe_top1`` values (reported, never
+        compared) and ``metrics["test_probe_top1"]`` their mean; ``val_scores`` its per-seed
+        ``val_knn_top1`` (``{seed: value}``). It lands when the key has no current recipe,
+        when the interval on its val lift over the current recipe's lies above 0 (see the
+        module docstring), or with ``force``. ``served=False`` records a verdict that serves
+        nothing (state ``withheld``; the current recipe stays). Returns what is current
+        afterwards and why (the reason states the interval)."""
         recipe_dict, metrics_f, scores_t, key = validate_promotion(
             backbone, dataset, fingerprint, budget, recipe, metrics, scores)
         new = summary(scores_t)
@@ -469,14 +487,24 @@ class RecipeStore:
             exp = self._experiment(client, create=True)
             old = self._fresh_key(key)
             lift: Interval | None = None
-            if old is None:
+            vals = {int(k): float(v) for k, v in (val_scores or {}).items()}
+            if not served:
+                reason = (f"nothing served for {'/'.join(key)}: {(provenance or {}).get('withheld_because') or 'the verdict supports no recipe'}"
+                          + ("" if old is None else f"; the current recipe (store run {old.run_id}) stays"))
+            elif old is None:
                 reason = (f"first recipe for {'/'.join(key)} (budget {budget or '-'}): "
                           f"{PRIMARY_METRIC} {new.fmt(3)} over {new.n} seed{'s' * (new.n != 1)}")
             else:
-                lift = welch_interval(scores_t, old.scores)
-                head = (f"{PRIMARY_METRIC} {new.fmt(3)} vs current {old.score.fmt(3)}: lift "
-                        f"{fmt_interval(lift)}")
-                if lift.low > 0:
+                lift = val_lift(vals, old.val_scores)
+                head = ("no val_knn_top1 interval against the current recipe (it needs 2+ per-seed val scores on "
+                        "both sides; a recipe promoted before rs.val_scores may have none)"
+                        if lift is None else f"val_knn_top1 lift over the current recipe {fmt_interval(lift)}")
+                if lift is None and not force:
+                    return PromotionResult(promoted=False, reason=f"{head}; kept the current recipe (store run "
+                                           f"{old.run_id}); --force replaces it", current=old)
+                if lift is None:
+                    reason = f"{head}; forced: replaced"
+                elif lift.low > 0:
                     reason = f"{head} ({lift.method}); replaced"
                 elif force:
                     reason = f"{head} ({lift.method}); forced: replaced"
@@ -530,6 +558,7 @@ class RecipeStore:
                     TAG_FINGERPRINT: fingerprint,
                     TAG_BUDGET: budget,
                     TAG_STATE: PENDING,
+                    TAG_VAL_SCORES: json.dumps({str(k): v for k, v in sorted(vals.items())}),
                     TAG_RECIPE: recipe_json,
                     TAG_PROVENANCE: prov_json,
                     TAG_SCORES: json.dumps(list(scores_t)),
@@ -549,11 +578,14 @@ class RecipeStore:
                 client.log_text(run_id, json.dumps(recipe_dict, indent=2), "recipe.json")
                 if full_prov_json is not None:
                     client.log_text(run_id, full_prov_json, "provenance.json")
-                client.set_tag(run_id, TAG_STATE, CURRENT)
+                client.set_tag(run_id, TAG_STATE, CURRENT if served else WITHHELD)
             except BaseException:
                 with contextlib.suppress(Exception):
                     client.set_terminated(run_id, "FAILED")
                 raise
+            if not served:
+                client.set_terminated(run_id, "FINISHED")
+                return PromotionResult(promoted=False, reason=reason, current=old)
             # Supersede every older current run of the key (not just `old`), never a newer one.
             for rec in self._current_runs(backbone, fresh=True):
                 if rec.key == key and rec.run_id != run_id and rec.updated_at <= promoted_at:
@@ -567,3 +599,17 @@ class RecipeStore:
             assert current is not None
             return PromotionResult(promoted=current.run_id == run_id, reason=reason, current=current,
                                    lift=lift)
+
+
+def val_lift(new: dict | None, old: dict | None) -> Interval | None:
+    """The 95% interval on ``val_knn_top1`` lift of ``new`` over ``old`` (``{seed: value}``):
+    paired over the seeds they share when they share 2+, Welch otherwise; None without 2+
+    values on each side."""
+    if not new or not old:
+        return None
+    shared = sorted(set(new) & set(old))
+    if len(shared) >= 2:
+        return paired_interval([new[s] for s in shared], [old[s] for s in shared])
+    if len(new) >= 2 and len(old) >= 2:
+        return welch_interval(list(new.values()), list(old.values()))
+    return None

@@ -24,6 +24,7 @@ TAG_STATE = "rs.state"
 TAG_RECIPE = "rs.recipe"
 TAG_PROVENANCE = "rs.provenance"
 TAG_SCORES = "rs.scores"
+TAG_VAL_SCORES = "rs.val_scores"  # {seed: val_knn_top1}: the evidence a replacement is decided on
 TAG_VERDICT = "rs.verdict"
 TAG_SOURCE_RUN = "rs.source_run_id"
 TAG_PROMOTED_AT = "rs.promoted_at"
@@ -35,6 +36,7 @@ TAG_STAGE = "rs.stage"
 SCHEMA = "2"
 PRIMARY_METRIC = "test_probe_top1"  # the confirmed mean over seeds
 CURRENT, SUPERSEDED, PENDING = "current", "superseded", "pending"
+WITHHELD = "withheld"  # a verdict that served nothing: kept so the API can say why, never current
 MAX_TAG = 8000  # MLflow's tag value limit
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:+@/ -]*$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
@@ -55,8 +57,9 @@ class PromotedRecipe:
     provenance: dict
     run_id: str  # the store run's id
     source_run_id: str | None
-    state: str  # "current" | "superseded"
+    state: str  # "current" | "superseded" | "withheld"
     updated_at: str  # ISO-8601 UTC: when it was promoted
+    val_scores: dict = None  # {seed: val_knn_top1} of the served recipe's confirmation runs (None: unknown)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -100,8 +103,8 @@ class TrialRun:
 class PromotionResult:
     promoted: bool
     reason: str
-    current: PromotedRecipe  # what is current for the key after the call
-    lift: Interval | None = None  # Welch interval vs the previous current recipe (None for the first)
+    current: PromotedRecipe | None  # what is current for the key after the call (None: nothing)
+    lift: Interval | None = None  # val interval vs the previous current recipe (None for the first)
 
 
 
@@ -208,7 +211,23 @@ def to_record(run: Run) -> PromotedRecipe | None:
         source_run_id=tags.get(TAG_SOURCE_RUN) or None,
         state=tags.get(TAG_STATE, ""),
         updated_at=updated,
+        val_scores=_val_scores(tags.get(TAG_VAL_SCORES), provenance),
     )
+
+
+def _val_scores(tag: str | None, provenance: dict) -> dict | None:
+    """``{seed: val_knn_top1}`` from the tag, or for a record from before it, from its
+    provenance (the winner's confirmation row and the verdict's seeds); None when neither has it."""
+    try:
+        if tag:
+            return {int(k): float(v) for k, v in json.loads(tag).items()}
+        v = provenance.get("verdict") or {}
+        win = next(r for r in provenance.get("confirmation") or [] if r.get("name") == v.get("winner"))
+        vals = (win.get("val_knn_top1") or {}).get("values") or []
+        seeds = v.get("seeds") or []
+        return {int(s): float(x) for s, x in zip(seeds, vals)} if len(seeds) == len(vals) and vals else None
+    except (ValueError, TypeError, AttributeError, StopIteration):
+        return None
 
 def validate_promotion(
     backbone: str, dataset: str, fingerprint: str, budget: str, recipe: Any, metrics: dict,

@@ -38,6 +38,7 @@ TAG_POINT = "rs.point"
 TAG_STAGE = "rs.stage"  # search | confirmation
 TAG_JOB = "rs.job"  # a confirmation run's recipe name
 TAG_SEED = "rs.seed"
+TAG_PHASE = "rs.phase"  # a confirmation run's phase: select (val only) | report (reads test)
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_REUSED = "rs.reused_from"  # a confirmation run carrying an earlier search's figures (reuse.py)
@@ -313,6 +314,7 @@ class TrialLogger:
         tags = {**self.tags, TAG_BASELINE: base.name if base is not None else None,
                 TAG_STAGE: "confirmation" if job is not None else "search",
                 TAG_JOB: job["name"] if job is not None else None,
+                TAG_PHASE: job.get("phase", "report") if job is not None else None,
                 TAG_SEED: recipe.seed if recipe is not None else None,
                 TAG_STATUS: "running", "rs.notes": "; ".join(notes) or None,
                 TAG_POINT: point_key(trial.config)}

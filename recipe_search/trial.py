@@ -129,7 +129,10 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     try:
-        _train_and_report(ctx, recipe, out_dir, confirm=JOB_KEY in config)
+        from .confirm import REPORT, job_phase
+
+        job = config.get(JOB_KEY)  # only the report phase reads the test split
+        _train_and_report(ctx, recipe, out_dir, confirm=job is not None and job_phase(job) == REPORT)
     finally:  # every reported checkpoint is already persisted by Tune
         shutil.rmtree(out_dir, ignore_errors=True)
 

@@ -53,8 +53,8 @@ def promote(store: RecipeStore, values, *, backbone="resnet18", dataset="cifar10
             rec=None, metrics=None, verdict="better_than_baselines", source_run_id=None, **extra):
     mean = summary(values).mean
     return store.promote(backbone, dataset, fp, rec or recipe(backbone), {"test_probe_top1": mean, **(metrics or {})},
-                         prov(values, verdict, fp, **extra), scores=values, budget=budget,
-                         source_run_id=source_run_id)
+                         prov(values, verdict, fp, **extra), scores=values, val_scores=dict(enumerate(values)),
+                         budget=budget, source_run_id=source_run_id)
 
 
 def add_search(uri: str, backbone: str, trials: list[dict | None],
@@ -211,6 +211,24 @@ def test_fingerprints_endpoint(client):
     assert sorted(r.json()["known_fingerprints"]) == sorted([FP, FP2, FP3])
     r = client.get("/recipes/resnet99/fingerprints")
     assert r.status_code == 404 and r.json()["detail"] == "unknown backbone 'resnet99'"
+
+
+def test_a_backbone_whose_search_served_nothing_is_404_with_its_verdict(fresh_uri):
+    s = RecipeStore(fresh_uri)
+    held = s.promote("efficientnet_b0", "cifar10", FP, recipe("efficientnet_b0"), {"test_probe_top1": 0.2},
+                     prov([0.2, 0.21, 0.19], "no_significant_lift", FP, search_id="s9",
+                          withheld_because="no_significant_lift: no recipe's lift over the untrained floor is "
+                                           "shown; next: recipe-search run --backbone efficientnet_b0 --budget cpu"),
+                     scores=[0.2, 0.21, 0.19], val_scores={1: 0.2, 2: 0.21, 3: 0.19}, served=False)
+    assert not held.promoted and held.current is None
+    c = TestClient(create_app(fresh_uri))
+    r = c.get("/recipes/efficientnet_b0")
+    assert r.status_code == 404, r.text
+    body = r.json()
+    assert body["verdict"] == "no_significant_lift" and "s9" in body["detail"] and "served" in body["detail"]
+    assert body["next"] == "recipe-search run --backbone efficientnet_b0 --budget cpu"
+    assert body["verdict_line"].startswith("no_significant_lift")
+    assert c.get("/recipes").json() == []  # a withheld verdict is never listed as a recipe
 
 
 def test_unknown_backbone_or_fingerprint_404(client):

@@ -110,6 +110,27 @@ def test_gpu_budgets_and_gpus_asked_for_on_a_cpu_box_are_refused_with_the_estima
     assert_user_error(result, out, "--gpus-per-trial 1 asks for a GPU but the Ray cluster has none")
 
 
+@pytest.mark.slow  # starts its own Ray (~50 s): CI runs it with `pytest -m slow`
+def test_trials_failing_alike_stop_the_search_with_one_line(home, tmp_path, monkeypatch):
+    """Issue 24: run from another directory with a relative $RECIPE_SEARCH_DATA, every trial of the
+    first wave failing the same way (an injected fault): exit 2, the error in one line, no
+    traceback, no confirmation."""
+    pytest.importorskip("ray")
+    if not CIFAR.exists():
+        pytest.skip(f"needs the shared CIFAR-10 tarball at {CIFAR}")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("RECIPE_SEARCH_DATA", os.path.relpath(CIFAR, work))
+    for key, value in rs_faults.process_env("*=raise").items():  # the workers of the Ray the CLI starts
+        monkeypatch.setenv(key, value)
+    result, out = invoke("run", "--backbone", BACKBONE, "--budget", "tiny", "--num-cpus", "2", "--num-samples", "6",
+                         "--search-id", "ff", "--no-progress")
+    assert_user_error(result, out, "error: search ff stopped: all 2 trials of the first wave failed with the same "
+                                   "error: InjectedFault: injected fault in trial <trial>")
+    assert "note: confirmation:" not in out and "Traceback" not in out, out
+
+
 def test_show_without_a_store_or_recipe(home):
     result, out = invoke("show", "resnet18")
     assert_user_error(result, out, "no store at", "mlflow.db", "recipe-search run")
@@ -306,11 +327,16 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
                            "where b.key = 'rs.baseline' and s.key = 'rs.stage' and s.value = 'search' "
                            "group by b.value")
     assert sorted(baselines) == [("mocov2", 1), ("sinfonce-light", 1)], baselines
-    # confirmation: one run per (recipe, seed), both baselines on seeds 1 and 2, all finished
+    # confirmation: one run per (recipe, seed); select: both baselines on seeds 1 and 2; report: fresh seeds
     confirmed = runs_of("confirmation")
     pairs = [(c[3], c[4]) for c in confirmed]
-    assert len(pairs) == len(set(pairs)) and {"1", "2"} == {p[1] for p in pairs}, confirmed
-    assert {("mocov2", "1"), ("sinfonce-light", "2")} <= set(pairs) and len(pairs) in (4, 6), pairs
+    phase = dict(_query(db, "select run_uuid, value from tags where key = 'rs.phase'"))
+    select = [(c[3], c[4]) for c in confirmed if phase.get(c[0]) == "select"]
+    report = [(c[3], c[4]) for c in confirmed if phase.get(c[0]) == "report"]
+    assert len(pairs) == len(set(pairs)) == len(select) + len(report), confirmed
+    assert {"1", "2"} == {p[1] for p in select} and {p[1] for p in report} <= {"3", "4", "5"}, confirmed
+    assert {("mocov2", "1"), ("sinfonce-light", "2")} <= set(select) and len(select) in (4, 6), pairs
+    assert 2 <= len(report) <= 6, report
     assert {c[1] for c in confirmed} == {"FINISHED"}, confirmed
     assert _query(db, "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
                       "where t.key = 'rs.kind' and t.value = 'search'") == [("FINISHED",)]
@@ -331,7 +357,9 @@ def test_sigkill_and_ctrl_c_then_resume_rerun_and_duplicate_nothing(tmp_path, ca
     assert len(verdict) == 1 and verdict[0][0] in ("better_than_baselines", "no_significant_lift", "below_floor")
     promos = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
                         "where k.key = 'rs.kind' and k.value = 'promotion' and t.key = 'rs.state'")
-    assert promos == ([] if verdict[0][0] == "below_floor" else [("current",)])
+    served = _query(db, "select t.value from tags t join tags k on k.run_uuid = t.run_uuid "
+                        "where k.key = 'rs.kind' and k.value = 'search' and t.key = 'rs.served'")
+    assert promos == ([("current",)] if served[0][0] else [("withheld",)]), (promos, served)
 
 
 def test_ui_links_to_the_runs_table(home, tmp_path):

@@ -205,3 +205,52 @@ def test_precise_bn_rejects_bad_sizes():
     with pytest.raises(ValueError, match="max_images"):
         with precise_bn(net, net, torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.device("cpu"), max_images=0):
             pass
+
+
+def test_precise_bn_is_a_cumulative_average_over_several_batches():
+    """Three batches with means 1, 2 and 6: the statistics are their plain average (3), not an
+    EMA (momentum 0.1 from 0: 0.77), not the last batch's (6)."""
+    from trainer.precise_bn import precise_bn
+
+    bn = torch.nn.BatchNorm2d(1)
+    bn.running_mean.fill_(-5.0)  # whatever training left behind
+    images = torch.cat([torch.full((4, 1, 2, 2), v, dtype=torch.uint8) for v in (1, 2, 6)])
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape[0])
+        return bn(x.float())  # constant within a batch
+
+    with precise_bn(bn, forward, images, torch.device("cpu"), batch_size=4):
+        assert seen == [4, 4, 4]
+        assert float(bn.running_mean) == pytest.approx(3.0, abs=1e-6)
+        assert int(bn.num_batches_tracked) == 3
+    assert float(bn.running_mean) == pytest.approx(-5.0)  # the training state is back
+
+
+def test_precise_bn_never_sees_val_or_test_images(tiny_data, monkeypatch):
+    """Every image the BN statistics are estimated on is a train image (val and test are marked)."""
+    import dataclasses
+
+    import trainer.precise_bn as pbn
+    from trainer.evaluation import evaluate
+    from trainer.model import build_model
+
+    marked = dataclasses.replace(tiny_data, train_x=tiny_data.train_x.clone().clamp(0, 200),
+                                 val_x=torch.full_like(tiny_data.val_x, 253),
+                                 test_x=torch.full_like(tiny_data.test_x, 255))
+    seen = []
+    real = pbn.precise_bn
+
+    def spy(module, forward, images, device, **kw):
+        def watched(chunk):
+            seen.append(chunk.clone())
+            return forward(chunk)
+        return real(module, watched, images, device, **kw)
+
+    import trainer.model as model_mod
+    monkeypatch.setattr(model_mod, "precise_bn", spy)
+    torch.manual_seed(0)
+    evaluate(build_model(Recipe(**TINY)), marked, torch.device("cpu"))
+    assert seen and sum(c.shape[0] for c in seen) == min(marked.train_x.shape[0], pbn.PRECISE_BN_IMAGES)
+    assert all(int(c.max()) <= 200 for c in seen), "precise BN saw a val or test image"

@@ -58,11 +58,14 @@ def prov(values, verdict: str = "better_than_baselines", fp: str = FP, **extra) 
 
 
 def promote(store, values, *, backbone="resnet18", dataset="cifar10", fp=FP, budget="small",
-            force=False, verdict="better_than_baselines", rec=None, **prov_extra):
-    """Promote with scores ``values`` (test_probe_top1 = their mean)."""
+            force=False, verdict="better_than_baselines", rec=None, val=None, served=True, **prov_extra):
+    """Promote with scores ``values`` (test_probe_top1 = their mean) and val scores ``val`` (default:
+    the same values, on seeds 0, 1, ...)."""
     mean = summary(values).mean
+    val = dict(enumerate(values)) if val is None else val
     return store.promote(backbone, dataset, fp, rec or recipe(backbone), {"test_probe_top1": mean},
-                         prov(values, verdict, fp, **prov_extra), scores=values, budget=budget, force=force)
+                         prov(values, verdict, fp, **prov_extra), scores=values, val_scores=val, served=served,
+                         budget=budget, force=force)
 
 
 @pytest.fixture(scope="session")
@@ -131,27 +134,31 @@ def test_promote_then_get(store, tmp_path):
     assert store.get_key("resnet18", "cifar10", FP) == cur and store.get_key("resnet18", "cifar10", FP2) is None
 
 
-def test_replacement_rule_welch_interval(store):
+def test_replacement_rule_on_validation(store):
     first = promote(store, [0.330, 0.318, 0.342], rec=recipe(lr=0.1)).current
-    # overlapping scores: a higher mean, but the interval includes 0 -> kept
+    assert first.val_scores == {0: 0.330, 1: 0.318, 2: 0.342}
+    # overlapping val scores on the same seeds: a higher mean, but the paired interval includes 0 -> kept
     overlap = promote(store, [0.335, 0.350, 0.322], rec=recipe(lr=0.2))
     assert not overlap.promoted and overlap.current == first
     assert overlap.lift.low < 0 < overlap.lift.high and overlap.lift.mean > 0
-    assert overlap.reason.startswith("test_probe_top1 0.336 ± 0.014 vs current 0.330 ± 0.012: lift +0.006 [")
-    assert "includes 0 (Welch t interval, unpaired (95%)); kept the current recipe" in overlap.reason
+    assert overlap.reason.startswith("val_knn_top1 lift over the current recipe +0.006 [")
+    assert "includes 0 (paired t interval over seeds (95%)); kept the current recipe" in overlap.reason
     assert first.run_id in overlap.reason
     # clearly worse -> kept, the interval is below 0
     worse = promote(store, [0.20, 0.21, 0.22], rec=recipe(lr=0.3))
     assert not worse.promoted and "is below 0" in worse.reason and worse.current.run_id == first.run_id
     # one seed: no interval, never replaces without force
     single = promote(store, [0.9], rec=recipe(lr=0.35))
-    assert not single.promoted and "no interval" in single.reason
-    # clearly better -> replaced, the reason states the interval
-    better = promote(store, [0.371, 0.381, 0.361], rec=recipe(lr=0.4))
+    assert not single.promoted and "no val_knn_top1 interval" in single.reason
+    # other seeds than the current recipe's: Welch
+    welch = promote(store, [0.371, 0.381, 0.361], rec=recipe(lr=0.38), val={7: 0.335, 8: 0.350, 9: 0.322})
+    assert not welch.promoted and "Welch" in welch.reason
+    # clearly better on val -> replaced, the reason states the interval
+    better = promote(store, [0.372, 0.361, 0.381], rec=recipe(lr=0.4))
     iv = better.lift
     assert better.promoted and better.current.recipe["lr"] == 0.4 and iv.low > 0
-    assert better.reason == (f"test_probe_top1 0.371 ± 0.010 vs current 0.330 ± 0.012: lift {iv.fmt(3)} "
-                             f"(Welch t interval, unpaired (95%)); replaced")
+    assert better.reason == (f"val_knn_top1 lift over the current recipe {iv.fmt(3)} "
+                             f"(paired t interval over seeds (95%)); replaced")
     assert better.current.provenance["previous"]["run_id"] == first.run_id
     assert better.current.provenance["previous"]["scores"] == [0.330, 0.318, 0.342]
     assert better.current.provenance["previous"]["lift"]["low"] == pytest.approx(iv.low)
@@ -162,6 +169,38 @@ def test_replacement_rule_welch_interval(store):
     cur = store.get("resnet18")
     assert cur.recipe["lr"] == 0.5 and cur.verdict == "below_floor" and cur.provenance["forced"] is True
     assert [h.recipe["lr"] for h in store.history("resnet18")] == [0.5, 0.4, 0.1]  # refused ones leave no trace
+
+
+def test_replacement_never_reads_a_test_metric(store):
+    """A far better test score with worse val scores is kept out; worse test with better val goes in."""
+    first = promote(store, [0.30, 0.31, 0.32], rec=recipe(lr=0.1), val={1: 0.40, 2: 0.41, 3: 0.42}).current
+    test_only = promote(store, [0.90, 0.91, 0.92], rec=recipe(lr=0.2), val={1: 0.30, 2: 0.31, 3: 0.30})
+    assert not test_only.promoted and store.get("resnet18").run_id == first.run_id
+    val_only = promote(store, [0.10, 0.11, 0.12], rec=recipe(lr=0.3), val={1: 0.50, 2: 0.52, 3: 0.51})
+    assert val_only.promoted and store.get("resnet18").recipe["lr"] == 0.3
+
+
+def test_a_withheld_verdict_serves_nothing_and_keeps_the_current_recipe(store):
+    held = promote(store, [0.20, 0.21, 0.19], rec=recipe(lr=0.2), served=False, verdict="no_significant_lift",
+                   withheld_because="no recipe's lift over the untrained floor is shown")
+    assert not held.promoted and held.current is None and "nothing served" in held.reason
+    assert store.get("resnet18") is None and store.list() == []
+    w = store.withheld("resnet18")
+    assert w is not None and w.state == "withheld" and w.verdict == "no_significant_lift"
+    assert w.provenance["withheld_because"].startswith("no recipe's lift")
+    first = promote(store, [0.33, 0.32, 0.34], rec=recipe(lr=0.1)).current
+    held = promote(store, [0.40, 0.41, 0.42], rec=recipe(lr=0.3), served=False)
+    assert not held.promoted and held.current == first and store.get("resnet18") == first
+
+
+def test_records_from_before_val_scores_read_them_from_provenance(store):
+    """A store written before rs.val_scores: the winner's val values and the verdict's seeds."""
+    from recipe_search.store_records import _val_scores
+
+    prov_old = {"verdict": {"winner": "t1", "seeds": [1, 2, 3]},
+                "confirmation": [{"name": "t1", "val_knn_top1": {"values": [0.3, 0.31, 0.32]}}]}
+    assert _val_scores(None, prov_old) == {1: 0.3, 2: 0.31, 3: 0.32}
+    assert _val_scores(None, {}) is None and _val_scores('{"4": 0.5}', prov_old) == {4: 0.5}
 
 
 def test_fingerprints_never_collide(store):
@@ -444,7 +483,7 @@ def test_reads_reuse_the_current_records_until_a_promotion_lands(uri, monkeypatc
     writer = RecipeStore(uri)
     reader = RecipeStore(uri, create=False, snapshot="auto" if via == "sqlite file" else "generation")
     writer.promote("resnet18", "cifar10", FP, recipe(lr=0.1), {"test_probe_top1": 0.5},
-                   prov([0.5, 0.5]), scores=[0.5, 0.5])
+                   prov([0.5, 0.5]), scores=[0.5, 0.5], val_scores={0: 0.5, 1: 0.5})
     reads = []
     real = reader._read_currents
     monkeypatch.setattr(reader, "_read_currents", lambda: reads.append(1) or real())
@@ -452,7 +491,7 @@ def test_reads_reuse_the_current_records_until_a_promotion_lands(uri, monkeypatc
     assert reader.get("resnet18").recipe["lr"] == 0.1 and reader.list() and reader.backbones() == ["resnet18"]
     assert len(reads) == 1
     writer.promote("resnet18", "cifar10", FP, recipe(lr=0.2), {"test_probe_top1": 0.8},
-                   prov([0.79, 0.8, 0.81]), scores=[0.79, 0.8, 0.81])
+                   prov([0.79, 0.8, 0.81]), scores=[0.79, 0.8, 0.81], val_scores={0: 0.79, 1: 0.8, 2: 0.81})
     assert reader.get("resnet18").recipe["lr"] == 0.2
     assert reader.get("resnet18").recipe["lr"] == 0.2
     assert len(reads) == 2

@@ -8,20 +8,37 @@ import math
 import pytest
 
 from recipe_search.stats import paired_interval, summary, t_quantile, welch_interval
-from recipe_search.verdict import BELOW_FLOOR, BETTER, NO_LIFT, RecipeRuns, decide
+from recipe_search.verdict import BELOW_FLOOR, BETTER, NO_LIFT, WB, WF, RecipeRuns, choose, decide
 
-SEEDS = [1, 2, 3]
-
-
-def runs(name, role, test, val=None):
-    val = val if val is not None else test
-    return RecipeRuns(name, role, {"lr": 0.1}, {s: {"test_probe_top1": t, "val_knn_top1": v, "test_knn_top1": t}
-                                                 for s, t, v in zip(SEEDS, test, val)})
+SELECT = [1, 2, 3]
+REPORT = [4, 5, 6, 7, 8]
+LOOKS = (3, 5)
 
 
-FLOOR = {s: {"test_probe_top1": v} for s, v in zip(SEEDS, (0.30, 0.31, 0.29))}
-MOCO = runs("mocov2", "baseline", (0.40, 0.42, 0.41))
-LIGHT = runs("sinfonce-light", "baseline", (0.44, 0.45, 0.43))
+def val_runs(name, role, val):
+    return RecipeRuns(name, role, {"lr": 0.1}, {s: {"val_knn_top1": v} for s, v in zip(SELECT, val)})
+
+
+def report_runs(name, role, test):
+    return RecipeRuns(name, role, {"lr": 0.1}, {s: {"test_probe_top1": t, "val_knn_top1": t, "test_knn_top1": t}
+                                                 for s, t in zip(REPORT, test)})
+
+
+def floor_of(*vals):
+    return {s: {"test_probe_top1": v} for s, v in zip(REPORT, vals)}
+
+
+FLOOR = floor_of(0.30, 0.31, 0.29, 0.30, 0.31)
+SEL = [val_runs("t1", "finalist", (0.5, 0.5, 0.5)), val_runs("mocov2", "baseline", (0.40, 0.41, 0.40)),
+       val_runs("sinfonce-light", "baseline", (0.45, 0.46, 0.44))]
+
+
+def verdict_for(winner_test, baseline_test, floor=FLOOR, selection=SEL, looks=LOOKS, n_images=0):
+    sel = choose(selection, SELECT)
+    report = [report_runs(sel.winner, sel.winner_role, winner_test)]
+    if sel.reference and sel.winner_role == "finalist":
+        report.append(report_runs(sel.reference, "baseline", baseline_test))
+    return decide(sel, report, floor, REPORT, looks, n_images=n_images)
 
 
 def test_t_quantiles_and_intervals_match_textbook_values():
@@ -38,49 +55,85 @@ def test_t_quantiles_and_intervals_match_textbook_values():
     assert paired_interval([0.5], [0.4]).low == -math.inf  # one seed: no interval
 
 
-def test_a_clear_lift_is_better_than_baselines():
-    tpe = runs("t1", "finalist", (0.50, 0.52, 0.51))
-    v = decide([tpe, MOCO, LIGHT], FLOOR, SEEDS)
-    assert v.verdict == BETTER and v.winner == "t1" and v.best_baseline == "sinfonce-light"
+def test_the_winner_is_chosen_on_validation_and_reported_on_other_seeds():
+    sel = choose(SEL, SELECT)
+    assert (sel.winner, sel.reference, sel.report_names) == ("t1", "sinfonce-light", ["t1", "sinfonce-light"])
+    v = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4))
+    assert v.verdict == BETTER and v.served == "t1" and v.stop == "decided"
+    assert set(v.seeds).isdisjoint(v.selection.seeds) and v.seeds == REPORT[:3]  # decided at the first look
     assert v.lift["best_baseline"].low > 0 and v.lift["floor"].low > 0
-    assert v.score.values == (0.50, 0.52, 0.51) and v.floor.mean == pytest.approx(0.30)
-    assert v.line.startswith("verdict: better_than_baselines") and "paired t interval" in v.line
+    assert v.line.startswith("verdict: better_than_baselines") and "served: t1" in v.line
 
 
-def test_overlapping_seeds_give_no_significant_lift():
-    noisy = runs("t1", "finalist", (0.52, 0.40, 0.47))  # mean 0.463 > 0.44, but the interval holds 0
-    v = decide([noisy, MOCO, LIGHT], FLOOR, SEEDS)
-    assert v.winner == "t1" and v.lift["best_baseline"].low < 0 < v.lift["best_baseline"].mean
-    assert v.verdict == NO_LIFT
+def test_the_report_seeds_never_overlap_the_select_seeds_or_the_search_seed():
+    from recipe_search.confirm import confirmation_seeds, report_seeds
+
+    for search_seed in (0, 7, 100):
+        sel, rep = confirmation_seeds(search_seed, 3), report_seeds(search_seed, 3, 12)
+        assert not set(sel) & set(rep) and search_seed not in sel + rep and len(set(rep)) == 12
 
 
-def test_a_baseline_can_win_and_then_there_is_no_lift():
-    weak = runs("t1", "finalist", (0.35, 0.36, 0.34))
-    v = decide([weak, MOCO, LIGHT], FLOOR, SEEDS)
+def test_selection_never_reads_a_test_metric():
+    # t2 has the best test scores and the worse val scores: t1 wins
+    sel = choose([val_runs("t1", "finalist", (0.6, 0.6, 0.6)), val_runs("t2", "finalist", (0.5, 0.5, 0.5)),
+                  val_runs("mocov2", "baseline", (0.4, 0.4, 0.4))], SELECT)
+    assert sel.winner == "t1"
+    with pytest.raises(KeyError):  # select runs carry no test metric, and choose() never asks for one
+        sel_runs = val_runs("x", "finalist", (0.1, 0.1, 0.1))
+        sel_runs.values("test_probe_top1", SELECT)
+
+
+def test_noisy_lift_over_the_baseline_serves_the_baseline_beside_the_candidate():
+    v = verdict_for((0.52, 0.40, 0.47, 0.50, 0.43), (0.44, 0.45, 0.43, 0.44, 0.45))
+    assert v.verdict == NO_LIFT and v.lift["best_baseline"].low < 0
+    assert v.lift["baseline_floor"].low > 0
+    assert (v.served, v.served_role) == ("sinfonce-light", "baseline")
+
+
+def test_nothing_is_served_when_nothing_clears_the_floor():
+    v = verdict_for((0.33, 0.28, 0.32, 0.29, 0.33), (0.31, 0.29, 0.30, 0.32, 0.28))
+    assert v.verdict == NO_LIFT and v.served is None and "served: nothing" in v.line
+
+
+def test_a_baseline_winner_is_served_only_when_it_clears_the_floor():
+    weak = [val_runs("t1", "finalist", (0.3, 0.3, 0.3))] + SEL[1:]
+    v = verdict_for((0.44, 0.45, 0.43, 0.44, 0.45), None, selection=weak)
     assert v.winner == "sinfonce-light" and v.winner_role == "baseline" and v.verdict == NO_LIFT
-    assert v.ranking == ["sinfonce-light", "mocov2", "t1"]
+    assert v.served == "sinfonce-light" and list(v.comparisons) == [WF]
+    v = verdict_for((0.33, 0.28, 0.32, 0.29, 0.33), None, selection=weak)
+    assert v.served is None
 
 
-def test_below_the_floor_is_said_plainly():
-    low = {s: {"test_probe_top1": 0.6} for s in SEEDS}
-    v = decide([runs("t1", "finalist", (0.50, 0.52, 0.51)), MOCO, LIGHT], low, SEEDS)
-    assert v.verdict == BELOW_FLOOR and "below the untrained floor" in v.line
+def test_below_the_floor_is_said_plainly_and_serves_nothing():
+    v = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4), floor=floor_of(*[0.6] * 5))
+    assert v.verdict == BELOW_FLOOR and v.served is None and "below the untrained floor" in v.line
 
 
-def test_the_winner_is_chosen_on_validation_not_test():
-    # t2 has the best test scores but the worse val scores: t1 wins, and its test figure is reported
-    t1 = runs("t1", "finalist", (0.50, 0.50, 0.50), val=(0.6, 0.6, 0.6))
-    t2 = runs("t2", "finalist", (0.70, 0.70, 0.70), val=(0.5, 0.5, 0.5))
-    v = decide([t1, t2, MOCO, LIGHT], FLOOR, SEEDS)
-    assert v.winner == "t1" and v.score.mean == pytest.approx(0.50)
-
-
-def test_a_recipe_with_a_failed_seed_is_not_eligible():
-    broken = runs("t1", "finalist", (0.90, 0.91, 0.92))
+def test_a_recipe_with_a_failed_select_seed_is_not_eligible():
+    broken = val_runs("t1", "finalist", (0.90, 0.91, 0.92))
     del broken.runs[2]
-    v = decide([broken, MOCO, LIGHT], FLOOR, SEEDS)
-    assert v.winner == "sinfonce-light" and v.incomplete == ["t1"]
-    assert decide([broken], FLOOR, SEEDS) is None
+    sel = choose([broken] + SEL[1:], SELECT)
+    assert sel.winner == "sinfonce-light" and sel.incomplete == ["t1"]
+    assert choose([broken], SELECT) is None
+
+
+def test_a_missing_report_seed_leaves_the_verdict_at_the_last_complete_look():
+    sel = choose(SEL, SELECT)
+    win = report_runs("t1", "finalist", (0.50, 0.40, 0.47, 0.52, 0.43))
+    ref = report_runs("sinfonce-light", "baseline", (0.44, 0.45, 0.43, 0.44, 0.45))
+    del win.runs[REPORT[3]]
+    v = decide(sel, [win, ref], FLOOR, REPORT, LOOKS)
+    assert v.seeds == REPORT[:3] and v.stop in ("more_seeds", "futile", "decided")
+    del win.runs[REPORT[0]]
+    assert decide(sel, [win, ref], FLOOR, REPORT, LOOKS) is None
+
+
+def test_image_noise_widens_the_interval():
+    a = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4))
+    b = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4), n_images=100)
+    wa, wb = a.comparisons[WB], b.comparisons[WB]
+    assert wb.image_se > 0 == wa.image_se and (wb.high - wb.low) > (wa.high - wa.low)
+    assert b.comparisons[WB].image_se == pytest.approx(math.sqrt((0.506 * 0.494 + 0.4 * 0.6) / 100), rel=0.02)
 
 
 # -- what Optuna receives -----------------------------------------------------------------------
