@@ -105,7 +105,7 @@ def main() -> None:
     steps = args.steps or (30 if cuda else 5)
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; batch {batch}; {steps} timed steps per path; "
-          f"{'bf16 autocast, channels_last' if cuda else 'fp32'}")
+          f"{'bf16 autocast' if cuda else 'fp32'}, channels_last")
     print(f"{'backbone':24} {'px':>4} {'img/s':>9} {'full ms':>9} {'pre-aug ms':>11} {'overhead':>9}")
     for backbone, size in itertools.product(args.backbones, args.sizes):
         r = step_benchmark(backbone, size, batch, steps, device, args.compile)

@@ -24,7 +24,7 @@ from .augment import MoCoViews
 from .backbone import save_encoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ProxyData
-from .device import autocast
+from .device import autocast, channels_last
 from .distill import Distiller, Teacher
 from .errors import RecipeError
 from .evaluation import evaluate
@@ -76,7 +76,8 @@ class TrainingRun:
         self.warmup_steps = round(recipe.warmup_epochs * self.steps_per_epoch)
         torch.manual_seed(recipe.seed)
         self.model = build_model(recipe).to(device)
-        if device.type == "cuda":
+        self.channels_last = channels_last(device)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(recipe, self.model.encoder_q)
         self.criterion = SInfoNCELoss(recipe.temperature, recipe.smoothing, recipe.smoothing_k)
@@ -117,7 +118,7 @@ class TrainingRun:
                                                        r.scaled_lr, r.lr_schedule))
         eps = schedules.smoothing(progress, r.smoothing, r.smoothing_ramp)
         v1, v2 = self.views(x, self.aug_gen), self.views(x, self.aug_gen)
-        if self.device.type == "cuda":
+        if self.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
         self.model.momentum_update(schedules.key_momentum(progress, r.key_momentum, r.momentum_ramp))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .backbone import create_backbone
-from .device import autocast
+from .device import autocast, channels_last
 from .moco import MoCo, auto_bn_splits
 from .precise_bn import precise_bn
 from .recipe import Recipe
@@ -35,7 +35,7 @@ def extract_features(model: MoCo, images: torch.Tensor, device: torch.device) ->
     out = []
     for chunk in images.split(FEATURE_BATCH):
         x = chunk.to(device, non_blocking=True).float().div_(255)
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out.append(model.features(x).float())
@@ -48,7 +48,7 @@ def evaluation_stats(model: MoCo, train_images: torch.Tensor, device: torch.devi
     ``train_images`` (its training state is put back on exit): every evaluation runs inside it."""
     def forward(x: torch.Tensor) -> None:
         x = x.float().div_(255)
-        if device.type == "cuda":
+        if channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             model.features(x)
