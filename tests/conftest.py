@@ -88,6 +88,16 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test parametrised on the ``cuda`` device, or skipped for want of CUDA, is a ``cuda`` test
+    (``pytest -m cuda``, which bench/gpu_check.sh runs on a GPU)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        needs_cuda = any(m.kwargs.get("reason") == "needs CUDA" for m in item.iter_markers("skipif"))
+        if needs_cuda or any(isinstance(v, str) and v.startswith("cuda") for v in params.values()):
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory):
     """A small learnable synthetic proxy (4 classes x 16 train images, 32 px) for engine tests."""
