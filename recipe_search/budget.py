@@ -137,7 +137,7 @@ BUDGETS: dict[str, Budget] = {
         description="tests/CI: 2 classes x 32 images, 16 px, 2 epochs, 4 trials",
         classes=2, train_per_class=32, val_per_class=8, test_per_class=16,
         image_size=16, max_epochs=2, num_samples=4, grace_period=1, reduction_factor=2,
-        gpus_per_trial=0.25, confirm_k=1, confirm_seeds=2, report_looks=(2, 3),
+        gpus_per_trial=0.25, confirm_k=1, confirm_seeds=2, report_looks=(2,),
         fixed={"batch_size": 16, "queue_size": 64},
     ),
 }

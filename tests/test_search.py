@@ -51,7 +51,8 @@ def child_runs(home: Path, search_id: str):
 
 @pytest.fixture(scope="module")
 def e2e(env):
-    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=0, **data_args())
+    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=0, report_looks=[2, 3],
+                              **data_args())  # two looks (the tiny budget has one): the sequential path
     outcome = run_search(settings, progress=False)
     return env, outcome
 
