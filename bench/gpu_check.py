@@ -190,8 +190,10 @@ def search(out: Path, sz: dict, data: str | None, dry: bool) -> dict:
     """``recipe-search run`` with 4 trials (sharing the GPU), nvidia-smi sampled meanwhile."""
     home = Path(tempfile.mkdtemp(prefix="rs-gpu-check-"))
     tracking = f"sqlite:///{home / 'mlflow.db'}"
-    exe = shutil.which("recipe-search", path=str(Path(sys.executable).parent)) or "recipe-search"
-    cmd = [exe, "run", "--backbone", sz["search_backbone"], "--budget", sz["budget"],
+    # the recipe-search command next to this interpreter, else the same CLI as a module (no install)
+    exe = shutil.which("recipe-search", path=str(Path(sys.executable).parent))
+    cli = [exe] if exe else [sys.executable, "-m", "recipe_search"]
+    cmd = [*cli, "run", "--backbone", sz["search_backbone"], "--budget", sz["budget"],
            "--num-samples", str(sz["num_samples"]), "--max-epochs", str(sz["max_epochs"]),
            "--train-per-class", str(sz["train_per_class"]), "--val-per-class", str(sz["val_per_class"]),
            "--test-per-class", str(sz["test_per_class"]), "--confirm-k", "0", "--confirm-seeds", "2",
@@ -222,7 +224,7 @@ def search(out: Path, sz: dict, data: str | None, dry: bool) -> dict:
     wall = time.perf_counter() - t0
     (out / "search_output.txt").write_text(text)
     flat = " ".join(text.split())
-    result = {"command": " ".join(["recipe-search", *cmd[1:]]).replace(str(home), "$TMP"),
+    result = {"command": " ".join(["recipe-search", *cmd[len(cli):]]).replace(str(home), "$TMP"),
               "returncode": rc, "timed_out": timed_out, "wall_s": round(wall, 1), "data": data or "synthetic",
               **sampler.summary()}
     m = _FINISHED.search(flat)
