@@ -1,6 +1,7 @@
-"""bench/gpu_check.sh end to end on the CPU (``--dry-run``: tiny sizes, same code paths): every
-JSON file it promises, with the figures the summary prints. Slow: its real search (4 trials, then
-the confirmation runs) alone takes ~40-60 s on 2 idle cores, the whole check ~70-100 s."""
+"""bench/gpu_check.sh on the CPU (``--dry-run``: tiny sizes, same code paths). The whole dry run
+(every JSON file it promises, with the figures the summary prints) is slow: its real search (4
+trials, then the confirmation runs) alone takes ~40-60 s on 2 idle cores, the whole check ~90-110 s
+on 2 busy ones. The default suite runs its step part (~10 s)."""
 
 import json
 import subprocess
@@ -47,3 +48,21 @@ def test_gpu_check_dry_run_writes_its_json_and_prints_the_summary(tmp_path):
     assert f"pipeline overhead (full step / pre-augmented step, mobilenetv3_large_100): " \
            f"{summary['overhead_ratio']:.3f}" in text
     assert "MoCo step img/s efficientnet_b0" in text and "trials/hour" in text and "GPU busy n/a" in text
+
+
+def test_gpu_check_dry_run_steps_only_is_quick_and_writes_nothing_into_docs(tmp_path):
+    """The default suite's share of the dry run (~10 s): the step figures and the summary, no tests, no search."""
+    out = tmp_path / "gpu"
+    p = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(out),
+                        "--skip-tests", "--skip-search"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert {f.name for f in out.iterdir()} == {"environment.json", "steps.json", "summary.json"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry_run"] and "cuda_tests" not in summary and "search" not in summary
+    assert set(summary["images_per_sec"]) == {"mobilenetv3_large_100", "efficientnet_b0"}
+    assert "pipeline overhead" in p.stdout and "CUDA tests" not in p.stdout
+    # a dry run refuses to write its CPU figures where the GPU's belong
+    p = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out",
+                        str(ROOT / "docs" / "results" / "gpu"), "--skip-tests", "--skip-search"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "does not write into docs/results/gpu" in p.stderr
