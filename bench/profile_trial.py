@@ -166,8 +166,7 @@ def profile(args) -> dict:
         t0 = time.perf_counter()
         load_proxy(cold_spec, recipe.image_size, args.seed)
         data_cold = time.perf_counter() - t0
-        check_timed_step(recipe, proxy_for_check := load_proxy(cold_spec, recipe.image_size, args.seed), device)
-        del proxy_for_check
+        check_timed_step(recipe, load_proxy(cold_spec, recipe.image_size, args.seed), device)
 
         tm = Timer()  # from here on every second of the trial is charged to one phase
         proxy = load_proxy(cold_spec, recipe.image_size, args.seed)
