@@ -24,6 +24,10 @@ any parallel work): ``interop_1`` vs the default interop pool, alternating proce
 
 For each in-process variant the losses of its first steps are compared with the baseline's
 (same seed): ``max_loss_diff`` 0.0 means bit-identical. Raw output: ``--json``.
+
+``--trials 1 2 3`` instead trains the whole trial at each of those recipe seeds in both layouts
+(NCHW and channels_last, ``--jobs`` at a time, the subset fixed at data seed 0) and prints the
+final metrics paired by seed: does the kept speed-up learn the same? (docs/speed.md)
 """
 
 from __future__ import annotations
