@@ -23,6 +23,12 @@ The declared (primary) comparisons, on ``test_probe_top1``:
   it decides whether the baseline can be served in the winner's place).
 
 Every other figure (the selection phase's val differences) is exploratory and labelled so.
+
+Cost: at the ``cpu`` budget (1 finalist, select on 3 seeds, report looks 3, 5, 8) a confirmation
+trains 9 select runs plus 6-16 report runs (the old design trained 9 and reported on them); in
+``bench/simulate_verdicts.py``, fitted to the measured seed noise, it averaged 17-21 runs. In
+exchange the reported lift is unbiased (A/A: -0.03 points against the old design's +1.33) and
+``better_than_baselines`` under the null fell from 1.9 % to 0.16 % (docs/results.md, section 5).
 The verdict:
 
 * ``below_floor`` -- the winner's mean test probe is not above the floor's;
