@@ -43,7 +43,10 @@ class LiftInterval(BaseModel):
     low: float | None = None
     high: float | None = None
     n: int
-    method: str = Field(..., examples=["paired t interval over seeds (95%)"])
+    method: str = Field("", examples=["paired t interval over seeds (95%)"])
+    state: str | None = Field(None, description="For a declared comparison: rejected (the lift is shown), "
+                                                "futile (no look could show it) or open.")
+    mde: float | None = Field(None, description="The smallest lift this comparison could have detected (80% power).")
 
 
 class Verdict(BaseModel):
@@ -52,13 +55,21 @@ class Verdict(BaseModel):
     verdict: str = Field(..., description=VERDICTS)
     line: str = Field(..., description="The verdict in one sentence.")
     metric: str = Field("test_probe_top1", description="The metric every score and lift is about.")
-    seeds: list[int] = Field(default_factory=list, description="The confirmation seeds.")
+    seeds: list[int] = Field(default_factory=list, description="The report seeds the figures come from.")
     winner: str | None = None
     score: Score | None = Field(None, description="The promoted recipe's confirmed score.")
     floor: Score | None = Field(None, description="The untrained encoder's score on the same seeds.")
     baselines: dict[str, Score] = Field(default_factory=dict)
     lift: dict[str, LiftInterval] = Field(
         default_factory=dict, description="Lift over each baseline, the best baseline and the floor.")
+    served: str | None = Field(None, description="The recipe served for this verdict (null: nothing is).")
+    served_role: str | None = Field(None, description="finalist | baseline")
+    select_seeds: list[int] = Field(default_factory=list, description="The seeds that chose the winner (val only).")
+    looks: list[int] = Field(default_factory=list, description="The report phase's looks (seed counts).")
+    stop: str | None = Field(None, description="decided | futile | cap | more_seeds")
+    mde: float | None = Field(None, description="The smallest lift the primary comparison could have detected.")
+    comparisons: dict[str, LiftInterval] = Field(
+        default_factory=dict, description="The declared comparisons (Holm-adjusted, valid under the looks).")
 
 
 class ProxyShape(BaseModel):

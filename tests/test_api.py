@@ -231,6 +231,28 @@ def test_a_backbone_whose_search_served_nothing_is_404_with_its_verdict(fresh_ur
     assert c.get("/recipes").json() == []  # a withheld verdict is never listed as a recipe
 
 
+def test_a_two_phase_verdict_is_served_whole(fresh_uri):
+    """A verdict from verdict.decide (report seeds, looks, declared comparisons, what is served) reaches the
+    client with nothing dropped."""
+    from recipe_search.verdict import RecipeRuns, choose, decide
+
+    sel = choose([RecipeRuns("t1", "finalist", {}, {s: {"val_knn_top1": 0.5} for s in (1, 2)}),
+                  RecipeRuns("sinfonce-light", "baseline", {}, {s: {"val_knn_top1": 0.4} for s in (1, 2)})], [1, 2])
+    test = lambda *v: {s: {"test_probe_top1": x} for s, x in zip((3, 4, 5), v)}  # noqa: E731
+    v = decide(sel, [RecipeRuns("t1", "finalist", {}, test(0.60, 0.62, 0.61)),
+                     RecipeRuns("sinfonce-light", "baseline", {}, test(0.40, 0.41, 0.39))],
+               test(0.20, 0.21, 0.19), [3, 4, 5], (3,), n_images=10000)
+    s = RecipeStore(fresh_uri)
+    s.promote("resnet18", "cifar10", FP, recipe("resnet18"), {"test_probe_top1": v.score.mean},
+              {"verdict": v.to_dict(), "fingerprint": {"digest": FP}}, scores=list(v.score.values),
+              val_scores={3: 0.6, 4: 0.62, 5: 0.61})
+    body = TestClient(create_app(fresh_uri)).get("/recipes/resnet18").json()["verdict"]
+    assert body["served"] == "t1" and body["stop"] == "decided" and body["looks"] == [3] and body["mde"] > 0
+    assert set(body["comparisons"]) == {"winner-vs-baseline", "winner-vs-floor", "baseline-vs-floor"}
+    assert body["comparisons"]["winner-vs-baseline"]["state"] == "rejected" and body["select_seeds"] == [1, 2]
+    assert body["lift"]["floor"]["low"] > 0 and body["seeds"] == [3, 4, 5]
+
+
 def test_unknown_backbone_or_fingerprint_404(client):
     r = client.get("/recipes/resnet99")
     assert r.status_code == 404

@@ -247,12 +247,16 @@ def test_runs_are_in_postgres(cluster, state):
     trials = _trial_runs(cluster, sid)
     assert len(trials) == 4, trials
     assert all(status == "FINISHED" for _, status, _ in trials), trials
-    confirmed = _trial_runs(cluster, sid, "confirmation")  # top 1 + 2 baselines x 2 seeds (fewer finalists
-    assert len(confirmed) in (4, 6) and all(st == "FINISHED" for _, st, _ in confirmed), confirmed  # if pruned)
+    confirmed = _trial_runs(cluster, sid, "confirmation")
+    phases = dict(cluster.pg.psql("mlflow", "select run_uuid, value from tags where key = 'rs.phase'"))
+    select = [c for c in confirmed if phases.get(c[0]) == "select"]  # top 1 + 2 baselines x 2 seeds (fewer
+    report = [c for c in confirmed if phases.get(c[0]) == "report"]  # finalists if pruned); winner (+ baseline)
+    assert len(select) in (4, 6) and len(report) >= 2 and len(select) + len(report) == len(confirmed), confirmed
+    assert all(st == "FINISHED" for _, st, _ in confirmed), confirmed
     exps = {r[0] for r in cluster.pg.psql("mlflow", "select name from experiments")}
     promoted = cluster.pg.psql("mlflow", f"""select t.value from tags t join tags s on s.run_uuid = t.run_uuid
         where t.key = 'rs.promoted' and s.key = 'rs.search_id' and s.value = '{sid}'""")
-    # the store experiment exists once something was promoted (not when the verdict is below_floor)
+    # the store experiment exists once something was promoted (or a verdict that serves nothing was recorded)
     assert {"recipe-search"} | ({"recipe-store"} if promoted == [["true"]] else set()) <= exps, (exps, promoted)
     n_metrics = int(cluster.pg.psql("mlflow", "select count(*) from metrics")[0][0])
     n_params = int(cluster.pg.psql("mlflow", "select count(*) from params")[0][0])
@@ -284,20 +288,24 @@ def test_api_serves_the_promoted_recipe(cluster, state):
     api = cluster.start_api()
     tags = dict(cluster.pg.psql("mlflow", f"""
         select b.key, b.value from tags b join tags s on s.run_uuid = b.run_uuid
-        where b.key in ('rs.promoted', 'rs.verdict', 'rs.winner_run_id') and s.key = 'rs.search_id'
-        and s.value = '{state["search_id"]}'"""))
-    if tags.get("rs.promoted") != "true":  # below the untrained floor: nothing is served
-        assert tags["rs.verdict"] == "below_floor", tags
+        where b.key in ('rs.promoted', 'rs.verdict', 'rs.winner', 'rs.winner_run_id', 'rs.served')
+        and s.key = 'rs.search_id' and s.value = '{state["search_id"]}'"""))
+    if tags.get("rs.promoted") != "true":  # the evidence supports no recipe: nothing is served, 404 says why
+        assert not tags.get("rs.served"), tags
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30)
         assert e.value.code == 404
+        body = json.loads(e.value.read())
+        assert body.get("verdict") == tags["rs.verdict"] and body.get("next"), body
         api.stop()
         return
     with urllib.request.urlopen(f"{api.url}/recipes/{BACKBONE}", timeout=30) as r:
         assert r.status == 200
         body = json.loads(r.read())
     assert body["backbone"] == BACKBONE and body["budget"] == BUDGET, body
-    assert body["verdict"]["verdict"] == tags["rs.verdict"] and body["source_run_id"] == tags["rs.winner_run_id"]
+    assert body["verdict"]["verdict"] == tags["rs.verdict"] and body["verdict"]["served"] == tags["rs.served"]
+    if tags["rs.served"] == tags["rs.winner"]:  # a baseline served in the winner's place has its own run
+        assert body["source_run_id"] == tags["rs.winner_run_id"], (body["source_run_id"], tags)
     assert body["recipe"]["backbone"] == BACKBONE and body["provenance"]["search_id"] == state["search_id"]
     api.stop()
 
@@ -469,8 +477,8 @@ def test_report_page_in_chromium(cluster, state, capsys):
     rec = store.get(BACKBONE)
     if rec is None or rec.provenance.get("search_run_id") != parent_id:
         tags = client.get_run(parent_id).data.tags
-        # a finished search promotes nothing when its verdict is below the floor (or there is none)
-        assert tags.get("rs.verdict") in (None, "below_floor"), tags
+        # a finished search promotes nothing when its evidence supports no recipe (or there is no verdict)
+        assert not tags.get("rs.served"), tags
         winner = tags.get("rs.winner_run_id")
         recipe = (json.loads(client.get_run(winner).data.tags["rs.recipe"]) if winner else {"backbone": BACKBONE})
         store.promote(BACKBONE, tags["rs.dataset"], tags["rs.fingerprint"],
