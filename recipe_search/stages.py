@@ -28,6 +28,7 @@ from .plan import Plan
 from .promote import summarize
 from .reuse import TAG_FINGERPRINT, describe, reusable, sources
 from .runtime import existing_study, study_name
+from .samplers import get_sampler
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
 from .tracking import TAG_VERSION, Tracker, TrialLogger, point_key
@@ -98,7 +99,6 @@ class StageRunner:
                               failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
 
     def search(self, exp_dir: Path, resume: bool, storage, note) -> tuple[bool, bool]:
-        import optuna
         from ray import tune
 
         from .asha import BaselineSafeASHA
@@ -135,9 +135,7 @@ class StageRunner:
                     num_samples = max(1, p.num_samples - done)
                     sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
-            sampler = (optuna.samplers.RandomSampler(seed=sampler_seed) if s.sampler == "random" else
-                       optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
-                                                  constant_liar=self.conc > 1))
+            sampler = get_sampler(s.sampler).build(sampler_seed, n_startup, constant_liar=self.conc > 1)
             searcher = RecipeSearcher(space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
                                       sampler=sampler, baselines=baselines, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
