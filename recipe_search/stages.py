@@ -2,9 +2,10 @@
 (``trial.run_trial``), resources and listeners (MLflow logger, progress view, checkpoint janitor).
 
 * :meth:`StageRunner.search` -- the search stage: a Tuner with ``searcher.RecipeSearcher``
-  (Optuna TPE; the baselines first, each told at :func:`baseline_point` when it is a point
-  of the space) and ``asha.BaselineSafeASHA`` on the validation objective; its study in
-  Tune's state or in an Optuna RDB storage, continued by a resumed or another driver.
+  (the ``--sampler``'s Optuna sampler from ``samplers.py``, TPE by default; the baselines
+  first, each told at :func:`baseline_point` when it is a point of the space) and
+  ``asha.BaselineSafeASHA`` on the validation objective; its study in Tune's state or in an
+  Optuna RDB storage, continued by a resumed or another driver.
 * :meth:`StageRunner.confirm` -- the confirmation stage: one grid trial per job
   (``confirm.plan_jobs``: recipe x fresh seed), no scheduler; a job an earlier search of the
   experiment finished is re-reported from that run (``reuse.py``), not trained again.
