@@ -120,6 +120,8 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
     except Exception as e:  # noqa: BLE001 - progress is informative; the store may be busy
         out["note"] = f"MLflow not readable right now: {type(e).__name__}"
         return out
+    from recipe_search.samplers import DEFAULT_LABEL
+
     best = None
     for r in runs:
         tags = r.data.tags
@@ -139,7 +141,7 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
         if (tags.get("rs.stage") != "confirmation" and status == "done" and val is not None
                 and (best is None or val > best["val_knn_top1"])):
             best = {"trial_id": tags.get("rs.trial_id"), "run_id": r.info.run_id,
-                    "kind": f"baseline {tags['rs.baseline']}" if tags.get("rs.baseline") else "tpe",
+                    "kind": f"baseline {tags['rs.baseline']}" if tags.get("rs.baseline") else DEFAULT_LABEL,
                     "val_knn_top1": val}
     out["best"] = best
     return out

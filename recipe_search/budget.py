@@ -56,6 +56,7 @@ class Budget:
     confirm_k: int = 3  # finalists confirmed beside both baselines
     confirm_seeds: int = 3  # select phase: fresh seeds per confirmed recipe (val only)
     report_looks: tuple = (3, 5, 8)  # report phase: seed counts at which the verdict is tested
+    needs_gpu: bool = False  # sized for a GPU: a CPU cluster runs it only with --yes
 
     @property
     def val_se(self) -> float:
@@ -130,7 +131,7 @@ BUDGETS: dict[str, Budget] = {
         classes=10, train_per_class=500, val_per_class=200, test_per_class=0, report_looks=(3, 5, 8, 12),
         image_size=32, max_epochs=30, num_samples=40, grace_period=5, reduction_factor=3,
         gpus_per_trial=0.25, checkpoint_every=5,  # at ASHA's rungs (5, 15, 30): see docs/capacity.md
-        fixed={},
+        fixed={}, needs_gpu=True,
     ),
     "tiny": Budget(
         name="tiny",

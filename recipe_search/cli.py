@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config
+from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Contrastive pretraining recipe search for lightweight timm backbones.")
@@ -136,7 +137,7 @@ def run(
     report_looks: Optional[str] = typer.Option(None, help="report phase: seed counts at which the verdict is "
                                                           "tested, e.g. 3,5,8 (default: the budget's)"),
     yes: bool = typer.Option(False, "--yes", help="run a GPU budget (proxy) on the CPU anyway"),
-    sampler: str = typer.Option("tpe", help="Optuna sampler: tpe | random (a random-search control)"),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=f"Optuna sampler: {sampler_help()}"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping",
                                         help="ASHA stops poor trials early on the validation objective"),
     reuse_confirmations: bool = typer.Option(

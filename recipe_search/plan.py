@@ -20,11 +20,11 @@ from .budget import Budget, get_budget
 from .errors import SearchError, SpaceError
 from .paths import absolute_uri, resolve_settings
 from .runtime import check_study_storage_url, redact_url
+from .samplers import DEFAULT as DEFAULT_SAMPLER, get_sampler
 from .sequential import check_looks
 from .space import SearchSpace, load_space
 
 DEFAULT_EXPERIMENT = "recipe-search"
-SAMPLERS = ("tpe", "random")  # Optuna samplers --sampler can name
 
 
 @dataclass
@@ -57,7 +57,7 @@ class SearchSettings:
     confirm_seeds: int | None = None  # select phase: fresh seeds per confirmed recipe (None: the budget's)
     report_looks: list[int] | None = None  # report phase: seed counts of its looks (None: the budget's)
     yes: bool = False  # run a GPU budget on the CPU anyway
-    sampler: str = "tpe"  # tpe (Optuna TPESampler) | random (Optuna RandomSampler)
+    sampler: str = DEFAULT_SAMPLER  # a name in samplers.SAMPLERS: tpe (Optuna TPESampler) | random (RandomSampler)
     early_stopping: bool = True  # ASHA on the validation objective (False: every trial runs all epochs)
     reuse_confirmations: bool = True  # confirmation jobs an earlier search finished are not re-trained (reuse.py)
 
@@ -126,8 +126,7 @@ def plan(settings: SearchSettings) -> Plan:
         if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and name != "gpus_per_trial")):
             op = ">= 0" if name == "gpus_per_trial" else "> 0"
             raise SearchError(f"--{name.replace('_', '-')} must be {op}, got {v!r}")
-    if settings.sampler not in SAMPLERS:
-        raise SearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+    get_sampler(settings.sampler)  # a SearchError naming the choices if unknown
     if settings.study_storage is not None:
         check_study_storage_url(settings.study_storage)
     space = load_space(settings.space, settings.backbone).with_fixed(budget.fixed)

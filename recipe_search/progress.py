@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .baselines import JOB_KEY, baseline_name
+from .samplers import DEFAULT_LABEL
 
 STYLE = {"running": "cyan", "done": "green", "pruned": "yellow", "failed": "red",
          "diverged": "red", "oom": "red", "pending": "dim"}
@@ -177,7 +178,7 @@ class ProgressView:
         job = (trial.config or {}).get(JOB_KEY)
         if job is not None:
             return f"{job['name']} s{job['seed']}"
-        return baseline_name(trial.config) or getattr(self.ctx, "sampler", "tpe")
+        return baseline_name(trial.config) or getattr(self.ctx, "sampler", DEFAULT_LABEL)
 
     def eta(self, trials) -> float | None:
         """Seconds left: epochs still to run x mean epoch time / concurrency."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .samplers import DEFAULT_LABEL
 from .tracking import (TAG_BASELINE, TAG_ERROR, TAG_JOB, TAG_PHASE, TAG_POINT, TAG_RECIPE, TAG_SEED, TAG_STAGE,
                        TAG_STATUS, TAG_TRIAL, Tracker)
 from .stats import summary
@@ -45,7 +46,7 @@ class TrialSummary:
 
     @property
     def label(self) -> str:
-        return self.job or self.baseline or "tpe"
+        return self.job or self.baseline or DEFAULT_LABEL
 
 
 def summarize(tracker: Tracker, search_id: str) -> list[TrialSummary]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import SearchError
 from .promote import TrialSummary, summarize
+from .samplers import DEFAULT as DEFAULT_SAMPLER
 from .tracking import TAG_BACKBONE, TAG_KIND, TAG_SEARCH, Tracker
 
 ARTIFACT_DIR = "report"  # the parent run's artifact folder of the report
@@ -38,7 +39,7 @@ def how(sampler: str, early_stopping: Any) -> str:
     """``tpe`` / ``random, no early stopping``: the parent run's params ``sampler`` and
     ``early_stopping`` (absent in searches from before them: TPE with ASHA)."""
     stops = str(early_stopping).strip().lower() not in ("false", "0", "no")
-    return f"{sampler or 'tpe'}{'' if stops else ', no early stopping'}"
+    return f"{sampler or DEFAULT_SAMPLER}{'' if stops else ', no early stopping'}"
 
 
 class ReportError(SearchError):
@@ -71,7 +72,7 @@ class SearchRecord:
 
     @property
     def sampler(self) -> str:
-        return str(self.params.get("sampler") or self.settings.get("sampler") or "tpe")
+        return str(self.params.get("sampler") or self.settings.get("sampler") or DEFAULT_SAMPLER)
 
     @property
     def how(self) -> str:
@@ -208,11 +209,12 @@ def _comparison(client, tracker: Tracker, rec: SearchRecord, experiment_id: str)
     for r in runs:
         p = r.data.params
         if (r.info.run_id == rec.parent_run_id or r.data.tags.get("rs.status") != "finished"
-                or p.get("space") != rec.params.get("space") or (p.get("sampler") or "tpe") == rec.sampler):
+                or p.get("space") != rec.params.get("space") or (p.get("sampler") or DEFAULT_SAMPLER) == rec.sampler):
             continue
         sid = r.data.tags[TAG_SEARCH]
         trials = [t for t in summarize(tracker, sid) if t.stage != "confirmation"]
-        return {"search_id": sid, "sampler": p.get("sampler") or "tpe", "early_stopping": p.get("early_stopping"),
+        return {"search_id": sid, "sampler": p.get("sampler") or DEFAULT_SAMPLER,
+                "early_stopping": p.get("early_stopping"),
                 "trials": trials, "curves": _curves(tracker, trials)}
     return None
 

@@ -53,6 +53,7 @@ from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import TrialSummary, best_search_trial, promote_served, provenance, summarize
 from .runtime import (open_study_storage, prepare_environment, quiet_libraries, ray_session, redact_url,
                       trial_resources)
+from .samplers import label as sampler_label
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,
                     storage_dir, write_meta)
@@ -179,7 +180,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
             image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
             device=device, threads=max(1, int(cpt)), baselines=BASELINES,
-            checkpoint_every=p.checkpoint_every, sampler=s.sampler)
+            checkpoint_every=p.checkpoint_every, sampler=sampler_label(s.sampler))
         floor_recipe = ctx.recipe_for({"baseline": BASELINES[-1].name})[0]
         seeds = confirmation_seeds(s.seed, p.confirm_seeds)
         # the select phase, then at most the report phase's last look (winner + reference baseline)
@@ -191,8 +192,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                            cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
             for line in [p.budget.summary(int(proxy.test_y.numel())), *est.lines]:
                 note(line)
-            if device == "cpu" and p.budget.name == "proxy" and not s.yes:
-                raise SearchError(f"--budget proxy is sized for a GPU and this cluster has none: estimated "
+            if device == "cpu" and p.budget.needs_gpu and not s.yes:
+                raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
                                   f"{duration(est.total_s)} on the CPU; pass --yes to run it anyway, or use "
                                   "--budget smoke")
 

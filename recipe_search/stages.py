@@ -2,9 +2,10 @@
 (``trial.run_trial``), resources and listeners (MLflow logger, progress view, checkpoint janitor).
 
 * :meth:`StageRunner.search` -- the search stage: a Tuner with ``searcher.RecipeSearcher``
-  (Optuna TPE; the baselines first, each told at :func:`baseline_point` when it is a point
-  of the space) and ``asha.BaselineSafeASHA`` on the validation objective; its study in
-  Tune's state or in an Optuna RDB storage, continued by a resumed or another driver.
+  (the ``--sampler``'s Optuna sampler from ``samplers.py``, TPE by default; the baselines
+  first, each told at :func:`baseline_point` when it is a point of the space) and
+  ``asha.BaselineSafeASHA`` on the validation objective; its study in Tune's state or in an
+  Optuna RDB storage, continued by a resumed or another driver.
 * :meth:`StageRunner.confirm` -- the confirmation stage: one grid trial per job
   (``confirm.plan_jobs``: recipe x fresh seed), no scheduler; a job an earlier search of the
   experiment finished is re-reported from that run (``reuse.py``), not trained again.
@@ -28,6 +29,7 @@ from .plan import Plan
 from .promote import summarize
 from .reuse import TAG_FINGERPRINT, describe, reusable, sources
 from .runtime import existing_study, study_name
+from .samplers import get_sampler
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
 from .tracking import TAG_VERSION, Tracker, TrialLogger, point_key
@@ -98,7 +100,6 @@ class StageRunner:
                               failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
 
     def search(self, exp_dir: Path, resume: bool, storage, note) -> tuple[bool, bool]:
-        import optuna
         from ray import tune
 
         from .asha import BaselineSafeASHA
@@ -135,9 +136,7 @@ class StageRunner:
                     num_samples = max(1, p.num_samples - done)
                     sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
-            sampler = (optuna.samplers.RandomSampler(seed=sampler_seed) if s.sampler == "random" else
-                       optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=n_startup,
-                                                  constant_liar=self.conc > 1))
+            sampler = get_sampler(s.sampler).build(sampler_seed, n_startup, constant_liar=self.conc > 1)
             searcher = RecipeSearcher(space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
                                       sampler=sampler, baselines=baselines, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,

@@ -38,6 +38,7 @@ from trainer.recipe import Recipe
 
 from .baselines import JOB_KEY, Baseline, baseline_name
 from .compose import compose
+from .samplers import DEFAULT_LABEL
 from .space import SearchSpace
 
 
@@ -63,7 +64,7 @@ class TrialContext:
     threads: int = 1  # torch intra-op threads of a CPU trial (its Ray CPUs)
     baselines: tuple[Baseline, ...] = ()
     checkpoint_every: int = 1  # epochs between the checkpoints a trial reports (0: none mid-trial)
-    sampler: str = "tpe"  # names the sampled (non-baseline) trials in MLflow and the progress view
+    sampler: str = DEFAULT_LABEL  # its label (samplers.py): names the sampled trials in MLflow and the progress view
     extra: dict = field(default_factory=dict)
 
     def baseline_for(self, config: dict) -> Baseline | None:

@@ -24,3 +24,9 @@ class DeviceError(TrainerError):
 
 class CheckpointError(TrainerError):
     """A checkpoint is missing, corrupt or belongs to another recipe."""
+
+
+def either(names) -> str:
+    """``"sgd, lars or adamw"``: the allowed values of a field, in a message."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

@@ -1,11 +1,17 @@
-"""Optimisers: SGD (MoCo-v2), LARS and AdamW, with the lr scaled by batch/256."""
+"""Optimisers: SGD (MoCo-v2), LARS and AdamW, with the lr scaled by batch/256.
+
+:data:`OPTIMIZERS` maps a recipe's ``optimizer`` to its builder; its keys are the values
+``Recipe.optimizer`` accepts, so a new optimiser is one builder and one entry here.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .recipe import Recipe
+from .errors import either
 
 
 class LARS(torch.optim.Optimizer):
@@ -52,21 +58,39 @@ def _split_decay(model: nn.Module) -> tuple[list, list]:
     return decay, no_decay
 
 
-def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
-    """The recipe's optimiser over ``model``'s trainable parameters, at ``recipe.scaled_lr``."""
-    lr = recipe.scaled_lr
-    if recipe.optimizer == "sgd":  # MoCo-v2 decays every parameter
-        params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+def _sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]  # MoCo-v2 decays every parameter
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _lars(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     decay, no_decay = _split_decay(model)
-    if recipe.optimizer == "lars":
-        return LARS([{"params": decay}, {"params": no_decay, "lars": False, "weight_decay": 0.0}],
-                    lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}],
-                                 lr=lr, betas=(recipe.momentum, 0.999))
-    raise ValueError(f"optimizer must be sgd, lars or adamw, got {recipe.optimizer!r}")
+    return LARS([{"params": decay}, {"params": no_decay, "lars": False, "weight_decay": 0.0}],
+                lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _adamw(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = _split_decay(model)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(momentum, 0.999))
+
+
+# name -> builder(model, lr, momentum, weight_decay); the order is the one error messages list
+OPTIMIZERS: dict[str, Callable[[nn.Module, float, float, float], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "lars": _lars,
+    "adamw": _adamw,
+}
+
+
+def build_optimizer(recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser of ``recipe`` (a :class:`trainer.recipe.Recipe`: its ``optimizer``, ``scaled_lr``,
+    ``momentum``, ``weight_decay``) over ``model``'s trainable parameters."""
+    make = OPTIMIZERS.get(recipe.optimizer)
+    if make is None:
+        raise ValueError(f"optimizer must be {either(OPTIMIZERS)}, got {recipe.optimizer!r}")
+    return make(model, recipe.scaled_lr, recipe.momentum, recipe.weight_decay)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

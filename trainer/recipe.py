@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import RecipeError
+from .optim import OPTIMIZERS
+from .schedules import LR_SCHEDULES, SMOOTHING_RAMPS
 
 
 def _rng(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> dict:
@@ -131,17 +133,17 @@ class Recipe:
     # -- optimisation ----------------------------------------------------------
     batch_size: int = field(default=256, metadata=_rng(8, 16384))
     epochs: int = field(default=10, metadata=_rng(1, 10000))
-    optimizer: str = field(default="sgd", metadata=_choices("sgd", "lars", "adamw"))
+    optimizer: str = field(default="sgd", metadata=_choices(*OPTIMIZERS))
     lr: float = field(default=0.06, metadata=_rng(0, 10, lo_open=True))
     weight_decay: float = field(default=5e-4, metadata=_rng(0, 1))
     momentum: float = field(default=0.9, metadata=_rng(0, 1, hi_open=True))
     warmup_epochs: float = field(default=0.0, metadata=_rng(0, 10000))
-    lr_schedule: str = field(default="cosine", metadata=_choices("cosine", "constant"))
+    lr_schedule: str = field(default="cosine", metadata=_choices(*LR_SCHEDULES))
     # -- loss ------------------------------------------------------------------
     temperature: float = field(default=0.2, metadata=_rng(0.005, 10))
     smoothing: float = field(default=0.0, metadata=_rng(0, 1, hi_open=True))
     smoothing_k: int = field(default=0, metadata=_rng(0, 1 << 20))
-    smoothing_ramp: str = field(default="none", metadata=_choices("none", "warm", "cos"))
+    smoothing_ramp: str = field(default="none", metadata=_choices(*SMOOTHING_RAMPS))
     queue_size: int = field(default=4096, metadata=_rng(8, 1 << 20))
     key_momentum: float = field(default=0.99, metadata=_rng(0, 1))
     momentum_ramp: bool = False
