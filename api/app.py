@@ -350,7 +350,8 @@ def create_app(
         limit: int = Query(20, ge=1, le=1000, description="How many trials (best first)."),
     ) -> Response:
         """The trial leaderboard: the backbone's trials in MLflow, best val_knn_top1 first.
-        Confirmation trials (stage ``confirmation``) also carry test_probe_top1 and test_knn_top1."""
+        Confirmation trials (stage ``confirmation``) carry their phase; those of the report phase
+        also carry test_probe_top1 and test_knn_top1 (the select phase never reads test)."""
 
         def build() -> Rendered:
             trials: list[TrialRun] = store.trials(backbone, limit=limit)
@@ -359,7 +360,7 @@ def create_app(
                 if backbone not in names:
                     raise _NotFound(f"no trials and no recipe for backbone {backbone!r}", names)
             return _render(200, [
-                Trial(run_id=t.run_id, run_name=t.run_name, status=t.status, stage=t.stage,
+                Trial(run_id=t.run_id, run_name=t.run_name, status=t.status, stage=t.stage, phase=t.phase,
                       val_knn_top1=t.val_knn_top1, test_probe_top1=t.test_probe_top1,
                       test_knn_top1=t.test_knn_top1, params=_key_params(t.params), search_id=t.search_id,
                       experiment_id=t.experiment_id, start_time=t.start_time,

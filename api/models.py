@@ -149,9 +149,11 @@ class Trial(BaseModel):
     run_name: str | None = None
     status: str = Field(..., description="MLflow run status (RUNNING, FINISHED, FAILED, KILLED).")
     stage: str = Field(..., description="search | confirmation")
+    phase: str | None = Field(None, description="A confirmation trial's phase: select (val only, the choice) | "
+                                                "report (fresh seeds, reads test); null for search trials.")
     val_knn_top1: float | None = Field(None, description="kNN top-1 on the validation split (last epoch).")
-    test_probe_top1: float | None = Field(None, description="Confirmation trials only.")
-    test_knn_top1: float | None = Field(None, description="Confirmation trials only.")
+    test_probe_top1: float | None = Field(None, description="Report-phase confirmation trials only.")
+    test_knn_top1: float | None = Field(None, description="Report-phase confirmation trials only.")
     params: dict[str, str] = Field(..., description="The trial's key recipe parameters.")
     search_id: str | None = None
     experiment_id: str

@@ -32,6 +32,7 @@ TAG_SUPERSEDED_BY = "rs.superseded_by"
 TAG_SUPERSEDED_AT = "rs.superseded_at"
 TAG_KIND = "rs.kind"
 TAG_STAGE = "rs.stage"
+TAG_PHASE = "rs.phase"  # a confirmation run's phase: select (val only) | report (reads test)
 
 SCHEMA = "2"
 PRIMARY_METRIC = "test_probe_top1"  # the confirmed mean over seeds
@@ -90,6 +91,7 @@ class TrialRun:
     experiment_id: str
     status: str  # MLflow run status: RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
     stage: str  # "search" | "confirmation" (tag rs.stage; search when absent)
+    phase: str | None  # a confirmation run's phase: "select" (val only) | "report" (reads test); None for search
     val_knn_top1: float | None
     test_probe_top1: float | None
     test_knn_top1: float | None
@@ -150,6 +152,13 @@ def fmt_interval(iv: Interval) -> str:
 
 
 
+def _phase(tags: dict[str, str]) -> str | None:
+    """A confirmation run's phase; runs logged before phases existed all read test: report."""
+    if (tags.get(TAG_STAGE) or "search") != "confirmation":
+        return None
+    return tags.get(TAG_PHASE) or "report"
+
+
 def to_trial(run: Run) -> TrialRun:
     metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(v)}
     start = run.info.start_time
@@ -159,6 +168,7 @@ def to_trial(run: Run) -> TrialRun:
         experiment_id=run.info.experiment_id,
         status=run.info.status,
         stage=run.data.tags.get(TAG_STAGE) or "search",
+        phase=_phase(run.data.tags),
         val_knn_top1=metrics.get("val_knn_top1"),
         test_probe_top1=metrics.get("test_probe_top1"),
         test_knn_top1=metrics.get("test_knn_top1"),

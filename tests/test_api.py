@@ -1106,7 +1106,10 @@ def test_uvicorn_keeps_answering_while_a_real_search_writes_the_same_store(tmp_p
             confirmation = [t for t in trials if t["stage"] == "confirmation"]
             assert len(search_trials) == 3 and confirmation, trials
             assert all(t["test_probe_top1"] is None for t in search_trials)  # the search never reads test
-            assert all(t["test_probe_top1"] is not None for t in confirmation if t["status"] == "FINISHED")
+            finished = [t for t in confirmation if t["status"] == "FINISHED"]
+            assert {t["phase"] for t in finished} == {"select", "report"}, finished
+            # the select phase chooses on val only; the report phase alone reads test
+            assert all((t["test_probe_top1"] is not None) == (t["phase"] == "report") for t in finished), finished
         # while the search wrote: never a 5xx; 404 only for the leaderboard before its first trial run
         assert statuses.get(200, 0) > 10 and all(code in (200, 404) for code in statuses), statuses
     finally:

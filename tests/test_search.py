@@ -431,6 +431,21 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
     # both baselines lie outside this backbone's space (its heads are narrower): the sampler only
     # hears of the sampled trial
     assert len([t for t in study.trials if t.state.is_finished()]) == 1
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=tracking)
+    exp = c.get_experiment_by_name("recipe-search")
+
+    def confirmation_jobs() -> list[tuple[str, str, str]]:
+        runs = c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{first.search_id}' and "
+                                                  "tags.`rs.kind` = 'trial' and tags.`rs.stage` = 'confirmation'")
+        return sorted((r.data.tags["rs.phase"], r.data.tags["rs.job"], r.data.tags["rs.seed"]) for r in runs)
+
+    before = confirmation_jobs()
+    # the select phase ran both baselines on the budget's select seeds; the report phase ran fresh seeds
+    assert {(j, s) for p, j, s in before if p == "select"} == {(b, s) for b in ("mocov2", "sinfonce-light")
+                                                                for s in ("2", "3")}, before
+    assert {p for p, _, _ in before} == {"select", "report"} and len(set(before)) == len(before), before
 
     monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver2"))
     notes = []
@@ -443,18 +458,13 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
     study = optuna.load_study(study_name=f"recipe-search:{first.search_id}", storage=study_url)
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 2, [(t.number, t.state) for t in study.trials]
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=tracking)
-    exp = c.get_experiment_by_name("recipe-search")
     runs = c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{first.search_id}' and "
                                               "tags.`rs.kind` = 'trial'")
     search = [r for r in runs if r.data.tags["rs.stage"] == "search"]
     assert len(search) == 4 and len({r.data.tags["rs.trial_id"] for r in search}) == 4
     assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
-    # the baselines' confirmation runs (same jobs, same seeds) were adopted, not run twice
-    jobs = [(r.data.tags["rs.job"], r.data.tags["rs.seed"]) for r in runs if r.data.tags["rs.stage"] != "search"]
-    assert sorted(jobs) == sorted({(b, s) for b in ("mocov2", "sinfonce-light") for s in ("2", "3")}), jobs
+    # the baselines' confirmation runs (same jobs, phases and seeds) were adopted, not run twice
+    assert confirmation_jobs() == before
     assert not (tmp_path / "driver2" / "mlflow.db").exists()  # the second driver wrote to the shared store
 
 
