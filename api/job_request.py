@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-DATASET_KINDS = ("cifar10", "cifar100", "stl10", "imagefolder")  # trainer.data sources that take a root
+
+
+def dataset_kinds() -> tuple[str, ...]:
+    """The trainer's datasets that read a root (``trainer.data.DATASETS`` less ``synthetic``)."""
+    from trainer.data.spec import DATASETS
+
+    return tuple(d for d in DATASETS if d != "synthetic")
 
 
 class JobError(Exception):
@@ -48,8 +54,9 @@ def parse_data_root(text: str) -> DataRoot:
     if not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(f"--data-root {text!r}: NAME may hold letters, digits, '-', '_' and '.' only")
     kind, colon, path = rest.partition(":")
-    if not colon or kind not in DATASET_KINDS:
-        kind, path = (name if name in DATASET_KINDS else "imagefolder"), rest
+    kinds = dataset_kinds()
+    if not colon or kind not in kinds:
+        kind, path = (name if name in kinds else "imagefolder"), rest
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise ValueError(f"--data-root {text!r}: {p} does not exist")
@@ -108,17 +115,17 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
     spaces = space_names()
     datasets = tuple(sorted(cfg.data_roots))
     models = list(timm_names())
-    model_set = frozenset(models)
 
     def check_backbones(cls, value: list[str]) -> list[str]:
-        import difflib
+        from trainer.errors import RecipeError
+        from trainer.recipe import check_backbone
 
         seen: set[str] = set()
         for name in value:
-            if name not in model_set:
-                close = difflib.get_close_matches(name, models, n=5, cutoff=0.6)
-                hint = f"; close matches: {', '.join(close)}" if close else ""
-                raise ValueError(f"{name!r} is not a timm model (timm.list_models()){hint}")
+            try:
+                check_backbone(name)  # the one check the CLI and the trainer run (close matches listed)
+            except RecipeError as e:
+                raise ValueError(str(e)) from None
             if name in seen:
                 raise ValueError(f"{name!r} is given twice")
             seen.add(name)
@@ -130,7 +137,7 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
             description="timm model names (timm.list_models()); one search each, one after the other.",
             json_schema_extra={"items": {"type": "string", "enum": models}, "uniqueItems": True},
             examples=[["mobilenetv3_small_050"]])),
-        "budget": (Literal[budgets], Field(..., description="A budget of recipe_search/budget.py.")),
+        "budget": (Literal[budgets], Field(..., description=f"The search's budget: {setting_help('budget')}.")),
         "dataset": (Literal[datasets], Field(
             ..., description="The name of a data root this server's operator configured "
                              "(`recipe-search serve --data-root NAME=PATH`); never a path.")),
@@ -139,9 +146,9 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
                               "own file, else default).")),
         "trials": (int | None, Field(
             None, ge=2, le=cfg.max_trials,
-            description=f"Trials per search, the two baselines included (default: the budget's, at most "
+            description=f"Trials per search: {setting_help('num_samples')} (default: the budget's, at most "
                         f"{cfg.max_trials}: this server's limit).")),
-        "seed": (int, Field(0, ge=0, le=2**31 - 1, description="Seed of the sampler and of every trial.")),
+        "seed": (int, Field(0, ge=0, le=2**31 - 1, description=setting_help("seed").capitalize() + ".")),
     }
     if not spaces:
         fields.pop("space")
@@ -155,6 +162,13 @@ def request_model(cfg: JobsConfig) -> type[BaseModel]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def setting_help(name: str) -> str:
+    """The help of a `recipe-search run` setting (recipe_search/settings.py), for the schema."""
+    from recipe_search.settings import options
+
+    return next(opt.help for f, opt in options() if f.name == name)
 
 
 def json_integer(cls, value: Any) -> Any:

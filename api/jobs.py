@@ -25,6 +25,7 @@ from the command line (``recipe-search run --resume --search-id``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from recipe_search import config
+from recipe_search.settings import SearchSettings
 
 from .job_log import server_redactor
 from .job_process import alive, interrupt, last_error, now, read_search_meta, run_prefix, search_progress
@@ -261,24 +263,21 @@ class JobManager:
         req = job["request"]
         prefix = list(self.cfg.command or run_prefix())
         sid = search["search_id"]
-        cmd = [*prefix, "--backbone", search["backbone"], "--search-id", sid, "--tracking-uri", self.tracking_uri]
-        if self.cfg.num_cpus:
-            cmd += ["--num-cpus", str(self.cfg.num_cpus)]
-        meta = read_search_meta(sid)
-        if meta is not None:  # it has started before: continue it from its saved state
-            return [*cmd, "--resume"]
+        base = SearchSettings(backbone=search["backbone"], search_id=sid, tracking_uri=self.tracking_uri,
+                              num_cpus=self.cfg.num_cpus or None)
+        if read_search_meta(sid) is not None:  # it has started before: continue it from its saved state
+            return [*prefix, *base.to_argv(), "--resume"]
         root = self.cfg.data_roots.get(req["dataset"])
         if root is None:
             raise JobError(409, f"data root {req['dataset']!r} is no longer configured on this server")
-        cmd += ["--budget", req["budget"], "--dataset", root.kind, "--num-samples", str(job["trials"]),
-                "--seed", str(req["seed"])]
-        if root.path is not None:
-            cmd += ["--data", root.path]
+        space = None
         if req.get("space"):
             from recipe_search.space import spaces_dir
 
-            cmd += ["--space", str((spaces_dir() / f"{req['space']}.yaml").resolve())]
-        return cmd
+            space = str((spaces_dir() / f"{req['space']}.yaml").resolve())
+        settings = dataclasses.replace(base, budget=req["budget"], dataset=root.kind, data=root.path, space=space,
+                                       num_samples=job["trials"], seed=req["seed"])
+        return [*prefix, *settings.to_argv()]
 
     def _launch(self, job_id: str) -> None:
         t = threading.Thread(target=self._run, args=(job_id,), name=f"search-job-{job_id}", daemon=True)

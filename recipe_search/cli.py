@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -26,12 +25,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from . import config
-from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
+from .outcome_view import TABLE, print_outcome, runs_url
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Contrastive pretraining recipe search for lightweight timm backbones.")
@@ -40,7 +38,6 @@ _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
 console = Console(width=_WIDTH)
 err_console = Console(stderr=True, width=_WIDTH)
 
-TABLE = dict(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fits 80 columns
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -89,101 +86,38 @@ def _resume_command(backbones: list[str], experiment: str, storage_path: str | N
     return " ".join(shlex.quote(p) for p in parts)
 
 
-@app.command()
-@user_errors
-def run(
-    backbone: List[str] = typer.Option(..., "--backbone", "-b", help="timm backbone; repeat for several"),
-    space: Optional[str] = typer.Option(None, help="search-space YAML (default: search_spaces/<backbone>.yaml "
-                                                   "or default.yaml)"),
-    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | stl10 | imagefolder | synthetic"),
-    data: Optional[str] = typer.Option(None, help="data root: folder or .tar.gz (default $RECIPE_SEARCH_DATA)"),
-    download: bool = typer.Option(False, "--download", help="let torchvision download the dataset"),
-    budget: str = typer.Option("smoke", help="smoke (CPU plumbing check, minutes) | cpu (CPU search that learns, ~40 min) | proxy (GPU) | tiny (tests)"),
-    num_samples: Optional[int] = typer.Option(None, help="trials, baselines included"),
-    max_epochs: Optional[int] = typer.Option(None, help="epochs per trial (ASHA's max_t)"),
-    time_budget: Optional[float] = typer.Option(None, help="stop starting/running trials after this many seconds"),
-    gpus_per_trial: Optional[float] = typer.Option(None, help="fractional GPUs per trial, e.g. 0.25 (0: CPU)"),
-    cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial"),
-    max_concurrent: Optional[int] = typer.Option(None, help="trials running at once"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: SQLite in "
-                                                          "$RECIPE_SEARCH_HOME)"),
-    ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
-    experiment: str = typer.Option("recipe-search", help="MLflow experiment of the search runs"),
-    study_storage: Optional[str] = typer.Option(
-        None, "--study-storage", help="SQLAlchemy URL of an Optuna RDB storage for the study, e.g. "
-                                      "postgresql://user:pass@host/db (--resume --search-id ID then works "
-                                      "from another driver); default: kept in Tune's state"),
-    seed: int = typer.Option(0, help="seed of the TPE sampler and of every trial"),
-    resume: bool = typer.Option(False, "--resume", help="continue the interrupted search of each backbone"),
-    force: bool = typer.Option(False, "--force", help="promote the best trial even if not better"),
-    search_id: Optional[str] = typer.Option(None, help="name the search (or pick the one to --resume)"),
-    num_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: all)"),
-    checkpoint_every: Optional[int] = typer.Option(
-        None, "--checkpoint-every", help="epochs between the trial checkpoints written to Tune's storage; "
-                                         "0: none until the trial ends (a killed search re-runs its running "
-                                         "trials); default: the budget's (proxy 5, others 1)"),
-    storage_path: Optional[str] = typer.Option(
-        None, "--storage-path", help="Ray Tune's state and trial checkpoints (default $RECIPE_SEARCH_HOME/ray); "
-                                     "on a multi-node cluster a shared filesystem path, the same on every node"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="live trial table"),
-    train_per_class: Optional[int] = typer.Option(None, help="proxy train images per class (default: the "
-                                                             "budget's; lowered to what the data has)"),
-    val_per_class: Optional[int] = typer.Option(None, help="val images per class, held out of train (selection)"),
-    test_per_class: Optional[int] = typer.Option(None, help="test images per class (read only by confirmation)"),
-    confirm_k: Optional[int] = typer.Option(None, help="finalists confirmed beside the baselines "
-                                                       "(default: the budget's)"),
-    confirm_seeds: Optional[int] = typer.Option(None, help="select phase: fresh seeds per confirmed recipe, "
-                                                           ">= 2, val only (default: the budget's)"),
-    report_looks: Optional[str] = typer.Option(None, help="report phase: seed counts at which the verdict is "
-                                                          "tested, e.g. 3,5,8 (default: the budget's)"),
-    yes: bool = typer.Option(False, "--yes", help="run a GPU budget (proxy) on the CPU anyway"),
-    sampler: str = typer.Option(DEFAULT_SAMPLER, help=f"Optuna sampler: {sampler_help()}"),
-    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping",
-                                        help="ASHA stops poor trials early on the validation objective"),
-    reuse_confirmations: bool = typer.Option(
-        True, "--reuse-confirmations/--no-reuse-confirmations",
-        help="a confirmation run an earlier search of the experiment finished (same data, budget, recipe, "
-             "seed and version) is reported again, not re-trained"),
-) -> None:
+def run(backbone: List[str], resume: bool, progress: bool, storage_path: Optional[str], **options) -> None:
     """Search a pretraining recipe per backbone, confirm the finalists on fresh seeds, promote the winner."""
     from . import config
-    from .plan import SearchSettings, plan, prepare_data
+    from .plan import plan, prepare_data
     from .runtime import ray_session
     from .search import run_search
+    from .settings import from_cli
 
     if storage_path is not None:
         os.environ[config.STORAGE_ENV] = str(config.storage_path(storage_path))  # rejects URIs first
 
-    if search_id is not None and len(backbone) > 1:
+    if options["search_id"] is not None and len(backbone) > 1:
         fail("--search-id names one search: give a single --backbone with it")
-    all_settings = [SearchSettings(
-        backbone=b, space=space, dataset=dataset, data=data, budget=budget, num_samples=num_samples,
-        max_epochs=max_epochs, time_budget=time_budget, gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
-        ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
-        num_cpus=num_cpus, download=download, study_storage=study_storage,
-        checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
-        test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds,
-        report_looks=_looks(report_looks), yes=yes,
-        sampler=sampler, early_stopping=early_stopping, reuse_confirmations=reuse_confirmations)
-        for b in backbone]
+    all_settings = [from_cli(b, options) for b in backbone]
+    experiment = options["experiment"]
     if not resume:
         for s in all_settings:  # every user error before anything starts
             prepare_data(plan(s))
     remaining = list(backbone)
     failed = False
     try:
-        with ray_session(ray_address, num_cpus):
+        with ray_session(options["ray_address"], options["num_cpus"]):
             for s in all_settings:
                 console.rule(f"[bold]{s.backbone}[/]")
                 outcome = run_search(s, resume=resume, console=console, progress=progress,
                                      on_note=lambda m: console.print(f"[yellow]note:[/] {m}"))
                 if outcome.status == "interrupted":
-                    _print_outcome(outcome)
+                    print_outcome(outcome, console, err_console)
                     console.print(f"[yellow]interrupted.[/] resume with:\n  "
                                   f"[bold]{_resume_command(remaining, experiment, storage_path)}[/]", soft_wrap=True)
                     raise typer.Exit(EXIT_INTERRUPTED)
-                _print_outcome(outcome)
+                print_outcome(outcome, console, err_console)
                 failed |= outcome.promotion is None and outcome.verdict is not None and \
                     outcome.verdict.verdict != "below_floor"  # the store refused a promotion
                 remaining.remove(s.backbone)
@@ -195,137 +129,39 @@ def run(
         raise typer.Exit(EXIT_USER_ERROR)
 
 
-def _looks(text: str | None) -> list[int] | None:
-    """``--report-looks 3,5,8`` as a list (plan() checks it; a non-integer fails here, by name)."""
-    if text is None:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--report-looks must be comma-separated seed counts such as 3,5,8, got {text!r}")
+def _run_command() -> None:
+    """Register ``run``: its own options (backbones, resume, progress, storage path), then one
+    option per setting of :mod:`recipe_search.settings` (declared there, once)."""
+    import inspect
+
+    from .settings import cli_parameters
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    own = [
+        inspect.Parameter("backbone", kw, annotation=List[str], default=typer.Option(
+            ..., "--backbone", "-b", help="timm backbone; repeat for several")),
+        inspect.Parameter("resume", kw, annotation=bool, default=typer.Option(
+            False, "--resume", help="continue the interrupted search of each backbone")),
+        inspect.Parameter("progress", kw, annotation=bool, default=typer.Option(
+            True, "--progress/--no-progress", help="live trial table")),
+        inspect.Parameter("storage_path", kw, annotation=Optional[str], default=typer.Option(
+            None, "--storage-path", help="Ray Tune's state and trial checkpoints (default "
+                                         "$RECIPE_SEARCH_HOME/ray); on a multi-node cluster a shared "
+                                         "filesystem path, the same on every node")),
+    ]
+    params = own + cli_parameters()
+
+    def command(**kwargs) -> None:
+        own_names = {p.name for p in own}
+        run(**{k: kwargs[k] for k in own_names}, **{k: v for k, v in kwargs.items() if k not in own_names})
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = run.__doc__
+    app.command("run")(user_errors(command))
 
 
-def _fmt(v, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def _print_outcome(o) -> None:
-    counts: dict[str, int] = {}
-    for t in o.trials:
-        key = f"{t.status}{' (confirmation)' if t.stage == 'confirmation' else ''}"
-        counts[key] = counts.get(key, 0) + 1
-    resumed_time = o.total_wall_s > o.wall_s + 0.5
-    earlier = f"{o.total_wall_s:.0f}s with the earlier sessions; this session: " if resumed_time else ""
-    console.print(f"search [bold]{o.search_id}[/] {o.status}{' (resumed)' if o.resumed else ''}"
-                  f"{f' in the {o.stage} stage' if o.status == 'interrupted' else ''}: "
-                  + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                  + f"  in {o.wall_s:.0f}s ({earlier}search {o.search_s:.0f}s, confirmation {o.confirm_s:.0f}s; "
-                    f"trials trained {o.trials_train_s:.0f}s)", highlight=False)
-    floor_val = (o.floor.get("val") or {}).get("val_knn_top1")
-    table = Table(title="search stage (selection on validation: val kNN top-1; no test split read)",
-                  title_justify="left", **TABLE)
-    for col in ("trial", "kind", "status", "val kNN", "val probe", "note"):
-        table.add_column(col, no_wrap=col != "note")
-    ranked = sorted((t for t in o.trials if t.stage != "confirmation"),
-                    key=lambda t: (t.objective is not None, t.objective or 0), reverse=True)
-    for t in ranked:
-        style = "bold" if o.best is not None and t.run_id == o.best.run_id else None
-        table.add_row(t.trial_id, t.label, t.status, _fmt(t.objective, 3), _fmt(t.metrics.get("val_probe_top1"), 3),
-                      (t.error or "")[:80], style=style)
-    if floor_val is not None:
-        table.add_row("floor", "untrained", "-", _fmt(floor_val, 3),
-                      _fmt(o.floor["val"].get("val_probe_top1"), 3), "random-init encoder, same evaluation",
-                      style="dim")
-    console.print(table)
-    if o.selection is not None:
-        _print_confirmation(o)
-    if o.promotion is not None:
-        mark = "[green]promoted[/]" if o.promotion.promoted else "[yellow]not promoted[/]"
-        console.print(f"{mark}: {o.promotion.reason}", highlight=False)
-        current = o.promotion.current
-        if current is None:
-            console.print(f"nothing is served for {o.backbone}: GET /recipes/{o.backbone} answers 404 with "
-                          "this verdict", highlight=False)
-        else:
-            console.print(f"current recipe for {current.backbone} ({current.dataset}, {current.budget}, "
-                          f"fingerprint {getattr(current, 'fingerprint', '?')}):", highlight=False)
-            console.print_json(data=current.recipe)
-    elif o.promotion_error and o.status != "interrupted":
-        err_console.print(f"[bold yellow]{o.promotion_error}[/]", highlight=False)
-    console.print(f"MLflow: parent run {o.parent_run_id} in {o.tracking_uri}", highlight=False)
-    if o.tracking_uri.startswith(("http://", "https://")):
-        console.print(f"  {runs_url(o.tracking_uri, o.tracking_uri, run_id=o.parent_run_id)}", highlight=False)
-    else:
-        console.print("  browse it with: recipe-search ui", highlight=False)
-
-
-def _print_confirmation(o) -> None:
-    """The select phase (val, exploratory), the report phase (test, the declared comparisons) and
-    the verdict line."""
-    sel, v = o.selection, o.verdict
-    table = Table(title=f"confirmation, select phase (seeds {', '.join(map(str, sel.seeds))}; val kNN top-1 "
-                        "mean ± std; chooses the winner, exploratory: no test split read)",
-                  title_justify="left", **TABLE)
-    for col in ("recipe", "role", "val kNN", "chosen"):
-        table.add_column(col, overflow="fold")
-    roles = {r.name: r.role for r in o.confirmation}
-    for name in sel.ranking + sel.incomplete:
-        val = sel.val.get(name)
-        mark = "winner" if name == sel.winner else "reference baseline" if name == sel.reference else ""
-        table.add_row(name, roles.get(name, "?"), val.fmt() if val else "incomplete (a seed failed)", mark,
-                      style="bold" if name == sel.winner else None)
-    console.print(table)
-    if v is None:
-        return
-    rep = Table(title=f"confirmation, report phase ({len(v.seeds)} fresh seeds, looks at "
-                      f"{', '.join(map(str, v.looks))}; test probe top-1 mean ± std)", title_justify="left", **TABLE)
-    for col in ("recipe", "test probe", "test kNN", "val kNN"):
-        rep.add_column(col, overflow="fold")
-    for r in o.report:
-        cells = [r.summary(m, v.seeds) for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1")]
-        rep.add_row(r.name, *[c.fmt() if c is not None else "-" for c in cells],
-                    style="bold green" if r.name == v.served else None)
-    rep.add_row("floor", v.floor.fmt(), "-", "-", style="dim")
-    console.print(rep)
-    comp = Table(title=f"declared comparisons on test probe (Holm across them, valid under the looks; "
-                       f"one-sided alpha {v.alpha} each side of a 95% interval)", title_justify="left", **TABLE)
-    for col in ("comparison", "lift [95% interval]", "state", "detectable lift", "seed SE", "image SE"):
-        comp.add_column(col, overflow="fold")
-    for name, d in v.comparisons.items():
-        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", f"{d.seed_se:.3f}", f"{d.image_se:.3f}")
-    console.print(comp)
-    style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
-             "below_floor": "bold red"}[v.verdict]
-    console.print(f"[{style}]{v.line}[/]", highlight=False, soft_wrap=True)
-
-
-def runs_url(base: str, tracking_uri: str, experiment: str = "recipe-search", run_id: str | None = None) -> str:
-    """The MLflow UI page of an experiment's runs (MLflow 3 opens an experiment on its GenAI
-    overview; the runs table is ``#/experiments/<id>/runs``), or of one run. ``base`` alone when
-    the experiment cannot be looked up."""
-    base = base.rstrip("/")
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)  # a server that is down must not hold the command for minutes
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        if run_id is not None:
-            exp_id = client.get_run(run_id).info.experiment_id
-            return f"{base}/#/experiments/{exp_id}/runs/{run_id}"
-        exp = client.get_experiment_by_name(experiment)
-    except Exception:  # noqa: BLE001 - a link is a convenience; the store may not exist yet
-        return base
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return f"{base}/#/experiments/{exp.experiment_id}/runs" if exp is not None else base
+_run_command()
 
 
 # --------------------------------------------------------------------------- store views

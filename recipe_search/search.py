@@ -200,13 +200,11 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
         tracker = Tracker(p.tracking_uri, s.experiment)
         base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget,
                      TAG_FINGERPRINT: fp["digest"], TAG_VERSION: __version__}
-        parent_params = {"backbone": s.backbone, "dataset": s.dataset, "data": s.data, "budget": s.budget,
-                         "num_samples": p.num_samples, "max_epochs": p.max_epochs, "seed": s.seed,
-                         "space": ",".join(p.space.sources), "time_budget": s.time_budget,
-                         "image_size": p.budget.image_size, "confirm_k": p.confirm_k,
-                         "confirm_seeds": ",".join(map(str, seeds)), "fingerprint": fp["digest"],
-                         "sampler": s.sampler, "early_stopping": s.early_stopping,
-                         "reuse_confirmations": s.reuse_confirmations,
+        resolved = {"num_samples": p.num_samples, "max_epochs": p.max_epochs, "confirm_k": p.confirm_k,
+                     "confirm_seeds": ",".join(map(str, seeds)), "report_looks": ",".join(map(str, p.report_looks)),
+                     "space": ",".join(p.space.sources), "image_size": p.budget.image_size,
+                     "fingerprint": fp["digest"]}
+        parent_params = {**{k: v for k, v in s.public_dict().items() if v is not None}, **resolved,
                          **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
                             if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
                          **{f"data.{k}": v for k, v in fp["sizes"].items()}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.cache import TTLCache
+from recipe_search.settings import SearchSettings
 from recipe_search.stats import paired_interval, summary
 from recipe_search.store import RecipeStore
 
@@ -26,6 +28,18 @@ FP = "0123456789abcdef"
 FP2 = "fedcba9876543210"
 FP3 = "00000000000000aa"
 
+
+
+def run_settings(argv: list[str]):
+    """(settings, --resume) of a `recipe-search run` command line, parsed by the real command."""
+    import typer
+
+    from recipe_search.cli import app as cli_app
+    from recipe_search.settings import from_cli
+
+    ctx = typer.main.get_command(cli_app).commands["run"].make_context("run", list(argv))
+    (backbone,) = ctx.params["backbone"]
+    return from_cli(backbone, ctx.params), ctx.params["resume"]
 
 def recipe(backbone: str = "resnet18", **kw) -> dict:
     return {"backbone": backbone, **kw}
@@ -642,10 +656,11 @@ def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypat
         time.sleep(0.05)
     first = calls(jobs_home)[0]
     spaces = ROOT / "search_spaces"
-    assert first["args"] == ["--backbone", "resnet18", "--search-id", sids[0], "--tracking-uri", populated["uri"],
-                             "--num-cpus", "2", "--budget", "tiny", "--dataset", "cifar10", "--num-samples", "4",
-                             "--seed", "7", "--data", str(jobs_home.parent), "--space",
-                             str((spaces / "default.yaml").resolve())]
+    # the command line is derived from the run's settings (recipe_search/settings.py): parsed by the real command
+    started = SearchSettings(backbone="resnet18", search_id=sids[0], tracking_uri=populated["uri"], num_cpus=2)
+    assert run_settings(first["args"]) == (dataclasses.replace(
+        started, budget="tiny", dataset="cifar10", num_samples=4, seed=7, data=str(jobs_home.parent),
+        space=str((spaces / "default.yaml").resolve())), False)
     assert first["pgid"] == first["pid"]  # its own process group: SIGINT reaches all of it
 
     # a second job: 429 with Retry-After while the first runs
@@ -674,10 +689,10 @@ def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypat
     assert job["state"] == "finished" and not job["resumable"], job
     args = [x["args"] for x in calls(jobs_home)]
     assert len(args) == 3
-    assert args[1] == ["--backbone", "resnet18", "--search-id", sids[0], "--tracking-uri", populated["uri"],
-                       "--num-cpus", "2", "--resume"]
-    assert args[2][:4] == ["--backbone", "mobilenetv3_small_050", "--search-id", sids[1]]
-    assert "--resume" not in args[2] and args[2][args[2].index("--num-samples") + 1] == "4"
+    assert run_settings(args[1]) == (started, True)  # resumed: its saved settings apply
+    second_search, resumed = run_settings(args[2])
+    assert second_search.backbone == "mobilenetv3_small_050" and second_search.search_id == sids[1]
+    assert not resumed and second_search.num_samples == 4
     assert [s["state"] for s in job["searches"]] == ["finished", "finished"] and job["runs"] == 3
     r = c.post(f"/searches/{job['id']}/resume", headers=AUTH)
     assert r.status_code == 409 and "finished" in r.json()["detail"]

@@ -118,6 +118,11 @@ def test_parent_and_child_runs_in_mlflow(e2e):
                 "floor_val_knn_top1", "floor_test_probe_top1", "trials_train_s"):
         assert key in parent.data.metrics, key
     assert parent.data.params["budget"] == "tiny" and parent.data.params["confirm_seeds"] == "1,2"
+    # every setting given (recipe_search/settings.py) is a param, with the plan's resolved values
+    given = {"backbone", "dataset", "budget", "seed", "experiment", "sampler", "early_stopping",
+             "reuse_confirmations", "report_looks", "num_samples", "force", "yes", "download", *data_args()}
+    assert given <= set(parent.data.params), given - set(parent.data.params)
+    assert parent.data.params["report_looks"] == "2,3" and parent.data.params["sampler"] == "tpe"
     assert {"space.yaml", "verdict.json"} <= {a.path for a in c.list_artifacts(o.parent_run_id)}
     digest = o.fingerprint["data_digest"][:32]
     assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [digest]
