@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .plan import SearchSettings
+    from .settings import SearchSettings
 
 DATA_ENV = "RECIPE_SEARCH_DATA"
 # path variables the driver and its local workers read (a URI value is left alone)

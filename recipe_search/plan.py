@@ -17,7 +17,7 @@ from .baselines import BASELINES
 from .budget import Budget, get_budget
 from .errors import SearchError, SpaceError
 from .paths import absolute_uri, resolve_settings
-from .runtime import check_study_storage_url
+from .study_storage import check_study_storage_url
 from .samplers import get_sampler
 from .sequential import check_looks
 from .settings import DEFAULT_EXPERIMENT, SearchSettings

@@ -119,7 +119,7 @@ def _quiet_artifacts() -> None:
 def find_search(tracking_uri: str, target: str, experiment: str = "recipe-search"):
     """The parent run of search ``target``, or of the newest search of backbone ``target``
     (the newest finished one when there is one)."""
-    from .runtime import redact_url
+    from .study_storage import redact_url
 
     if not _SAFE.match(target or ""):
         raise ReportError(f"{target!r} is neither a search id nor a backbone name")

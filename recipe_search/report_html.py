@@ -219,7 +219,7 @@ def _recipe(rec) -> str:
 def commands(rec) -> list[tuple[str, str]]:
     """``(what, command)`` pairs: the search again, the recipe at full length, this report."""
     from .plan import SearchSettings
-    from .runtime import redact_url
+    from .study_storage import redact_url
 
     s = dict(rec.settings) or {"backbone": rec.backbone}
     defaults = {f.name: f.default for f in dataclasses.fields(SearchSettings) if f.name != "backbone"}
@@ -267,7 +267,7 @@ def _reproduce(rec) -> str:
 
 
 def page(rec, images: dict[str, bytes], info: dict) -> str:
-    from .runtime import redact_url
+    from .study_storage import redact_url
 
     v = rec.verdict or {}
     line = rec.tags.get("rs.verdict_line") or v.get("line") or "no verdict (no confirmed recipe completed every seed)"

@@ -1,5 +1,5 @@
-"""What a search runs on: the environment and session of Ray, the trials' resources, quiet
-libraries, and the optional Optuna RDB storage of the study (``--study-storage``).
+"""What a search runs on: the environment and session of Ray, the trials' resources and quiet
+libraries (the optional Optuna RDB storage of the study is :mod:`recipe_search.study_storage`).
 
 * :func:`prepare_environment` sets the variables Ray and its workers need before Ray
   starts (workers inherit the driver's environment, ``PYTHONPATH`` included, so they
@@ -7,8 +7,6 @@ libraries, and the optional Optuna RDB storage of the study (``--study-storage``
 * :func:`ray_session` starts (or joins) Ray and shuts down only what it started.
 * :func:`trial_resources` sizes the trials to the cluster: CPUs and GPUs per trial, how
   many at once, the device.
-* The study storage helpers check and open a SQLAlchemy URL (its password masked in
-  every message) and find a study left by another driver.
 """
 
 from __future__ import annotations
@@ -112,67 +110,3 @@ def trial_resources(plan_: "Plan", ray) -> tuple[float, float, int, str, list[st
     if cpt > cpus:
         raise SearchError(f"--cpus-per-trial {cpt:g} exceeds the cluster's {cpus:g} CPU(s)")
     return cpt, gpt, conc, ("cuda" if gpt > 0 else "cpu"), notes
-
-
-# --------------------------------------------------------------------------- Optuna RDB storage
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password masked (``***``); unparseable URLs are returned unchanged."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
-        return url
-
-
-def check_study_storage_url(url: str) -> None:
-    """A well-formed SQLAlchemy URL whose driver is installed (SearchError otherwise)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        u = make_url(url)
-    except Exception as e:  # noqa: BLE001 - sqlalchemy.exc.ArgumentError
-        raise SearchError(f"--study-storage {url!r} is not a SQLAlchemy URL (e.g. "
-                          f"postgresql://user:pass@host:5432/db or sqlite:///optuna.db): {e}") from None
-    try:
-        u.get_dialect()
-    except Exception as e:  # noqa: BLE001 - NoSuchModuleError
-        raise SearchError(f"--study-storage {redact_url(url)}: unknown database dialect: {e}") from None
-
-
-def open_study_storage(url: str):
-    """optuna.storages.RDBStorage for ``url``; connection/driver failures raise SearchError."""
-    import optuna
-
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as e:  # noqa: BLE001 - ImportError (no driver), OperationalError, ...
-        raise SearchError(f"--study-storage {redact_url(url)} unavailable: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
-
-
-def study_name(search_id: str) -> str:
-    return f"recipe-search:{search_id}"
-
-
-def existing_study(storage, name: str):
-    """The study ``name`` in ``storage`` with its trials left RUNNING by a dead driver marked
-    FAIL (they are asked again), or None when there is no such study."""
-    import optuna
-    from optuna.trial import TrialState
-
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
-    study_id = storage.get_study_id_from_name(name)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if t.state == TrialState.RUNNING:
-            try:
-                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except Exception:  # noqa: BLE001 - already finished by someone else
-                pass
-    return study

@@ -51,8 +51,8 @@ from .report import log_report
 from .reuse import TAG_FINGERPRINT
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import TrialSummary, best_search_trial, promote_served, provenance, summarize
-from .runtime import (open_study_storage, prepare_environment, quiet_libraries, ray_session, redact_url,
-                      trial_resources)
+from .runtime import prepare_environment, quiet_libraries, ray_session, trial_resources
+from .study_storage import open_study_storage, redact_url
 from .samplers import label as sampler_label
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,

@@ -23,7 +23,7 @@ value (an epoch-2 kNN ranked against finished trials' final scores) and a diverg
 one FAIL (TPE never learns which learning rates blow up).
 
 **Names for Optuna's own tools** (``optuna-dashboard <storage url>``, ``optuna.load_study``):
-the study is ``runtime.study_name(search_id)`` with the objective named ``val_knn_top1``
+the study is ``study_storage.study_name(search_id)`` with the objective named ``val_knn_top1``
 and ``study_attrs`` as its user attributes (search id, backbone, MLflow parent run); every
 trial told carries the user attributes ``trial_id`` (Tune's), ``mlflow_run_id`` (its MLflow
 child run, from the search's ``TrialLogger`` registered in ``events``), ``stage``

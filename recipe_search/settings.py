@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import SearchError
-from .runtime import redact_url
+from .study_storage import redact_url
 from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
 
 DEFAULT_EXPERIMENT = "recipe-search"

@@ -28,7 +28,7 @@ from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
 from .reuse import TAG_FINGERPRINT, describe, reusable, sources
-from .runtime import existing_study, study_name
+from .study_storage import existing_study, study_name
 from .samplers import get_sampler
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
