@@ -149,10 +149,11 @@ def report(rows: list[dict], summary: dict) -> str:
              f"{'val kNN ours':>12} {'lightly':>8} {'floor':>6} {'test kNN ours':>13} {'lightly':>8} {'floor':>6}"]
     for r in rows:
         o, p, u = r["ours"], r["lightly"], r["untrained"]
+        nan = float("nan")
         lines.append(f"{r['seed']:>4} {o['images_per_sec']:>10.1f} {p['images_per_sec']:>13.1f} "
                      f"{r['throughput_ratio']:>6.3f} {o['train_s']:>8.1f} {o['val_knn_top1']:>12.3f} "
-                     f"{p['val_knn_top1']:>8.3f} {u['val_knn_top1']:>6.3f} {o.get('test_knn_top1', float('nan')):>13.3f} "
-                     f"{p.get('test_knn_top1', float('nan')):>8.3f} {u.get('test_knn_top1', float('nan')):>6.3f}")
+                     f"{p['val_knn_top1']:>8.3f} {u['val_knn_top1']:>6.3f} {o.get('test_knn_top1', nan):>13.3f} "
+                     f"{p.get('test_knn_top1', nan):>8.3f} {u.get('test_knn_top1', nan):>6.3f}")
     s = summary
     lines.append(f"throughput ours/lightly: per seed {s['throughput_ratio_per_seed']}, pooled "
                  f"{s['throughput_ratio_pooled']:.3f}, median epoch slice {s['throughput_ratio_median_slice']:.3f}")
