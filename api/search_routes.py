@@ -58,9 +58,11 @@ def _fail(e: JobError) -> HTTPException:
     return HTTPException(e.status, e.detail, headers=headers)
 
 
-def router(manager: JobManager, token: str, request_model: type, link: Callable[[str, str | None], RunLink],
-           token_env: str = "RECIPE_SEARCH_TOKEN") -> APIRouter:
-    """The job routes over ``manager``; every one needs ``Authorization: Bearer <token>``."""
+JobId = PathParam(..., pattern=r"^[0-9a-f]{12}$", description="The job id POST /searches returned.")
+
+
+def _token_check(token: str, token_env: str) -> Callable[..., None]:
+    """The dependency every job route has: ``Authorization: Bearer <token>``, compared in constant time."""
     bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                         description=f"The server's ${token_env}.")
     expected = token.encode()
@@ -71,9 +73,11 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
             raise HTTPException(401, f"missing or wrong bearer token: send 'Authorization: Bearer <the "
                                      f"server's ${token_env}>'", headers={"WWW-Authenticate": "Bearer"})
 
-    r = APIRouter(prefix="/searches", tags=["searches"], dependencies=[Depends(require_token)])
-    JobId = PathParam(..., pattern=r"^[0-9a-f]{12}$", description="The job id POST /searches returned.")
+    return require_token
 
+
+def _progress(manager: JobManager, link: Callable[[str, str | None], RunLink]) -> Callable[[dict], SearchProgress]:
+    """A search of a job with its progress read from its state file and MLflow (paths masked)."""
     redact = manager.redact
 
     def progress(search: dict) -> SearchProgress:
@@ -87,15 +91,32 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
             confirmation=p["confirmation"], best=p["best"], floor_val_knn_top1=p["floor_val_knn_top1"],
             verdict=p["verdict"], verdict_line=p["verdict_line"], note=redact(p["note"]), mlflow=mlflow)
 
-    async def call(fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await run_in_threadpool(fn, *args)
-        except JobError as e:
-            raise _fail(e) from None
+    return progress
 
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` off the event loop; a ``JobError`` becomes its HTTP answer."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except JobError as e:
+        raise _fail(e) from None
+
+
+def router(manager: JobManager, token: str, request_model: type, link: Callable[[str, str | None], RunLink],
+           token_env: str = "RECIPE_SEARCH_TOKEN") -> APIRouter:
+    """The job routes over ``manager``; every one needs ``Authorization: Bearer <token>``."""
+    r = APIRouter(prefix="/searches", tags=["searches"], dependencies=[Depends(_token_check(token, token_env))])
+    _start_route(r, manager, request_model)
+    _read_routes(r, manager, _progress(manager, link))
+    _log_route(r, manager)
+    _control_routes(r, manager)
+    return r
+
+
+def _start_route(r: APIRouter, manager: JobManager, request_model: type) -> None:
     async def start_search(body: request_model = Body(...)) -> JSONResponse:  # type: ignore[valid-type]
-        job = await call(manager.submit, body)
-        return JSONResponse(_job_model(job, redact).model_dump(mode="json"), status_code=202,
+        job = await _call(manager.submit, body)
+        return JSONResponse(_job_model(job, manager.redact).model_dump(mode="json"), status_code=202,
                             headers={"Location": f"/searches/{job['id']}"})
 
     start_search.__doc__ = (
@@ -104,6 +125,10 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
         "no caller text reaches the command line). At most `--max-jobs` run at once (then 429).")
     r.add_api_route("", start_search, methods=["POST"], status_code=202, response_model=SearchJob,
                     responses=_responses(400, 401, 429, 503), summary="Start a search job")
+
+
+def _read_routes(r: APIRouter, manager: JobManager, progress: Callable[[dict], SearchProgress]) -> None:
+    redact = manager.redact
 
     @r.get("", response_model=list[SearchJob], responses=_responses(401, 503), summary="List the search jobs")
     async def list_searches() -> list[SearchJob]:
@@ -120,6 +145,9 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
             raise _fail(e) from None
         return _job_model(job, redact, progress)
 
+
+def _log_route(r: APIRouter, manager: JobManager) -> None:
+    redact = manager.redact
     log_doc = {"description": "The log's text (server paths masked).",
                "content": {"text/plain": {"schema": {"type": "string"}}}}
     error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -136,7 +164,7 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
         """What the job's `recipe-search run` processes printed (plain text; every server path
         masked): all of it, or its last `tail` lines; with `follow=true` the response streams the
         lines written after it until the job ends."""
-        path = await call(manager.log_file, job_id)
+        path = await _call(manager.log_file, job_id)
         text, end = await run_in_threadpool(tail_log, path, tail, whole_lines=follow)
         if not follow:
             return PlainTextResponse(redact(text) or "")
@@ -149,13 +177,17 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
 
         return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
+
+def _control_routes(r: APIRouter, manager: JobManager) -> None:
+    redact = manager.redact
+
     @r.post("/{job_id}/cancel", response_model=SearchJob, status_code=202,
             responses=_responses(401, 404, 409, 503), summary="Cancel a search job")
     async def cancel_search(job_id: str = JobId) -> SearchJob:
         """Cancel a job the way Ctrl-C does (SIGINT to its search's process group): the search saves
         its state and stops (state `stopping`, then `cancelled`); `POST /searches/{id}/resume`
         continues it. Cancelling a cancelled job changes nothing."""
-        return _job_model(await call(manager.cancel, job_id), redact)
+        return _job_model(await _call(manager.cancel, job_id), redact)
 
     @r.delete("/{job_id}", response_model=SearchJob, status_code=202, responses=_responses(401, 404, 503),
               summary="Delete a search job")
@@ -164,16 +196,14 @@ def router(manager: JobManager, token: str, request_model: type, link: Callable[
         server's list: `GET /searches/{id}` answers 404 from then on. Its MLflow runs and its
         searches' saved state stay: `recipe-search run --resume --search-id ID` continues a search
         (the response's `message` names the IDs)."""
-        return _job_model(await call(manager.delete, job_id), redact)
+        return _job_model(await _call(manager.delete, job_id), redact)
 
     @r.post("/{job_id}/resume", response_model=SearchJob, status_code=202,
             responses=_responses(401, 404, 409, 429, 503), summary="Resume a search job")
     async def resume_search(job_id: str = JobId) -> SearchJob:
         """Resume a cancelled, interrupted or failed job: each unfinished search continues from its
         saved state (`recipe-search run --resume --search-id`); nothing finished is re-run."""
-        return _job_model(await call(manager.resume, job_id), redact)
-
-    return r
+        return _job_model(await _call(manager.resume, job_id), redact)
 
 
 def disabled_router(token_env: str = "RECIPE_SEARCH_TOKEN") -> APIRouter:

@@ -191,7 +191,7 @@ def run_loop(coro):
         return asyncio.run(coro)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=float, nargs="+", default=[200.0, 1000.0],
                    help="requests per second, one cell each (default 200 1000)")
@@ -206,44 +206,52 @@ def main(argv: list[str] | None = None) -> int:
                         "add asyncio-h11 for the pure-Python fallback)")
     p.add_argument("--connections", type=int, default=64, help="keep-alive connections of the load generator")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
-    a = p.parse_args(argv)
+    return p
 
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        if a.tracking_uri:
-            uri = a.tracking_uri
-            from recipe_search.store import RecipeStore
 
-            backbones = RecipeStore(uri, create=False).backbones()
-            if not backbones:
-                raise SystemExit(f"no recipes in {uri}")
-        else:
-            uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-            os.environ.setdefault("RECIPE_SEARCH_HOME", tmp)
-            t = time.perf_counter()
-            load_store(uri, BACKBONES)
-            backbones = BACKBONES
-            print(f"loaded {len(BACKBONES) * 2} recipes into {uri} in {time.perf_counter() - t:.1f} s")
-        load_before = os.getloadavg()[0]
-        results: dict[str, dict] = {}
-        configs = [(f"{'cached' if ttl else 'uncached'} {impl}", ttl, impl)
-                   for impl in a.impls for ttl in (a.ttl, 0.0)]
-        for label, ttl, impl in configs:
-            t = time.perf_counter()
-            proc, base = start(uri, ttl, Path(tmp) / f"server-{impl}-{ttl}.log", a.max_in_flight, impl)
-            print(f"{label}: server ready in {time.perf_counter() - t:.1f} s", flush=True)
-            try:
-                for rate in a.rates:
-                    count = a.count or int(rate * a.seconds)
-                    cell = f"{label} @ {rate:g}/s"
-                    results[cell] = run_loop(fire(base, backbones, rate, count, a.seconds, a.connections))
-                    r = results[cell]
-                    print(f"{cell}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['shed_503']} x 503, "
-                          f"{r['errors']} errors", flush=True)
-                    time.sleep(1.0)  # let the server drain before the next cell
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+def _store(a: argparse.Namespace, tmp: str) -> tuple[str, list[str]]:
+    """The store to read (``--tracking-uri`` as is, else a fresh one in ``tmp``) and its backbones."""
+    if a.tracking_uri:
+        uri = a.tracking_uri
+        from recipe_search.store import RecipeStore
 
+        backbones = RecipeStore(uri, create=False).backbones()
+        if not backbones:
+            raise SystemExit(f"no recipes in {uri}")
+        return uri, backbones
+    uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+    os.environ.setdefault("RECIPE_SEARCH_HOME", tmp)
+    t = time.perf_counter()
+    load_store(uri, BACKBONES)
+    print(f"loaded {len(BACKBONES) * 2} recipes into {uri} in {time.perf_counter() - t:.1f} s")
+    return uri, BACKBONES
+
+
+def _cells(a: argparse.Namespace, uri: str, backbones: list[str], tmp: str) -> dict[str, dict]:
+    """Every cell: one server per (impl, cached/uncached), fired at each rate in turn."""
+    results: dict[str, dict] = {}
+    configs = [(f"{'cached' if ttl else 'uncached'} {impl}", ttl, impl)
+               for impl in a.impls for ttl in (a.ttl, 0.0)]
+    for label, ttl, impl in configs:
+        t = time.perf_counter()
+        proc, base = start(uri, ttl, Path(tmp) / f"server-{impl}-{ttl}.log", a.max_in_flight, impl)
+        print(f"{label}: server ready in {time.perf_counter() - t:.1f} s", flush=True)
+        try:
+            for rate in a.rates:
+                count = a.count or int(rate * a.seconds)
+                cell = f"{label} @ {rate:g}/s"
+                results[cell] = run_loop(fire(base, backbones, rate, count, a.seconds, a.connections))
+                r = results[cell]
+                print(f"{cell}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['shed_503']} x 503, "
+                      f"{r['errors']} errors", flush=True)
+                time.sleep(1.0)  # let the server drain before the next cell
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return results
+
+
+def _print_table(a: argparse.Namespace, results: dict[str, dict], load_before: float) -> None:
     print(f"\nGET /recipes/{{backbone}}, open loop, latency from the due time; cached: --cache-ttl {a.ttl:g}, "
           f"uncached: --cache-ttl 0; server --max-in-flight {a.max_in_flight} ({os.cpu_count()} CPUs, "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
@@ -256,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['max_ms']:>10.2f}{r['ok']:>7}{r['shed_503']:>7}{r['errors']:>8}"
               f"{r['client_cpu_us']:>9.0f} us")
 
+
+def _print_ratios(a: argparse.Namespace, results: dict[str, dict]) -> None:
+    """Per rate: uncached over cached, then each other impl over the first."""
     def ratio(num: str, den: str, rate: float) -> None:
         x, y = results.get(f"{num} @ {rate:g}/s"), results.get(f"{den} @ {rate:g}/s")
         if x and y and y["p50_ms"] > 0 and y["p99_ms"] > 0:
@@ -268,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         for impl in a.impls[1:]:
             for kind in ("cached", "uncached"):
                 ratio(f"{kind} {impl}", f"{kind} {a.impls[0]}", rate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        uri, backbones = _store(a, tmp)
+        load_before = os.getloadavg()[0]
+        results = _cells(a, uri, backbones, tmp)
+    _print_table(a, results, load_before)
+    _print_ratios(a, results)
     if a.json:
         print(json.dumps(results, indent=2))
     # dropped requests (connection errors, timeouts) fail the bench; 503s are load shed on purpose

@@ -142,25 +142,15 @@ def check_timed_step(recipe, proxy, device, steps: int = 2) -> None:
 
 
 def profile(args) -> dict:
+    """One trial of ``args``' recipe, every second of it charged to a phase; the raw result."""
     import torch
 
+    # imported before the timers start (the phases below import them again, from sys.modules)
+    import trainer.backbone, trainer.checkpoint, trainer.evaluation, trainer.knn, trainer.model  # noqa: F401, E401
     from trainer import TrainingRun, load_proxy
-    from trainer.backbone import save_encoder
-    from trainer.checkpoint import save_checkpoint
-    from trainer.evaluation import evaluate
-    from trainer.knn import knn_top1
-    from trainer.model import evaluation_stats, extract_features
 
-    torch.set_num_threads(args.threads)
-    if args.nchw:
-        from trainer.device import CHANNELS_LAST
-
-        CHANNELS_LAST["cpu"] = False
-    recipe, budget = trial_recipe(args.backbone, args.budget, args.seed)
+    recipe, budget, spec = _setup(args)
     device = torch.device("cpu")
-    budget = budget.with_sizes(train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-                               test_per_class=args.test_per_class)
-    spec = budget.data_spec("cifar10" if args.data else "synthetic", args.data)
     with tempfile.TemporaryDirectory(prefix="profile-trial-") as tmp:
         cold_spec = dataclasses.replace(spec, cache_dir=str(Path(tmp) / "cache"))
         t0 = time.perf_counter()
@@ -177,70 +167,136 @@ def profile(args) -> dict:
         tm.lap("setup: model, optimizer, augmentation")
         ckpt = out / "checkpoint.pt"
         steps_total, epochs = 0, []
-        b = recipe.batch_size
         while run.epoch < recipe.epochs:
-            w0 = sum(tm.wall.values())
-            run.model.train()
-            run.features = {}
-            perm = torch.randperm(run.train_x.shape[0], generator=run.order_gen)
-            total = torch.zeros(())
-            tm.lap("step: batch indexing")  # the epoch's permutation
-            for i in range(run.steps_per_epoch):
-                x = run.train_x[perm[i * b:(i + 1) * b]]
-                tm.lap("step: batch indexing")
-                loss = timed_step(run, x, run.epoch * run.steps_per_epoch + i, tm)
-                total += loss
-                if not torch.isfinite(loss):
-                    raise SystemExit("profile_trial: non-finite loss")
-                steps_total += 1
-                tm.lap("step: loop bookkeeping (loss sum, finite check)")
-            train_s = sum(tm.wall.values()) - w0
-            run.train_time += train_s
-            # the kNN monitor (TrainingRun.knn), split: precise BN, features, kNN
-            run.features = {}
-            k0 = sum(tm.wall.values())
-            with evaluation_stats(run.model, run.train_x, device):
-                tm.lap("kNN monitor: precise BN")
-                bank = extract_features(run.model, run.train_x, device)
-                query = extract_features(run.model, proxy.val_x, device)
-                tm.lap("kNN monitor: features (train bank + val)")
-            tm.lap("kNN monitor: precise BN")  # putting the training statistics back
-            knn = knn_top1(query, proxy.val_y, bank, proxy.train_y, proxy.num_classes)
-            run.features = {"train": bank, "val": query}
-            tm.lap("kNN monitor: kNN")
-            run.epoch += 1
-            run.history.append({"epoch": run.epoch, "loss": (total / run.steps_per_epoch).item(),
-                                "val_knn_top1": knn, "epoch_time_s": train_s})
-            save_checkpoint(ckpt, run.state())
-            (out / "history.json").write_text(json.dumps(run.history, indent=2))
-            tm.lap("checkpoint (every epoch)")
-            knn_s = sum(tm.wall.values()) - k0
-            epochs.append({"epoch": run.epoch, "train_s": round(train_s, 3), "loss": run.history[-1]["loss"],
-                           "val_knn_top1": knn})
-            print(f"epoch {run.epoch}/{recipe.epochs}: train {train_s:.1f} s, kNN monitor + checkpoint "
-                  f"{knn_s:.1f} s, loss {run.history[-1]['loss']:.3f}, val kNN {knn:.3f}", flush=True)
-        # the final evaluation (_final_metrics -> evaluate): precise BN, test features, probe, kNN
-        final = evaluate(run.model, proxy, device, run.features, evaluate_test=True)
-        tm.lap("final evaluation (precise BN, test features, linear probe, kNN)")
-        save_encoder(str(out / "encoder.pt"), run.model.encoder_q.backbone, recipe.to_dict(),
-                     run.model.encoder_q.head[0].in_features)
-        (out / "metrics.json").write_text(json.dumps(final))
-        tm.lap("checkpoint: encoder.pt + metrics.json (end)")
-        # the final evaluation's split, measured again on the same weights (the same work)
-        split = Timer()
-        with evaluation_stats(run.model, run.train_x, device):
-            split.lap("precise BN")
-            test_feats = extract_features(run.model, proxy.test_x, device)
-            split.lap("test features")
-        split.lap("precise BN")
-        from trainer.probe import linear_probe
-
-        linear_probe((run.features["train"], proxy.train_y), (run.features["val"], proxy.val_y),
-                     (test_feats, proxy.test_y), proxy.num_classes)
-        split.lap("linear probe (3 L2 fits)")
+            epoch, steps = _epoch(run, proxy, device, tm, out)
+            steps_total += steps
+            epochs.append(epoch)
+        final = _final_evaluation(run, proxy, device, tm, out)
+        split = _final_evaluation_split(run, proxy, device)
         ckpt_mb = ckpt.stat().st_size / 2**20
+    measured = {"data_cold": data_cold, "steps": steps_total, "checkpoint_mb": ckpt_mb, "epochs": epochs,
+                "final": final}
+    return _result(args, recipe, budget, proxy, tm, split, measured)
+
+
+def _setup(args):
+    """Torch's threads and layout as a trial has them; the trial's recipe, budget and data spec."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.nchw:
+        from trainer.device import CHANNELS_LAST
+
+        CHANNELS_LAST["cpu"] = False
+    recipe, budget = trial_recipe(args.backbone, args.budget, args.seed)
+    budget = budget.with_sizes(train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+                               test_per_class=args.test_per_class)
+    spec = budget.data_spec("cifar10" if args.data else "synthetic", args.data)
+    return recipe, budget, spec
+
+
+def _epoch(run, proxy, device, tm: Timer, out: Path) -> tuple[dict, int]:
+    """One epoch as :func:`trainer.loop.fit` runs it: the steps, the kNN monitor, the checkpoint.
+    Returns the epoch's record and its number of steps."""
+    from trainer.checkpoint import save_checkpoint
+
+    w0 = sum(tm.wall.values())
+    total, steps = _train_steps(run, tm)
+    train_s = sum(tm.wall.values()) - w0
+    run.train_time += train_s
+    k0 = sum(tm.wall.values())
+    knn = _knn_monitor(run, proxy, device, tm)
+    run.epoch += 1
+    run.history.append({"epoch": run.epoch, "loss": (total / run.steps_per_epoch).item(),
+                        "val_knn_top1": knn, "epoch_time_s": train_s})
+    save_checkpoint(out / "checkpoint.pt", run.state())
+    (out / "history.json").write_text(json.dumps(run.history, indent=2))
+    tm.lap("checkpoint (every epoch)")
+    knn_s = sum(tm.wall.values()) - k0
+    print(f"epoch {run.epoch}/{run.recipe.epochs}: train {train_s:.1f} s, kNN monitor + checkpoint "
+          f"{knn_s:.1f} s, loss {run.history[-1]['loss']:.3f}, val kNN {knn:.3f}", flush=True)
+    return {"epoch": run.epoch, "train_s": round(train_s, 3), "loss": run.history[-1]["loss"],
+            "val_knn_top1": knn}, steps
+
+
+def _train_steps(run, tm: Timer):
+    """The epoch's training steps (timed); returns the summed loss and the number of steps."""
+    import torch
+
+    b = run.recipe.batch_size
+    run.model.train()
+    run.features = {}
+    perm = torch.randperm(run.train_x.shape[0], generator=run.order_gen)
+    total = torch.zeros(())
+    tm.lap("step: batch indexing")  # the epoch's permutation
+    for i in range(run.steps_per_epoch):
+        x = run.train_x[perm[i * b:(i + 1) * b]]
+        tm.lap("step: batch indexing")
+        loss = timed_step(run, x, run.epoch * run.steps_per_epoch + i, tm)
+        total += loss
+        if not torch.isfinite(loss):
+            raise SystemExit("profile_trial: non-finite loss")
+        tm.lap("step: loop bookkeeping (loss sum, finite check)")
+    return total, run.steps_per_epoch
+
+
+def _knn_monitor(run, proxy, device, tm: Timer) -> float:
+    """The kNN monitor (TrainingRun.knn), split: precise BN, features, kNN."""
+    from trainer.knn import knn_top1
+    from trainer.model import evaluation_stats, extract_features
+
+    run.features = {}
+    with evaluation_stats(run.model, run.train_x, device):
+        tm.lap("kNN monitor: precise BN")
+        bank = extract_features(run.model, run.train_x, device)
+        query = extract_features(run.model, proxy.val_x, device)
+        tm.lap("kNN monitor: features (train bank + val)")
+    tm.lap("kNN monitor: precise BN")  # putting the training statistics back
+    knn = knn_top1(query, proxy.val_y, bank, proxy.train_y, proxy.num_classes)
+    run.features = {"train": bank, "val": query}
+    tm.lap("kNN monitor: kNN")
+    return knn
+
+
+def _final_evaluation(run, proxy, device, tm: Timer, out: Path) -> dict:
+    """The final evaluation (_final_metrics -> evaluate): precise BN, test features, probe, kNN;
+    then encoder.pt and metrics.json."""
+    from trainer.backbone import save_encoder
+    from trainer.evaluation import evaluate
+
+    final = evaluate(run.model, proxy, device, run.features, evaluate_test=True)
+    tm.lap("final evaluation (precise BN, test features, linear probe, kNN)")
+    save_encoder(str(out / "encoder.pt"), run.model.encoder_q.backbone, run.recipe.to_dict(),
+                 run.model.encoder_q.head[0].in_features)
+    (out / "metrics.json").write_text(json.dumps(final))
+    tm.lap("checkpoint: encoder.pt + metrics.json (end)")
+    return final
+
+
+def _final_evaluation_split(run, proxy, device) -> Timer:
+    """The final evaluation's split, measured again on the same weights (the same work)."""
+    from trainer.model import evaluation_stats, extract_features
+    from trainer.probe import linear_probe
+
+    split = Timer()
+    with evaluation_stats(run.model, run.train_x, device):
+        split.lap("precise BN")
+        test_feats = extract_features(run.model, proxy.test_x, device)
+        split.lap("test features")
+    split.lap("precise BN")
+    linear_probe((run.features["train"], proxy.train_y), (run.features["val"], proxy.val_y),
+                 (test_feats, proxy.test_y), proxy.num_classes)
+    split.lap("linear probe (3 L2 fits)")
+    return split
+
+
+def _result(args, recipe, budget, proxy, tm: Timer, split: Timer, measured: dict) -> dict:
+    """The raw result (``--json``): the run's setting, the phases by CPU time, the epochs, the metrics."""
+    import torch
+
     total, total_cpu = sum(tm.wall.values()), sum(tm.cpu.values())
     order = sorted(tm.wall, key=lambda k: -tm.cpu[k])
+    final = measured["final"]
     return {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python bench/profile_trial.py " + " ".join(sys.argv[1:]),
         "memory_format": "NCHW (contiguous)" if args.nchw else "channels_last",
@@ -251,17 +307,17 @@ def profile(args) -> dict:
         "recipe": recipe.to_dict(), "budget": budget.name,
         "data": "cifar10 (" + (str(Path(args.data).name)) + ")" if args.data else "synthetic",
         "sizes": proxy.sizes() if hasattr(proxy, "sizes") else None,
-        "steps": steps_total, "images_per_step": recipe.batch_size,
+        "steps": measured["steps"], "images_per_step": recipe.batch_size,
         "trial_s": round(total, 2), "trial_cpu_s": round(total_cpu, 2),
-        "data_cold_decode_s": round(data_cold, 2),
+        "data_cold_decode_s": round(measured["data_cold"], 2),
         "phases_s": {k: round(tm.wall[k], 3) for k in order},
         "phases_cpu_s": {k: round(tm.cpu[k], 3) for k in order},
         "phases_share": {k: round(tm.wall[k] / total, 4) for k in order},
         "phases_cpu_share": {k: round(tm.cpu[k] / total_cpu, 4) for k in order},
         "final_evaluation_split_s": {k: round(v, 3) for k, v in split.wall.items()},
         "final_evaluation_split_cpu_s": {k: round(v, 3) for k, v in split.cpu.items()},
-        "checkpoint_mb": round(ckpt_mb, 1),
-        "epochs": epochs,
+        "checkpoint_mb": round(measured["checkpoint_mb"], 1),
+        "epochs": measured["epochs"],
         "final_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float))},
     }
 

@@ -2,7 +2,8 @@
 
 Reads ``docs/results/{seed_noise,fidelity,search_vs_random,lift}.jsonl``, computes the
 figures (means, standard deviations and errors, paired t intervals, Spearman and Kendall rank
-correlations with percentile-bootstrap intervals) and draws the plots with matplotlib. The
+correlations with percentile-bootstrap intervals; ``bench/quality_stats.py``) and draws the
+plots with matplotlib (``bench/quality_plots.py``); this module writes the tables and the page. The
 reading of the figures is kept by hand in ``docs/results/reading.md`` and included verbatim.
 A study with no results yet says so.
 """
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.quality_plots import fidelity_plot, lift_plot, search_plot, seed_noise_plot
+from bench.quality_stats import fisher_z, holm, paired_p, rank_correlations
 from recipe_search.stats import paired_interval, summary
 
 METRICS = ("val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1")
-BOOTSTRAP = 2000
 COMMANDS = {
     "seed-noise": "python bench/bench_quality.py seed-noise",
     "fidelity": "python bench/bench_quality.py fidelity",
@@ -53,51 +55,9 @@ def _wall(rows: list[dict]) -> str:
     return f"{total / 60:.0f} CPU-thread-minutes of training" if total else "n/a"
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row of ``x`` against the same row of ``y`` (average ranks for ties)."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
-    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
-    return (rx * ry).sum(1) / np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
-
-
-def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b (scipy's default) of each row of ``x`` against the same row of ``y``."""
-    iu = np.triu_indices(x.shape[1], 1)
-    dx = np.sign(x[:, :, None] - x[:, None, :])[:, iu[0], iu[1]]
-    dy = np.sign(y[:, :, None] - y[:, None, :])[:, iu[0], iu[1]]
-    return (dx * dy).sum(1) / np.sqrt((dx ** 2).sum(1) * (dy ** 2).sum(1))
-
-
-def rank_correlations(x: list[float], y: list[float], seed: int = 0) -> dict:
-    """Spearman's rho and Kendall's tau-b of ``x`` against ``y`` with 95% percentile-bootstrap
-    intervals (resampling the recipes; resamples where either side is constant are skipped)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), (BOOTSTRAP, len(x)))  # the same draws as one rng.integers call per resample
-    bx, by = x[idx], y[idx]
-    ok = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
-    bx, by = bx[ok], by[ok]
-    point = {"spearman": _spearman_rows(x[None], y[None])[0], "kendall": _kendall_rows(x[None], y[None])[0]}
-    boots = {"spearman": _spearman_rows(bx, by), "kendall": _kendall_rows(bx, by)}
-    ci = {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in boots.items()}
-    return {"n": len(x), "spearman": float(point["spearman"]), "spearman_ci": ci["spearman"],
-            "kendall": float(point["kendall"]), "kendall_ci": ci["kendall"]}
-
-
 def _corr(c: dict) -> str:
     return (f"Spearman {c['spearman']:+.2f} [{c['spearman_ci'][0]:+.2f}, {c['spearman_ci'][1]:+.2f}], "
             f"Kendall {c['kendall']:+.2f} [{c['kendall_ci'][0]:+.2f}, {c['kendall_ci'][1]:+.2f}] (n = {c['n']})")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # -- seed noise ----------------------------------------------------------------------------------
@@ -131,7 +91,7 @@ def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
         for m in ("val_knn_top1", "test_probe_top1", "test_knn_top1"):
             x, y = [by[a][s][m] for s in seeds], [by[b][s][m] for s in seeds]
             cells.append(_iv(paired_interval(x, y)))
-            tests[(a, b, m)] = _paired_p(x, y)
+            tests[(a, b, m)] = paired_p(x, y)
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     if tests:  # the table holds many intervals: which differences survive Holm's correction over all of them
         adj = holm(tests)
@@ -139,43 +99,7 @@ def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
                       "the differences that survive are "
                       + (", ".join(f"{a} - {b} on {m}" for (a, b, m), p in adj.items() if p < 0.05) or "none")
                       + "; every other interval in the table is exploratory."]
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for ax, m in zip(axes, ("val_knn_top1", "test_probe_top1")):
-        for i, n in enumerate(names):
-            _spread(ax, i, [v[m] for v in by[n].values() if m in v], "0.5" if n == "floor" else f"C{i}", None)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_title(m)
-        ax.set_ylabel("top-1 (%)")
-    fig.tight_layout()
-    fig.savefig(out / "seed_noise.png", dpi=80)
-    plt.close(fig)
-    return lines + ["", f"![seed noise]({out.name}/seed_noise.png)"]
-
-
-def _paired_p(x: list[float], y: list[float]) -> float:
-    """Two-sided p-value of the paired t test of mean(x - y) = 0."""
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(x, y).pvalue)
-
-
-def holm(pvalues: dict) -> dict:
-    """Holm-adjusted p-values (same keys): step-down, monotone, capped at 1."""
-    order = sorted(pvalues, key=pvalues.get)
-    m, out, running = len(order), {}, 0.0
-    for i, k in enumerate(order):
-        running = max(running, min(1.0, (m - i) * pvalues[k]))
-        out[k] = running
-    return out
-
-
-def fisher_z(r: float, n: int) -> tuple[float, float]:
-    """95% interval of a Spearman correlation by Fisher's z (standard error 1.06 / sqrt(n - 3), Fieller et al.)."""
-    if n < 4 or abs(r) >= 1:
-        return (float("nan"), float("nan"))
-    z, half = math.atanh(r), 1.96 * 1.06 / math.sqrt(n - 3)
-    return (math.tanh(z - half), math.tanh(z + half))
+    return lines + ["", seed_noise_plot(names, by, out)]
 
 
 # -- fidelity --------------------------------------------------------------------------------------
@@ -221,21 +145,7 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
               f"{_corr(rank_correlations(rv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
               f"* val kNN at the rung vs long test kNN: {_corr(rank_correlations(rv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}"]
     lines += ["", *_asha_keeps(both, short, long_, rung_val)]
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
-    for ax, x, label in ((axes[0], sv, f"short run val kNN (epoch {e_short})"),
-                         (axes[1], rv, f"val kNN at epoch {rung} (ASHA rung)")):
-        y = [100 * long_[n]["metrics"]["test_probe_top1"] for n in both]
-        ax.scatter([100 * v for v in x], y)
-        for n, xv, yv in zip(both, x, y):
-            if not n.startswith("random"):
-                ax.annotate(n, (100 * xv, yv), fontsize=7)
-        ax.set_xlabel(label + " (%)")
-        ax.set_ylabel(f"long run ({e_long} ep) test probe (%)")
-    fig.tight_layout()
-    fig.savefig(out / "fidelity.png", dpi=80)
-    plt.close(fig)
-    return lines + ["", f"![proxy fidelity]({out.name}/fidelity.png)"]
+    return lines + ["", fidelity_plot(both, sv, rv, long_, (e_short, rung, e_long), out)]
 
 
 def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[str]:
@@ -304,7 +214,7 @@ def search_section(rows: list[dict], out: Path) -> list[str]:
                           + (f", and in {sum(shared)} both finalists are the same recipe (one of TPE's start-up "
                              "draws, which the random search also drew)" if any(shared) else "") + "."]
         lines += asha_check(rows)
-        lines += ["", _search_plot(rows, out)]
+        lines += ["", search_plot(rows, out)]
         if len(reps) < 3:
             lines += ["", f"**Incomplete**: {len(reps)} of the 3 repeats the study needs; nothing is concluded "
                           "from it yet."]
@@ -318,46 +228,6 @@ def _recipe_id(row: dict, name: str) -> str:
         if t["name"] == name and t.get("point"):
             return t["point"]
     return name
-
-
-def _spread(ax, x: float, values: list[float], color: str, label: str | None) -> None:
-    """One recipe's per-seed values (dots) and their mean ± std (bar), in percent."""
-    v = [100 * a for a in values]
-    ax.scatter([x] * len(v), v, color=color, alpha=0.5, s=14, label=label)
-    ax.errorbar(x + 0.12, np.mean(v), yerr=np.std(v, ddof=1) if len(v) > 1 else 0, fmt="_", color=color,
-                markersize=10, capsize=2)
-
-
-def _search_plot(rows: list[dict], out: Path) -> str:
-    """Per repeat: each method's searched finalist and promoted recipe, and the floor (confirmed test probe)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    series = [("tpe-asha", "finalist", "TPE+ASHA finalist", "C0"), ("random", "finalist", "random finalist", "C1"),
-              ("tpe-asha", "promoted", "promoted by TPE+ASHA", "C2"), ("random", "promoted", "promoted by random", "C3")]
-    by = {(r["repeat"], r["method"]): r for r in rows}
-    reps = sorted({r["repeat"] for r in rows})
-    for i, rep in enumerate(reps):
-        for j, (method, what, label, color) in enumerate(series):
-            r = by.get((rep, method))
-            if r is None:
-                continue
-            if what == "promoted":
-                values = r["verdict"]["score"]["values"]
-            else:
-                fin = [c for c in (r.get("confirmed") or {}).values() if c["role"] == "finalist"]
-                if not fin or not fin[0]["test_probe_top1"]:
-                    continue
-                values = fin[0]["test_probe_top1"]
-            _spread(ax, 6 * i + j, values, color, label if i == 0 else None)
-        floor = next((by[(rep, m)]["verdict"]["floor"]["values"] for m in ("tpe-asha", "random") if (rep, m) in by))
-        _spread(ax, 6 * i + 4, floor, "0.5", "untrained floor" if i == 0 else None)
-    ax.set_xticks([6 * i + 2 for i in range(len(reps))], [f"repeat {r}" for r in reps])
-    ax.set_ylabel("confirmed test probe top-1 (%)")
-    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
-    fig.tight_layout()
-    fig.savefig(out / "search_vs_random.png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f"![search against random search]({out.name}/search_vs_random.png)"
 
 
 def asha_check(rows: list[dict]) -> list[str]:
@@ -421,24 +291,13 @@ def lift_section(rows: list[dict], out: Path) -> list[str]:
         lines += ["| lift of the winner over | mean | 95% interval |", "|---|---|---|"]
         for name, iv in v["lift"].items():
             lines.append(f"| {name} | {100 * iv['mean']:+.1f} | [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}] |")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3))
-    bars = [(f"winner {v['winner']}", v["score"]["values"]),
-            *[(name, b["values"]) for name, b in v.get("baselines", {}).items()], ("floor", v["floor"]["values"])]
-    for i, (name, values) in enumerate(bars):
-        _spread(ax, i, values, f"C{i}" if name != "floor" else "0.5", None)
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
-    ax.set_ylabel("test probe top-1 (%)")
-    fig.tight_layout()
-    fig.savefig(out / "lift.png", dpi=80)
-    plt.close(fig)
     old = [o for o in rows[:-1] if not o["verdict"].get("comparisons")]
     if old and v.get("comparisons"):
         o = old[-1]
         lines += ["", f"The same study under the old verdict (3 seeds that chose and reported, uncorrected; search "
                       f"`{o['search_id']}`): **{o['verdict']['verdict']}** in {o['wall_s'] / 60:.0f} min wall, against "
                       f"{r['wall_s'] / 60:.0f} min here."]
-    return lines + ["", f"![lift]({out.name}/lift.png)"]
+    return lines + ["", lift_plot(v, out)]
 
 
 def simulation_section(results: Path) -> list[str]:
