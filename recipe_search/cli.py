@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import config
+from .failures import DEFAULT_MAX_RETRIES
 from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -122,6 +123,10 @@ def run(
         None, "--checkpoint-every", help="epochs between the trial checkpoints written to Tune's storage; "
                                          "0: none until the trial ends (a killed search re-runs its running "
                                          "trials); default: the budget's (proxy 5, others 1)"),
+    max_retries: int = typer.Option(
+        DEFAULT_MAX_RETRIES, "--max-retries", min=0,
+        help="times a trial lost to a system failure (its node lost, its worker killed) is retried from its "
+             "last checkpoint; an error of the recipe itself is never retried"),
     storage_path: Optional[str] = typer.Option(
         None, "--storage-path", help="Ray Tune's state and trial checkpoints (default $RECIPE_SEARCH_HOME/ray); "
                                      "on a multi-node cluster a shared filesystem path, the same on every node"),
@@ -162,7 +167,7 @@ def run(
         cpus_per_trial=cpus_per_trial, max_concurrent=max_concurrent, tracking_uri=tracking_uri,
         ray_address=ray_address, experiment=experiment, seed=seed, force=force, search_id=search_id,
         num_cpus=num_cpus, download=download, study_storage=study_storage,
-        checkpoint_every=checkpoint_every, train_per_class=train_per_class, val_per_class=val_per_class,
+        checkpoint_every=checkpoint_every, max_retries=max_retries, train_per_class=train_per_class, val_per_class=val_per_class,
         test_per_class=test_per_class, confirm_k=confirm_k, confirm_seeds=confirm_seeds,
         report_looks=_looks(report_looks), yes=yes,
         sampler=sampler, early_stopping=early_stopping, reuse_confirmations=reuse_confirmations)

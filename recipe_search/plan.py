@@ -18,6 +18,7 @@ from . import config
 from .baselines import BASELINES
 from .budget import Budget, get_budget
 from .errors import SearchError, SpaceError
+from .failures import DEFAULT_MAX_RETRIES
 from .paths import absolute_uri, resolve_settings
 from .runtime import check_study_storage_url, redact_url
 from .samplers import DEFAULT as DEFAULT_SAMPLER, get_sampler
@@ -50,6 +51,7 @@ class SearchSettings:
     download: bool = False  # let torchvision download the dataset
     study_storage: str | None = None  # SQLAlchemy URL of an Optuna RDB storage (None: in the Tune state)
     checkpoint_every: int | None = None  # epochs between persisted trial checkpoints (None: the budget's)
+    max_retries: int = DEFAULT_MAX_RETRIES  # retries of a trial lost to a system failure (failures.py)
     train_per_class: int | None = None  # per-class sizes (None: the budget's)
     val_per_class: int | None = None
     test_per_class: int | None = None
@@ -137,6 +139,8 @@ def plan(settings: SearchSettings) -> Plan:
     if num_samples < len(BASELINES):
         raise SearchError(f"--num-samples must be >= {len(BASELINES)} (the baselines run first), "
                           f"got {num_samples}")
+    if settings.max_retries < 0:
+        raise SearchError(f"--max-retries must be 0 or more, got {settings.max_retries}")
     if settings.checkpoint_every is not None and settings.checkpoint_every < 0:
         raise SearchError(f"--checkpoint-every must be >= 0 (epochs; 0: no mid-trial checkpoints), "
                           f"got {settings.checkpoint_every}")
