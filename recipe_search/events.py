@@ -7,20 +7,22 @@ so a resumed search talks to freshly built listeners, never stale copies.
 
 Listeners implement any of ``on_trial_start(trial, trials)``,
 ``on_trial_result(trial, result, trials)``, ``on_trial_complete(trial, trials)``,
-``on_trial_error(trial, trials)``, ``on_step(trials)``, ``on_setup()`` and
-``on_end(trials)``. A listener that raises is logged and skipped: bookkeeping
-never kills a search.
+``on_trial_error(trial, trials)`` (also for a trial that reported an application error,
+``failures.py``), ``on_trial_recover(trial, trials)`` (a system failure, retried from the
+trial's last checkpoint), ``on_step(trials)``, ``on_setup()`` and ``on_end(trials)``.
+A listener that raises is logged and skipped: bookkeeping never kills a search.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 from pathlib import Path
 
 from ray.tune import Callback
+
+from .failures import classify, reported_failure
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,12 @@ class TuneBridge(Callback):
         self._emit("on_trial_result", trial, result, trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._emit("on_trial_complete", trial, trials)
+        # an application error the trainable reported (failures.py) ends the trial as a failure
+        failed = reported_failure(trial.last_result) is not None
+        self._emit("on_trial_error" if failed else "on_trial_complete", trial, trials)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._emit("on_trial_recover", trial, trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._emit("on_trial_error", trial, trials)
@@ -97,12 +104,14 @@ def _wrap_sigint() -> None:
 
 # --------------------------------------------------------------------------- trial errors
 
-_EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Diverged|Fault|Interrupt))(?::\s*(.*))?$")
-
 
 def trial_error(trial) -> tuple[str, str, str]:
-    """``(kind, message, traceback_text)`` of an errored trial; kind is
-    ``diverged``, ``oom`` or ``failed``."""
+    """``(kind, message, traceback_text)`` of a failed trial; kind is ``diverged``, ``oom`` or
+    ``failed``: from its failure report (an application error, ``failures.py``), else from
+    Tune's error file (a system failure; after a retry, the latest failure's)."""
+    reported = reported_failure(getattr(trial, "last_result", None))
+    if reported is not None:
+        return reported
     text = ""
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
@@ -110,20 +119,6 @@ def trial_error(trial) -> tuple[str, str, str]:
             text = Path(path).read_text(errors="replace")
         except OSError:
             text = ""
-    message = ""
-    for line in reversed([ln.strip() for ln in text.splitlines()]):
-        m = _EXC_LINE.match(line)
-        if m:
-            message = f"{m.group(1)}: {m.group(2)}" if m.group(2) else m.group(1)
-            break
-    if not message:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        message = lines[-1] if lines else "trial failed (no error message recorded)"
-    low = text.lower()
-    if "TrialDiverged" in text:
-        kind = "diverged"
-    elif "outofmemoryerror" in low or "out of memory" in low or "running low on memory" in low:
-        kind = "oom"
-    else:
-        kind = "failed"
-    return kind, message[:2000], text
+    latest = text.rsplit("Failure # ", 1)[-1] if "Failure # " in text else text  # Tune appends each one
+    kind, message = classify(latest)
+    return kind, message, text

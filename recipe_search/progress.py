@@ -31,6 +31,8 @@ def trial_state(trial, errors: dict | None = None) -> str:
     status = trial.status
     if status == "TERMINATED":
         r = trial.last_result or {}
+        if r.get("failed"):  # an application error the trainable reported (failures.py)
+            return (errors or {}).get(trial.trial_id, str(r.get("error_kind") or "failed"))
         return ("diverged" if r.get("diverged") else "done") if r.get("final") else "pruned"
     if status == "ERROR":
         return (errors or {}).get(trial.trial_id, "failed")
@@ -62,7 +64,7 @@ class ProgressView:
 
     def __init__(self, *, title: str, num_samples: int, max_epochs: int, max_concurrent: int,
                  ctx=None, console: Console | None = None, enabled: bool = True, floor: dict | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, max_retries: int | None = None):
         self.title = title
         self.num_samples = num_samples
         self.max_epochs = max_epochs
@@ -78,6 +80,8 @@ class ProgressView:
         self.floor = floor or {}  # the untrained encoder's val metrics
         self.log_path = Path(log_path) if log_path is not None else None
         self._best_line = ""
+        self.max_retries = max_retries
+        self.retried: dict[str, str] = {}  # trial id -> why Tune retried it (its latest system failure)
 
     # -- listener events --------------------------------------------------------------
     def _line(self, text: str, trials=None) -> None:
@@ -150,6 +154,19 @@ class ProgressView:
         kind, message, _ = trial_error(trial)
         self.errors[trial.trial_id] = kind
         self._line(f"trial {trial.trial_id} ({self._label(trial)}) {kind}: {message[:200]}", trials)
+        self._update(trials)
+
+    def on_trial_recover(self, trial, trials) -> None:
+        from .events import trial_error
+        from .retries import retry_count
+
+        kind, message, _ = trial_error(trial)
+        self.retried[trial.trial_id] = message
+        n = retry_count(trial, 1)
+        of = f"/{self.max_retries}" if self.max_retries is not None else ""
+        epoch = int((trial.last_result or {}).get("epoch") or 0)
+        self._line(f"trial {trial.trial_id} ({self._label(trial)}) lost at epoch {epoch} ({message[:200]}): "
+                   f"retry {n}{of} from its last checkpoint", trials)
         self._update(trials)
 
     def on_end(self, trials) -> None:
@@ -246,6 +263,8 @@ class ProgressView:
             ("  pending ", "dim"), str(counts["pending"]),
             f"   elapsed {duration(elapsed)}   ETA {duration(eta) if eta is not None else '?'}",
         )
+        if self.retried:  # trials Tune retried after a system failure (node lost, worker killed)
+            summary.append(f"   retried {len(self.retried)} (lost node or worker)", style="magenta")
         if self.floor.get("val_knn_top1") is not None:
             table.add_row("floor", "untrained", "", "", _fmt(self.floor["val_knn_top1"]), "", "", "", "",
                           style="dim")

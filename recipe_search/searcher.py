@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 def outcome_of(result: dict | None, error: bool) -> tuple[str, float | None]:
     """``(optuna state name, value)`` for a trial that ended with ``result`` (its last report)."""
     r = result or {}
+    if r.get("failed"):  # an application error the trainable reported (failures.py)
+        return TrialState.FAIL.name, None
     if r.get("diverged"):
         return TrialState.COMPLETE.name, WORST
     if error:

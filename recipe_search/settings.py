@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import SearchError
+from .failures import DEFAULT_MAX_RETRIES
 from .study_storage import redact_url
 from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
 
@@ -88,6 +89,10 @@ class SearchSettings:
     checkpoint_every: int | None = setting(
         None, "epochs between the trial checkpoints written to Tune's storage; 0: none until the trial ends "
               "(a killed search re-runs its running trials); default: the budget's (proxy 5, others 1)",
+        low=0, integer=True)
+    max_retries: int = setting(
+        DEFAULT_MAX_RETRIES, "times a trial lost to a system failure (its node lost, its worker killed) is retried "
+                             "from its last checkpoint; an error of the recipe itself is never retried",
         low=0, integer=True)
     train_per_class: int | None = setting(None, "proxy train images per class (default: the budget's; lowered "
                                                 "to what the data has)", low=1, integer=True)

@@ -10,7 +10,9 @@
   (``confirm.plan_jobs``: recipe x fresh seed), no scheduler; a job an earlier search of the
   experiment finished is re-reported from that run (``reuse.py``), not trained again.
 
-Both restore their Tune experiment on resume; trials that MLflow already records as
+Both retry a trial lost to a system failure (its node, its worker) from its last checkpoint, up to
+``--max-retries`` times (``failures.py``; recorded by ``retries.RetryRecorder``), and restore their
+Tune experiment on resume; trials that MLflow already records as
 completed are re-reported by the trainable instead of re-run (``TrialContext.finished_result``).
 Each returns ``(restored, interrupted)``. The search stage stops early when its first wave of
 trials all failed with the same error (``failfast.py``); :attr:`StageRunner.failed` says so.
@@ -27,6 +29,7 @@ from .baselines import BASELINES, JOB_KEY
 from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
+from .retries import RetryRecorder
 from .reuse import TAG_FINGERPRINT, describe, reusable, sources
 from .study_storage import existing_study, study_name
 from .samplers import get_sampler
@@ -77,8 +80,11 @@ class StageRunner:
         view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
                             max_concurrent=self.conc, ctx=self.ctx, console=self.console,
                             enabled=self.progress, floor=self.floor.get("val"),
-                            log_path=storage_dir() / search_id / "progress.log")
-        events.register(key, [logger, view, CheckpointJanitor(), *(watch or [])])
+                            log_path=storage_dir() / search_id / "progress.log",
+                            max_retries=self.p.settings.max_retries)
+        stage = "search" if key == search_id else key.removeprefix(search_id + "-")
+        events.register(key, [logger, RetryRecorder(logger, stage=stage), view, CheckpointJanitor(),
+                              *(watch or [])])
         events.INTERRUPTED.clear()
         try:
             tuner, restored = make_tuner()
@@ -97,7 +103,10 @@ class StageRunner:
         return tune.RunConfig(name=name, storage_path=str(storage_dir()), verbose=0,
                               callbacks=[events.TuneBridge(key)], stop=stop,
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-                              failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+                              # a system failure (node lost, worker killed) is retried from the trial's
+                              # last checkpoint; an application error never reaches Tune (failures.py)
+                              failure_config=tune.FailureConfig(max_failures=self.p.settings.max_retries,
+                                                                fail_fast=False))
 
     def search(self, exp_dir: Path, resume: bool, storage, note) -> tuple[bool, bool]:
         from ray import tune

@@ -369,6 +369,8 @@ class TrialLogger:
     def on_trial_result(self, trial, result, trials) -> None:
         run_id = self.run_for(trial)
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        if result.get("failed"):  # an application error: logged when the trial ends (on_trial_error)
+            return
         if result.get("final"):
             have = self.tracker.client.get_run(run_id).data.metrics
             if FINAL_MARK in have:  # re-reported after a resume: already logged

@@ -14,9 +14,13 @@ final report (``final=1``) carries the same validation objective at the last epo
 so a finished and a stopped trial are ranked on one quantity. Search trials never
 read the test split; only confirmation runs evaluate it (``test_probe_top1``,
 ``test_knn_top1``). A diverged run (NaN loss) ends with a final report flagged
-``diverged=1`` and objective 0 (the sampler learns it); any other exception (bad
-recipe, data, out of memory) errors the trial, and the search goes on. A restarted
-trial continues from its last reported checkpoint.
+``diverged=1`` and objective 0 (the sampler learns it). Any other application error
+(bad recipe, data, CUDA out of memory: whatever composing the recipe or ``trainer.train``
+raises) ends with a failure report (``failures.failure_report``, ``failed=1``): recorded as
+the trial's failure, never retried, and the search goes on. What escapes the trainable is a
+system failure (its node lost, its worker killed, Tune's storage unreachable:
+``failures.SystemFailure``); Tune retries it (``--max-retries``) and the retried trial
+continues from its last reported checkpoint, on any node.
 
 (The tests inject faults into trials from outside: ``tests/faults/``.)
 """
@@ -38,6 +42,7 @@ from trainer.recipe import Recipe
 
 from .baselines import JOB_KEY, Baseline, baseline_name
 from .compose import compose
+from .failures import SystemFailure, failure_report, system_calls
 from .samplers import DEFAULT_LABEL
 from .space import SearchSpace
 
@@ -113,19 +118,33 @@ def _work_dir(trial_id: str) -> Path:
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
-    """Function trainable (use with ``tune.with_parameters(run_trial, ctx=...)``)."""
+    """Function trainable (use with ``tune.with_parameters(run_trial, ctx=...)``): an
+    application error is reported as the trial's failure; a system failure escapes (retried)."""
+    from ray import tune
+
+    try:
+        _run(config, ctx, tune.get_context().get_trial_id())
+    except SystemFailure:
+        raise
+    except Exception as e:  # noqa: BLE001 - the recipe's own failure: a result, never retried
+        with system_calls():
+            tune.report(failure_report(e))
+
+
+def _run(config: dict, ctx: TrialContext, trial_id: str) -> None:
     from ray import tune
 
     recipe = ctx.recipe_for(config)[0]
-    done = ctx.finished_result(tune.get_context().get_trial_id(), config)
+    done = ctx.finished_result(trial_id, config)
     if done is not None:  # finished before a crash: report its result again, train nothing
-        tune.report(_final_report(done, ctx, 0.0))
+        with system_calls():
+            tune.report(_final_report(done, ctx, 0.0))
         return
     if ctx.device == "cpu":
         import torch
 
         torch.set_num_threads(ctx.threads)
-    out_dir = _work_dir(tune.get_context().get_trial_id())
+    out_dir = _work_dir(trial_id)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -143,13 +162,14 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm:
 
     from trainer.engine import train
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # restored trial: continue from the last *reported* epoch
-        checkpoint.to_directory(str(out_dir))
-        done = _finished_metrics(out_dir)
-        if done is not None:  # it had finished: report the same final result, train nothing
-            tune.report(_final_report(done, ctx, 0.0))
-            return
+    with system_calls():
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:  # restored trial: continue from the last *reported* epoch
+            checkpoint.to_directory(str(out_dir))
+            done = _finished_metrics(out_dir)
+            if done is not None:  # it had finished: report the same final result, train nothing
+                tune.report(_final_report(done, ctx, 0.0))
+                return
 
     t0 = time.perf_counter()
 
@@ -159,23 +179,25 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm:
         metrics["trial_elapsed_s"] = time.perf_counter() - t0
         epoch = int(report.get("epoch", 0))
         if not ctx.checkpoint_every or epoch % ctx.checkpoint_every:  # 0: only the final report's
-            tune.report(metrics)
+            with system_calls():
+                tune.report(metrics)
             return
-        with _staged(out_dir, EPOCH_FILES) as stage:
+        with _staged(out_dir, EPOCH_FILES) as stage, system_calls():
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(stage)))
 
     result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
                    resume=True, data_seed=ctx.seed, evaluate_test=confirm)
     if result.status == "diverged":  # a result, not an error: the sampler ranks it last
-        tune.report({**_numeric(result.metrics), "objective": 0.0, "diverged": 1.0, "final": 1.0,
-                     "epoch": float(result.metrics.get("epochs_completed", 0)),
-                     "error": f"diverged: {result.error or 'non-finite loss'}"})
+        with system_calls():
+            tune.report({**_numeric(result.metrics), "objective": 0.0, "diverged": 1.0, "final": 1.0,
+                         "epoch": float(result.metrics.get("epochs_completed", 0)),
+                         "error": f"diverged: {result.error or 'non-finite loss'}"})
         return
     if result.status != "completed":
         raise RuntimeError(f"training ended with status {result.status}: {result.error}")
     # the final report carries the finished run (metrics.json, no weights) as its checkpoint,
     # so a restore after this point reports it again instead of re-running anything
-    with _staged(out_dir, FINAL_FILES) as stage:
+    with _staged(out_dir, FINAL_FILES) as stage, system_calls():
         tune.report(_final_report(result.metrics, ctx, time.perf_counter() - t0),
                     checkpoint=tune.Checkpoint.from_directory(str(stage)))
 

@@ -277,6 +277,38 @@ def test_failing_and_diverging_trials_are_recorded_and_the_search_goes_on(env):
     assert c.get_run(o.parent_run_id).data.metrics["trials_diverged"] == 1
 
 
+def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_in_the_same_run(env):
+    """Issue 26: SIGKILL of a trial's worker process after its epoch-1 report (a system failure:
+    what a lost node does to its trials) is retried from the trial's last checkpoint, in the
+    search stage and in confirmation; the trial keeps one MLflow run with each epoch once, and
+    the parent run and the progress log say which trials were retried and why."""
+    from recipe_search.state import storage_dir
+
+    settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, seed=2, confirm_seeds=2,
+                              experiment="recipe-search", **data_args())
+    with rs_faults.injected("mocov2=kill:1"):
+        o = run_search(settings, progress=False)
+    assert o.status == "finished"
+    assert all(t.status in ("completed", "pruned") for t in o.trials), [(t.label, t.status, t.error) for t in o.trials]
+    killed = [t for t in o.trials if "mocov2" in (t.baseline, t.job)]
+    assert len(killed) >= 3  # the search's baseline, and its 2 select-phase seeds (at least)
+    assert all(rs_faults.kill_marker(t.trial_id).exists() for t in killed)  # each was killed once
+    runs = child_runs(env, o.search_id)
+    assert len(runs) == len({r.data.tags["rs.trial_id"] for r in runs}) == len(o.trials)  # one run per trial
+    c = client(env)
+    for t in killed:
+        steps = [m.step for m in c.get_metric_history(t.run_id, "val_knn_top1")]
+        assert steps == [1, 2], (t.label, steps)  # no epoch lost, none twice
+        tags = c.get_run(t.run_id).data.tags
+        assert tags["rs.retries"] == "1" and tags["rs.status"] == "completed", tags
+        assert "rs.retry_reason" in tags
+    parent = c.get_run(o.parent_run_id).data
+    assert parent.metrics["trials_retried"] == len(killed) == parent.metrics["trial_retries"]
+    assert {k for k in parent.tags if k.startswith("rs.retry.")} == {f"rs.retry.{t.trial_id}" for t in killed}
+    log = (storage_dir() / o.search_id / "progress.log").read_text()
+    assert log.count("lost at epoch") == len(killed) and "retry 1/2 from its last checkpoint" in log
+
+
 def test_a_relative_data_variable_works_from_another_working_directory(env, cifar10_tarball, tmp_path,
                                                                         monkeypatch):
     """Issue 24: a relative $RECIPE_SEARCH_DATA is resolved once on the driver (against its working

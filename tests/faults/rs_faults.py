@@ -3,11 +3,15 @@
 A spec names faults per trial: ``mocov2=raise,sinfonce-light=nan`` injects into the
 baseline trials named (search and confirmation stage), ``*=sleep:0.5`` into every trial:
 
-* ``raise`` -- the trial raises :class:`InjectedFault` before training (a trial that had
-  finished before a crash is re-reported, as always, and raises nothing);
+* ``raise`` -- ``trainer.train`` raises :class:`InjectedFault` before training, inside the
+  trainable: an application error, reported as the trial's failure and never retried (a trial
+  that had finished before a crash is re-reported, as always, and raises nothing);
 * ``nan`` -- every ``SInfoNCELoss`` is NaN, so the trainer's own NaN guard ends the run
   as diverged;
-* ``sleep:S`` -- S seconds before each epoch's report (slack to interrupt a search in).
+* ``sleep:S`` -- S seconds before each epoch's report (slack to interrupt a search in);
+* ``kill:E`` -- SIGKILL of the trial's own worker process right after its epoch-E report (a
+  system failure: Tune retries the trial from its last checkpoint), once per trial (a marker
+  file ``.rs-killed-<trial id>`` beside ``$RS_TEST_FAULTS_FILE``, else in the temp dir).
 
 How it reaches every process: this directory holds a ``sitecustomize.py``, which Python
 imports at start-up from ``PYTHONPATH``. When ``$RS_TEST_FAULTS`` (a spec) or
@@ -25,7 +29,9 @@ import contextlib
 import functools
 import importlib.abc
 import os
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +131,49 @@ def _sleep_before_epoch_reports(seconds: float):
         tune.report = original
 
 
+@contextlib.contextmanager
+def _raise_in_train(trial_id: str):
+    from trainer import engine
+
+    original = engine.train
+
+    def train(*args, **kwargs):
+        raise InjectedFault(f"injected fault in trial {trial_id}")
+
+    engine.train = train
+    try:
+        yield
+    finally:
+        engine.train = original
+
+
+def kill_marker(trial_id: str) -> Path:
+    """The file that says trial ``trial_id`` was killed once already."""
+    where = Path(os.environ[FILE_ENV]).parent if os.environ.get(FILE_ENV) else Path(tempfile.gettempdir())
+    return where / f".rs-killed-{trial_id}"
+
+
+@contextlib.contextmanager
+def _kill_after_epoch(trial_id: str, epoch: int):
+    from ray import tune
+
+    original = tune.report
+
+    def report(metrics, *args, **kwargs):
+        out = original(metrics, *args, **kwargs)
+        marker = kill_marker(trial_id)
+        if not metrics.get("final") and int(metrics.get("epoch") or 0) == epoch and not marker.exists():
+            marker.write_text(str(epoch))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    tune.report = report
+    try:
+        yield
+    finally:
+        tune.report = original
+
+
 def patch(module) -> None:
     """Wrap ``module.run_trial`` (``recipe_search.trial``) with the faults of the current spec."""
     original = module.run_trial
@@ -138,10 +187,12 @@ def patch(module) -> None:
         base = ctx.baseline_for(config)
         faults = faults_for(base.name if base is not None else None, current_spec())
         trial_id = tune.get_context().get_trial_id()
-        if "raise" in faults and ctx.finished_result(trial_id, config) is None:
-            raise InjectedFault(f"injected fault in trial {trial_id}")
         sleep = sum(float(f.split(":", 1)[1]) for f in faults if f.startswith("sleep:"))
         with contextlib.ExitStack() as stack:
+            if "raise" in faults:
+                stack.enter_context(_raise_in_train(trial_id))
+            for kill in (f for f in faults if f.startswith("kill:")):
+                stack.enter_context(_kill_after_epoch(trial_id, int(kill.split(":", 1)[1])))
             if "nan" in faults:
                 stack.enter_context(_nan_loss())
             if sleep:
