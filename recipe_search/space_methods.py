@@ -132,16 +132,25 @@ def suggest(trial, name: str, p) -> Any:
     return trial.suggest_float(name, float(p.low), float(p.high), log=p.kind == "loguniform")
 
 
-def define_by_run(params: dict, fixed: dict, blocks: dict[str, MethodBlock]) -> Callable:
-    """The define-by-run function for Ray's ``OptunaSearch(space=...)``: the top-level parameters,
-    then the chosen method's (fixed values are applied when the trial's recipe is composed)."""
+@dataclass(frozen=True)
+class DefineByRun:
+    """The define-by-run function for Ray's ``OptunaSearch(space=...)`` (picklable: the searcher is
+    checkpointed): the top-level parameters, then the chosen method's (fixed values are applied when
+    the trial's recipe is composed)."""
 
-    def sample(trial) -> None:
-        for name, p in params.items():
+    params: dict
+    fixed: dict
+    blocks: dict
+
+    def __call__(self, trial) -> None:
+        for name, p in self.params.items():
             suggest(trial, name, p)
-        block = blocks.get(method_of(trial.params, fixed))
+        block = self.blocks.get(method_of(trial.params, self.fixed))
         for name, p in (block.params if block else {}).items():
             suggest(trial, name, p)
         return None
 
-    return sample
+
+def define_by_run(params: dict, fixed: dict, blocks: dict[str, MethodBlock]) -> DefineByRun:
+    """:class:`DefineByRun` over a space's top-level parameters, fixed values and method blocks."""
+    return DefineByRun(dict(params), dict(fixed), dict(blocks))

@@ -54,7 +54,9 @@ def test_define_by_run_samples_each_method_its_own_parameters(toy):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    sample = _space().sampler_space()
+    import pickle
+
+    sample = pickle.loads(pickle.dumps(_space().sampler_space()))  # Ray checkpoints the searcher
     seen = {}
     for _ in range(30):
         trial = study.ask()
