@@ -5,6 +5,6 @@ its class with ``@register_method`` when imported, and is imported here once.
 """
 
 from .base import METHODS, Method, StepLoss, create_method, get_method, register_method
-from . import mocov2  # noqa: E402,F401  (registers mocov2)
+from . import mocov2, simclr  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["METHODS", "Method", "StepLoss", "create_method", "get_method", "register_method"]
