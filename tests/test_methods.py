@@ -16,7 +16,7 @@ from trainer.methods.mocov2 import MoCoV2
 TINY = dict(backbone="mobilenetv3_small_050", image_size=32, batch_size=16, queue_size=64, epochs=2,
             proj_hidden_dim=64, proj_out_dim=32, seed=3)
 # computed at 6b73efd (the loop before the method seam) with tests' tiny_data, 1 thread:
-# /tmp script in docs/results/method-seam-equivalence.txt, "pinned values"
+# the script is in docs/results/method-seam-equivalence.txt, "pinned values"
 PINNED = {
     "sinfonce": (dict(smoothing=0.1, smoothing_k=8, smoothing_ramp="warm", momentum_ramp=True),
                  {"losses": [9.080888748168945, 9.415514945983887], "val_knn_top1": 0.6875, "val_probe_top1": 0.5}),
