@@ -47,7 +47,7 @@ class Setup:
 
     def __init__(self, args):
         from recipe_search import config
-        from recipe_search.baselines import BASELINES
+        from recipe_search.baselines import baselines_for
         from recipe_search.plan import SearchSettings, plan, prepare_data
         from recipe_search.trial import TrialContext
 
@@ -59,7 +59,8 @@ class Setup:
         self.budget = self.plan.budget
         self.ctx = TrialContext(backbone=args.backbone, space=self.plan.space, budget_fixed=dict(self.budget.fixed),
                                 image_size=self.budget.image_size, max_epochs=self.plan.max_epochs,
-                                seed=args.seed, data=self.plan.data, baselines=BASELINES)
+                                seed=args.seed, data=self.plan.data,
+                                baselines=baselines_for(self.plan.space))
         self.tracking_uri = args.tracking_uri or config.default_tracking_uri()
         self.work = config.home() / "quality"
 
@@ -196,13 +197,13 @@ def run_jobs(setup: Setup, study: str, jobs: list[dict]) -> list[dict]:
 # -- the studies ---------------------------------------------------------------------------------
 
 def seed_noise(setup: Setup) -> None:
-    from recipe_search.baselines import BASELINES
+    from recipe_search.baselines import FLOOR_BASELINE
 
     jobs = []
     for seed in range(1, setup.args.seeds + 1):
-        floor = setup.baseline(BASELINES[-1].name, seed)
+        floor = setup.baseline(FLOOR_BASELINE, seed)
         jobs.append(setup.job("seed-noise", f"floor-s{seed}", "floor", "floor", floor, kind="floor"))
-        for b in BASELINES:
+        for b in setup.ctx.baselines:
             jobs.append(setup.job("seed-noise", f"{b.name}-s{seed}", b.name, "baseline", setup.baseline(b.name, seed)))
     run_jobs(setup, "seed-noise", jobs)
 
@@ -218,11 +219,10 @@ def sampled_points(setup: Setup, n: int) -> list[dict]:
 
 
 def fidelity(setup: Setup) -> None:
-    from recipe_search.baselines import BASELINES
-
-    configs = [(b.name, "baseline", {"baseline": b.name}) for b in BASELINES]
+    baselines = setup.ctx.baselines
+    configs = [(b.name, "baseline", {"baseline": b.name}) for b in baselines]
     configs += [(f"random-{i:02d}", "sampled", p)
-                for i, p in enumerate(sampled_points(setup, setup.args.recipes - len(BASELINES)))]
+                for i, p in enumerate(sampled_points(setup, setup.args.recipes - len(baselines)))]
     short, long_ = setup.plan.max_epochs, setup.plan.max_epochs * setup.args.long_factor
     seed = setup.args.seed
     jobs = [setup.job("fidelity", f"{name}-e{short}", name, role, setup.recipe(cfg, seed, short), length="short",

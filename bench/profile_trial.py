@@ -80,7 +80,8 @@ class Timer:
 
 
 def timed_step(run, x, step: int, tm: Timer):
-    """:meth:`trainer.loop.TrainingRun.step` line by line (CPU path, no distiller), with laps."""
+    """:meth:`trainer.loop.TrainingRun.step` of a MoCo-v2 recipe line by line (CPU path, no distiller; the
+    steps of :class:`trainer.methods.mocov2.MoCoV2` inlined), with laps."""
     import torch
 
     from trainer import schedules
@@ -108,10 +109,10 @@ def timed_step(run, x, step: int, tm: Timer):
         k1 = run.model.key(v1, run.aug_gen)
     tm.lap("step: key encoder forward")
     queue = run.model.queue.clone()
-    loss = run.criterion(q1, k2, queue, eps)
+    loss = run.method.criterion(q1, k2, queue, eps)
     keys = k2
     if r.symmetric:
-        loss = loss + run.criterion(q2, k1, queue, eps)
+        loss = loss + run.method.criterion(q2, k1, queue, eps)
         keys = torch.cat([k1, k2])
     tm.lap("step: loss")
     run.optimizer.zero_grad(set_to_none=True)

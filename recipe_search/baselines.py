@@ -21,6 +21,18 @@
   narrower BN head (1024), a ramped key momentum, crop 0.25-1 and no blur (blur
   destroys 32 px images).
 
+* ``simclr`` -- **SimCLR** (Chen, Kornblith, Norouzi, Hinton 2020, arXiv:2002.05709): NT-Xent
+  with in-batch negatives, no smoothing, temperature 0.5 (the paper's CIFAR-10 value), a BN
+  projection head (hidden 2048, 128-d output), colour jitter strength 0.5 and no blur (its
+  CIFAR-10 settings). **Ours**: SGD with base lr 0.06 and weight decay 5e-4 (the paper uses LARS
+  at batch 1024+) and the MoCo-v2 crop/flip/grayscale; batch size and epochs from the budget.
+  It runs only in spaces that can choose ``method: simclr`` (``search_spaces/methods.yaml``).
+
+A baseline runs in a search only when the search's space can choose its method
+(:func:`baselines_for`): a default (MoCo-v2) space runs and confirms ``mocov2`` and
+``sinfonce-light`` whatever other methods' baselines exist. The untrained floor is always
+evaluated with ``sinfonce-light``'s network (:data:`FLOOR_BASELINE`).
+
 Both go through the same composition as sampled trials. Neither distils
 (``distill: null`` wins over a teacher fixed in the space), so a distilled search's
 lift is measured against teacher-free recipes.
@@ -73,6 +85,7 @@ MOCO_V2 = Baseline(
     "mocov2",
     "ResNet-50 MoCo-v2 recipe (Chen et al. 2020; CIFAR queue/momentum)",
     {
+        "method": "mocov2",
         "optimizer": "sgd",
         "lr": 0.03,
         "momentum": 0.9,
@@ -101,6 +114,7 @@ SINFONCE_LIGHT = Baseline(
     "sinfonce-light",
     "our lightweight SInfoNCE starting recipe (informed by Lin et al. 2022)",
     {
+        "method": "mocov2",
         "optimizer": "sgd",
         "lr": 0.06,
         "momentum": 0.9,
@@ -130,7 +144,48 @@ SINFONCE_LIGHT = Baseline(
     },
 )
 
-BASELINES: tuple[Baseline, ...] = (MOCO_V2, SINFONCE_LIGHT)
+SIMCLR = Baseline(
+    "simclr",
+    "SimCLR (Chen et al. 2020; CIFAR-10 temperature and colour strength, SGD)",
+    {
+        "method": "simclr",
+        "optimizer": "sgd",
+        "lr": 0.06,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0.0,
+        "batch_size": 256,
+        "temperature": 0.5,
+        "smoothing": 0.0,
+        "smoothing_k": 0,
+        "smoothing_ramp": "none",
+        "proj_hidden_dim": 2048,
+        "proj_out_dim": 128,
+        "proj_bn": True,
+        **MOCO_V2_AUGMENT,
+        "jitter_strength": 0.5,
+        "blur_p": 0.0,
+        "distill": None,
+    },
+)
+
+BASELINES: tuple[Baseline, ...] = (MOCO_V2, SINFONCE_LIGHT, SIMCLR)
+FLOOR_BASELINE = SINFONCE_LIGHT.name  # the recipe whose untrained encoder is the floor
+
+
+def method_of(b: Baseline) -> str:
+    """The method baseline ``b`` trains (``mocov2`` when its values do not name one)."""
+    from trainer.recipe import DEFAULT_METHOD
+
+    return b.values.get("method", DEFAULT_METHOD)
+
+
+def baselines_for(space) -> tuple[Baseline, ...]:
+    """The baselines a search over ``space`` runs and confirms: those whose method the space can
+    choose (``space.method_choices()``), in :data:`BASELINES` order."""
+    methods = space.method_choices()
+    return tuple(b for b in BASELINES if method_of(b) in methods)
 
 
 def by_name(name: str) -> Baseline:

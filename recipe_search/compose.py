@@ -5,8 +5,9 @@ point or the baseline's values, the budget's fixed fields, then backbone,
 image size, epochs and seed. Constraints between fields that independent sampling
 can break are repaired, and each repair is reported as a note:
 
-* ``queue_size`` is raised to the keys of one step (``batch_size``, x2 if symmetric);
-* ``smoothing_k`` is clipped to ``queue_size``;
+* ``queue_size`` is raised to the keys of one step (``batch_size``, x2 if symmetric), for a
+  method that reads it (MoCo-v2);
+* ``smoothing_k`` is clipped to the negatives of the recipe's method (MoCo-v2: ``queue_size``);
 * ``warmup_epochs`` is clipped below ``epochs``.
 
 ``distill.<field>`` keys (sampled or fixed in the space) go into the distill section;
@@ -28,7 +29,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.recipe import Recipe
+from types import SimpleNamespace
+
+from trainer.methods import get_method
+from trainer.recipe import DEFAULT_METHOD, Recipe
 
 
 def compose(values: dict[str, Any], *, backbone: str, image_size: int, epochs: int, seed: int,
@@ -56,15 +60,19 @@ def repair(values: dict[str, Any], *, epochs: int) -> tuple[dict[str, Any], list
     defaults = {f: Recipe.__dataclass_fields__[f].default for f in Recipe.field_names()}
     get = lambda k: d.get(k, defaults[k])  # noqa: E731
     notes: list[str] = []
+    method = get_method(d.get("method") or DEFAULT_METHOD)
     symmetric = bool(get("symmetric"))
     keys = int(get("batch_size")) * (2 if symmetric else 1)
-    if isinstance(get("queue_size"), int) and get("queue_size") < keys:
+    if "queue_size" in method.fields and isinstance(get("queue_size"), int) and get("queue_size") < keys:
         notes.append(f"queue_size raised from {get('queue_size')} to {keys} "
                      f"(batch_size{' * 2' if symmetric else ''} keys per step)")
         d["queue_size"] = keys
-    if isinstance(get("smoothing_k"), int) and get("smoothing_k") > get("queue_size"):
-        notes.append(f"smoothing_k clipped from {get('smoothing_k')} to queue_size {get('queue_size')}")
-        d["smoothing_k"] = get("queue_size")
+    k = get("smoothing_k")
+    if isinstance(k, int) and isinstance(get("batch_size"), int) and isinstance(get("queue_size"), int):
+        n, what = method.negatives(SimpleNamespace(**{**defaults, **d}))
+        if k > n:
+            notes.append(f"smoothing_k clipped from {k} to {what} {n}")
+            d["smoothing_k"] = n
     warm = get("warmup_epochs")
     if isinstance(warm, (int, float)) and warm > 0 and warm >= epochs:
         new = float(max(0.0, epochs - 1)) if epochs > 1 else 0.0

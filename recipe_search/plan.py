@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import config
-from .baselines import BASELINES
+from .baselines import baselines_for
 from .budget import Budget, get_budget
 from .errors import SearchError, SpaceError
 from .paths import absolute_uri, resolve_settings
@@ -72,8 +72,9 @@ def plan(settings: SearchSettings) -> Plan:
         raise SpaceError(f"{space.sources[-1] if space.sources else '<space>'}: the space has no sampled "
                          "parameters (every field is fixed); nothing to search")
     num_samples = settings.num_samples or budget.num_samples
-    if num_samples < len(BASELINES):
-        raise SearchError(f"--num-samples must be >= {len(BASELINES)} (the baselines run first), "
+    n_baselines = len(baselines_for(space))
+    if num_samples < n_baselines:
+        raise SearchError(f"--num-samples must be >= {n_baselines} (the baselines run first), "
                           f"got {num_samples}")
     data = budget.data_spec(settings.dataset, settings.data, download=settings.download)
     return Plan(settings=settings, budget=budget, space=space, data=data, num_samples=num_samples,

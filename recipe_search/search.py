@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .baselines import BASELINES
+from .baselines import FLOOR_BASELINE, baselines_for, by_name
 from .confirm import confirmation_seeds, floor_metrics, plan_jobs
 from .confirmation import run_confirmation
 from .errors import ResumeError, SearchError
@@ -179,12 +179,12 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
         ctx = TrialContext(
             backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
             image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
-            device=device, threads=max(1, int(cpt)), baselines=BASELINES,
+            device=device, threads=max(1, int(cpt)), baselines=baselines_for(p.space),
             checkpoint_every=p.checkpoint_every, sampler=sampler_label(s.sampler))
-        floor_recipe = ctx.recipe_for({"baseline": BASELINES[-1].name})[0]
+        floor_recipe = ctx.compose(dict(by_name(FLOOR_BASELINE).values))[0]
         seeds = confirmation_seeds(s.seed, p.confirm_seeds)
         # the select phase, then at most the report phase's last look (winner + reference baseline)
-        confirm_jobs = (p.confirm_k + len(BASELINES)) * len(seeds) + 2 * p.report_looks[-1]
+        confirm_jobs = (p.confirm_k + len(ctx.baselines)) * len(seeds) + 2 * p.report_looks[-1]
         if meta is None or device == "cpu":
             ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
             est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
@@ -259,7 +259,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
             if runner.failed:  # the first wave failed alike: no confirmation, the error in one line
                 _failed(outcome, tracker, meta, meta_path, t_start, runner.failed)
             trials = summarize(tracker, search_id)
-            named = [(b.name, ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in BASELINES]
+            named = [(b.name, ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in ctx.baselines]
             meta.update(stage="confirmation", seeds=seeds,
                         jobs=plan_jobs(trials, named, p.confirm_k, seeds))
             write_meta(meta_path, meta)

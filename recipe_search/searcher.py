@@ -71,11 +71,12 @@ class RecipeSearcher(OptunaSearch):
     OBJECTIVE_NAME = "val_knn_top1"  # the objective's name in the study (Optuna's metric name)
 
     def __init__(self, *args, baselines: list[tuple[str, dict | None]] = (), search_id: str | None = None,
-                 study_attrs: dict | None = None, **kwargs):
+                 study_attrs: dict | None = None, distributions=None, **kwargs):
         self._search_id = search_id  # set before OptunaSearch.__init__, which creates the study
         self._study_attrs = dict(study_attrs or {})
         super().__init__(*args, **kwargs)
         self._baselines = [(name, None if p is None else dict(p)) for name, p in baselines]
+        self._distributions = distributions  # point -> its distributions (a define-by-run space has no dict)
         self._issued: dict[str, str] = {}  # trial id -> baseline name
         self._last: dict[str, dict] = {}  # trial id -> last result (for intermediate values)
         self._history: dict[str, list[float]] = {}
@@ -105,6 +106,13 @@ class RecipeSearcher(OptunaSearch):
         if baseline:
             attrs["baseline"] = baseline
         return attrs
+
+    def _point_distributions(self, point: dict) -> dict:
+        """The Optuna distributions of a baseline's ``point``: the space's dict, or, for a
+        define-by-run space, those of the parameters that point's method samples."""
+        distributions = getattr(self, "_distributions", None)  # a searcher pickled before it existed: None
+        dists = distributions(point) if distributions is not None else self._space
+        return {k: dists[k] for k in point}
 
     def suggest(self, trial_id: str):
         issued = set(self._issued.values())
@@ -156,7 +164,7 @@ class RecipeSearcher(OptunaSearch):
         try:
             self._ot_study.add_trial(optuna.trial.create_trial(
                 state=TrialState[state], value=None if failed else (WORST if value is None else value),
-                params=point, distributions=self._space,
+                params=point, distributions=self._point_distributions(point),
                 intermediate_values=dict(enumerate(history)) if history else None,
                 user_attrs=self.trial_attrs(trial_id, baseline=name)))
         except Exception as e:  # noqa: BLE001

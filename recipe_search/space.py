@@ -9,7 +9,9 @@ or a parameter to sample::
     batch_size: {type: choice, values: [128, 256]}
     symmetric: true
 
-``extends: default`` (or a path relative to the file) starts from another space;
+``method`` picks the self-supervised method (``trainer.methods``; mocov2 by default); a space
+that samples it gives each method its own parameters in a ``methods:`` block
+(:mod:`recipe_search.space_methods`). ``extends: default`` (or a path relative to the file) starts from another space;
 the keys of the extending file replace the base's. ``description:`` is free text.
 ``backbone``, ``epochs``, ``image_size`` and ``seed`` are set by the command line
 and the budget, never by a space. ``distill`` is fixed (a teacher section as in a
@@ -44,6 +46,8 @@ from typing import Any
 from trainer.recipe import Distill, Recipe
 
 from .errors import SpaceError
+from .space_param import Param, fmt as _fmt
+from .space_methods import BLOCK_KEY, MethodBlock, define_by_run, method_choices, method_of, parse_methods
 
 SPACES_ENV = "RECIPE_SEARCH_SPACES"
 KINDS = ("loguniform", "uniform", "int", "choice")
@@ -79,66 +83,6 @@ def spaces_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Param:
-    """One sampled recipe field."""
-
-    name: str
-    kind: str  # loguniform | uniform | int | choice
-    low: float | int | None = None
-    high: float | int | None = None
-    values: tuple = ()
-    log: bool = False
-
-    def distribution(self):
-        """The Optuna distribution of this parameter."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.kind == "loguniform":
-            return FloatDistribution(float(self.low), float(self.high), log=True)
-        if self.kind == "uniform":
-            return FloatDistribution(float(self.low), float(self.high))
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
-        return CategoricalDistribution(list(self.values))
-
-    def project(self, value: Any) -> Any:
-        """The value of the domain closest to ``value`` (to express a baseline as a point)."""
-        if self.kind == "choice":
-            if value in self.values:
-                return value
-            numeric = [v for v in self.values if _is_number(v)]
-            if _is_number(value) and numeric:
-                return min(numeric, key=lambda v: abs(v - value))
-            return self.values[0]
-        value = min(max(value, self.low), self.high)
-        return int(round(value)) if self.kind == "int" else float(value)
-
-    def contains(self, value: Any) -> bool:
-        """Whether ``value`` lies in this parameter's domain (exactly, no projection)."""
-        if self.kind == "choice":
-            return any(value == v and type(value) is type(v) for v in self.values)
-        if isinstance(value, bool) or not _is_number(value):
-            return False
-        if self.kind == "int" and not float(value).is_integer():
-            return False
-        return self.low <= value <= self.high
-
-    def to_dict(self) -> dict:
-        if self.kind == "choice":
-            return {"type": "choice", "values": list(self.values)}
-        out = {"type": self.kind, "low": self.low, "high": self.high}
-        if self.log:
-            out["log"] = True
-        return out
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return "{" + ", ".join(_fmt(v) for v in self.values) + "}"
-        scale = " log" if self.kind == "loguniform" or self.log else ""
-        return f"[{_fmt(self.low)}, {_fmt(self.high)}]{scale}"
-
-
-@dataclass(frozen=True)
 class SearchSpace:
     """Sampled parameters and fixed values over recipe fields."""
 
@@ -146,19 +90,41 @@ class SearchSpace:
     fixed: dict[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     description: str = ""
+    methods: dict[str, MethodBlock] = field(default_factory=dict)  # what applies only to one method
+
+    def block(self, values: dict) -> MethodBlock:
+        """What applies to the method of ``values`` (a point or a recipe dict): its ``methods:`` block."""
+        return self.methods.get(method_of(values, self.fixed)) or MethodBlock()
+
+    def method_choices(self) -> tuple[str, ...]:
+        """The methods this space's trials can run (``method``'s values, else the fixed one)."""
+        return method_choices(self.params, self.fixed)
+
+    def fixed_for(self, values: dict) -> dict:
+        """The fixed values for a trial running ``values``: the space's and its method's."""
+        return {**self.fixed, **self.block(values).fixed}
+
+    def sampler_space(self):
+        """What Ray's ``OptunaSearch(space=...)`` samples: :meth:`optuna_space` for a space without
+        ``methods:``; else a define-by-run function (each method's parameters only when it is drawn)."""
+        if not self.methods:
+            return self.optuna_space()
+        return define_by_run(self.params, self.fixed, self.methods)
 
     @property
     def name(self) -> str:
         return Path(self.sources[-1]).stem if self.sources else "<inline>"
 
-    def optuna_space(self) -> dict:
-        """``{field: optuna distribution}`` for :class:`ray.tune.search.optuna.OptunaSearch`."""
-        return {name: p.distribution() for name, p in self.params.items()}
+    def optuna_space(self, values: dict | None = None) -> dict:
+        """``{field: optuna distribution}`` of the top-level parameters (with ``values``: and of its
+        method's), for :class:`ray.tune.search.optuna.OptunaSearch` and for telling Optuna a point."""
+        params = {**self.params, **(self.block(values).params if values is not None else {})}
+        return {name: p.distribution() for name, p in params.items()}
 
     def point(self, values: dict) -> dict:
         """``values`` (e.g. a baseline recipe) as a point of this space, projected into it."""
         out = {}
-        for name, p in self.params.items():
+        for name, p in {**self.params, **self.block(values).params}.items():
             v = values[name] if name in values else _FIELDS[name].default
             out[name] = p.project(v)
         return out
@@ -168,11 +134,11 @@ class SearchSpace:
         this space: one line per sampled field out of its domain or fixed field that differs;
         empty when it is a point."""
         reasons = []
-        for name, p in self.params.items():
+        for name, p in {**self.params, **self.block(values).params}.items():
             v = _get_dotted(values, name)
             if not p.contains(v):
                 reasons.append(f"{name}={v!r} outside {p.describe()}")
-        for name, fixed in self.fixed.items():
+        for name, fixed in self.fixed_for(values).items():
             v = _get_dotted(values, name)
             if v != fixed and not (name == "distill" and v is None and not fixed):
                 reasons.append(f"{name}={v!r} but the space fixes {fixed!r}")
@@ -181,16 +147,20 @@ class SearchSpace:
     def values_in(self, values: dict) -> dict:
         """The sampled fields' values in ``values`` (a full recipe dict; dotted names read
         from nested sections), unprojected: with ``outside(values)`` empty, a point."""
-        return {name: _get_dotted(values, name) for name in self.params}
+        return {name: _get_dotted(values, name) for name in {**self.params, **self.block(values).params}}
 
     def with_fixed(self, values: dict) -> "SearchSpace":
         """A copy with ``values`` fixed (sampled parameters of those names are dropped)."""
         params = {k: p for k, p in self.params.items() if k not in values}
-        return dataclasses.replace(self, params=params, fixed={**self.fixed, **values})
+        methods = {m: MethodBlock({k: p for k, p in b.params.items() if k not in values},
+                                  {k: v for k, v in b.fixed.items() if k not in values}) for m, b in self.methods.items()}
+        return dataclasses.replace(self, params=params, fixed={**self.fixed, **values}, methods=methods)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {k: p.to_dict() for k, p in self.params.items()}
         out.update(self.fixed)
+        if self.methods:
+            out[BLOCK_KEY] = {m: b.to_dict() for m, b in self.methods.items()}
         return out
 
     def to_yaml(self) -> str:
@@ -281,36 +251,21 @@ def parse_space(data: dict, source: str = "<space>", base: SearchSpace | None = 
     """Validate a space mapping (already parsed from YAML) on top of ``base``."""
     params = dict(base.params) if base else {}
     fixed = dict(base.fixed) if base else {}
-    allowed = [n for n in _FIELDS if n not in NOT_SEARCHABLE]
+    blocks = _copy_blocks(base)
     for key, spec in data.items():
-        if key in META_KEYS:
+        if key in META_KEYS or key == BLOCK_KEY:
             continue
-        if not isinstance(key, str):
-            raise SpaceError(f"{source}: keys must be recipe field names, got {key!r}")
-        if key in NOT_SEARCHABLE:
-            raise SpaceError(f"{source}: {key} cannot be set in a search space (it is set by "
-                             f"{NOT_SEARCHABLE[key]})")
-        if key not in _FIELDS:
-            if key.startswith("distill."):
-                raise SpaceError(f"{source}: {key} cannot be set in a search space; of the distill section "
-                                 f"only {', '.join('distill.' + n for n in SAMPLED_DISTILL)} may be (the "
-                                 "teacher is fixed in distill:)")
-            close = difflib.get_close_matches(key, allowed, n=3)
-            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            raise SpaceError(f"{source}: unknown recipe field {key!r}{hint}; "
-                             f"allowed: {', '.join(allowed)}")
-        try:
-            if key == "distill":  # a fixed teacher section (or null); not sampled
-                fixed[key] = _distill(spec)
-                params.pop(key, None)
-            elif isinstance(spec, dict):
-                params[key] = _param(key, spec)
-                fixed.pop(key, None)
-            else:
-                fixed[key] = _value(key, key, spec)
-                params.pop(key, None)
-        except SpaceError as e:
-            raise SpaceError(f"{source}: {e}") from None
+        kind, value = _entry(key, spec, source)
+        if kind == "param":
+            params[key] = value
+            fixed.pop(key, None)
+        else:
+            fixed[key] = value
+            params.pop(key, None)
+        for b in blocks.values():  # a top-level key replaces the base's per-method one
+            b.params.pop(key, None), b.fixed.pop(key, None)
+    methods = parse_methods(data.get(BLOCK_KEY), params, fixed, blocks, source,
+                            lambda k, v: _entry(k, v, ""))
     dotted = sorted(k for k in (*params, *fixed) if k.startswith("distill."))
     if fixed.get("distill") is None:
         if "distill" in data and dotted:  # this file removed the teacher: drop its settings
@@ -322,7 +277,35 @@ def parse_space(data: dict, source: str = "<space>", base: SearchSpace | None = 
                              "(distill: {teacher_backbone: ...} or {teacher_checkpoint: ...})")
     description = data.get("description", base.description if base else "")
     sources = (*(base.sources if base else ()), source)
-    return SearchSpace(params=params, fixed=fixed, sources=sources, description=str(description or ""))
+    return SearchSpace(params=params, fixed=fixed, sources=sources, description=str(description or ""),
+                       methods=methods)
+
+
+def _copy_blocks(base: SearchSpace | None) -> dict[str, MethodBlock]:
+    return {m: MethodBlock(dict(b.params), dict(b.fixed)) for m, b in (base.methods if base else {}).items()}
+
+
+def _entry(key: Any, spec: Any, source: str) -> tuple[str, Any]:
+    """One key of a space: ``("param", Param)`` or ``("fixed", value)``; SpaceError naming it."""
+    at = f"{source}: " if source else ""
+    if not isinstance(key, str):
+        raise SpaceError(f"{at}keys must be recipe field names, got {key!r}")
+    if key in NOT_SEARCHABLE:
+        raise SpaceError(f"{at}{key} cannot be set in a search space (it is set by {NOT_SEARCHABLE[key]})")
+    if key not in _FIELDS:
+        if key.startswith("distill."):
+            raise SpaceError(f"{at}{key} cannot be set in a search space; of the distill section only "
+                             f"{', '.join('distill.' + n for n in SAMPLED_DISTILL)} may be (the teacher is fixed in distill:)")
+        allowed = [n for n in _FIELDS if n not in NOT_SEARCHABLE]
+        close = difflib.get_close_matches(key, allowed, n=3)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise SpaceError(f"{at}unknown recipe field {key!r}{hint}; allowed: {', '.join(allowed)}")
+    try:
+        if key == "distill":  # a fixed teacher section (or null); not sampled
+            return "fixed", _distill(spec)
+        return ("param", _param(key, spec)) if isinstance(spec, dict) else ("fixed", _value(key, key, spec))
+    except SpaceError as e:
+        raise SpaceError(f"{at}{e}") from None
 
 
 # --------------------------------------------------------------------------- validation
@@ -438,13 +421,3 @@ def _get_dotted(values: dict, name: str) -> Any:
     nested = values.get(head)
     nested = nested.to_dict() if hasattr(nested, "to_dict") else (nested or {})
     return nested.get(tail)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)

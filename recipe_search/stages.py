@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 
 from . import events
-from .baselines import BASELINES, JOB_KEY
+from .baselines import JOB_KEY
 from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
@@ -122,7 +122,7 @@ class StageRunner:
                 return tune.Tuner.restore(str(exp_dir), trainable=self.trainable, resume_unfinished=True,
                                           resume_errored=False, restart_errored=False), True
             n_startup = min(10, max(3, p.num_samples // 4))
-            baselines = [(b.name, baseline_point(p.space, self.ctx, b.name)) for b in BASELINES]
+            baselines = [(b.name, baseline_point(p.space, self.ctx, b.name)) for b in self.ctx.baselines]
             for name, point in baselines:
                 if point is None:
                     note(f"baseline {name} is not a point of the space: the sampler is not told its result")
@@ -146,8 +146,9 @@ class StageRunner:
                     sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
             sampler = get_sampler(s.sampler).build(sampler_seed, n_startup, constant_liar=self.conc > 1)
-            searcher = RecipeSearcher(space=p.space.optuna_space(), metric=OBJECTIVE, mode="max",
-                                      sampler=sampler, baselines=baselines, **study_kwargs)
+            searcher = RecipeSearcher(space=p.space.sampler_space(), metric=OBJECTIVE, mode="max",
+                                      sampler=sampler, baselines=baselines,
+                                      distributions=p.space.optuna_space, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
                                           grace_period=p.first_rung,
                                           reduction_factor=p.budget.reduction_factor, stop_last_trials=False)

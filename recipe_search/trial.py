@@ -98,11 +98,14 @@ class TrialContext:
         job = (config or {}).get(JOB_KEY)
         if job is not None:
             return job_recipe(job), [], base
-        values = dict(base.values) if base is not None else dict(config)
-        recipe, notes = compose(values, backbone=self.backbone, image_size=self.image_size,
-                                epochs=self.max_epochs, seed=self.seed, fixed=self.space.fixed,
-                                budget_fixed=self.budget_fixed)
+        recipe, notes = self.compose(dict(base.values) if base is not None else dict(config))
         return recipe, notes, base
+
+    def compose(self, values: dict) -> tuple[Recipe, list[str]]:
+        """``values`` (a sampled point or a baseline's values) as this search's recipe: the space's
+        fixed values for its method, the budget's, backbone, image size, epochs and seed."""
+        return compose(values, backbone=self.backbone, image_size=self.image_size, epochs=self.max_epochs,
+                       seed=self.seed, fixed=self.space.fixed_for(values), budget_fixed=self.budget_fixed)
 
 
 def _numeric(d: dict) -> dict[str, float]:

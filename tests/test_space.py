@@ -35,9 +35,10 @@ def test_shipped_spaces_load_and_convert(path):
     # every baseline is expressible as a point, and a sampled point composes into a recipe
     for b in BASELINES:
         point = space.point(b.values)
-        assert set(point) == set(space.params)
+        own = space.optuna_space(b.values)  # with the baseline's method's parameters (methods: block)
+        assert set(point) == set(own) >= set(space.params)
         for name, value in point.items():
-            assert dists[name]._contains(dists[name].to_internal_repr(value))
+            assert own[name]._contains(own[name].to_internal_repr(value))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         trial = study.ask(dists)

@@ -63,13 +63,10 @@ True
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .recipe import Recipe
 
 __all__ = ["MoCoViews"]
 
@@ -101,7 +98,7 @@ class MoCoViews:
     See the module docstring for the exact pipeline.
     """
 
-    def __init__(self, recipe: "Recipe"):
+    def __init__(self, recipe: Any):  # a trainer.recipe.Recipe, read without importing it (methods build views)
         self.size = int(recipe.image_size)
         self.crop_scale = (float(recipe.crop_min_scale), 1.0)
         self.jitter_strength = float(recipe.jitter_strength)

@@ -9,11 +9,11 @@ import torch
 from .data import ProxyData
 from .knn import knn_top1
 from .model import evaluation_stats, extract_features
-from .moco import MoCo
+from .moco import ContrastiveModel
 from .probe import linear_probe
 
 
-def evaluate(model: MoCo, proxy: ProxyData, device: torch.device,
+def evaluate(model: ContrastiveModel, proxy: ProxyData, device: torch.device,
              features: dict[str, torch.Tensor] | None = None, *, evaluate_test: bool = True) -> dict:
     """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
 

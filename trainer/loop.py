@@ -20,7 +20,6 @@ from typing import Callable
 import torch
 
 from . import schedules
-from .augment import MoCoViews
 from .backbone import save_encoder
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ProxyData
@@ -29,7 +28,7 @@ from .distill import Distiller, Teacher
 from .errors import RecipeError
 from .evaluation import evaluate
 from .knn import knn_top1
-from .losses import SInfoNCELoss
+from .methods import create_method
 from .model import build_model, evaluation_stats, extract_features
 from .optim import build_optimizer, set_lr
 from .recipe import Recipe
@@ -57,9 +56,10 @@ class TrainResult:
 class TrainingRun:
     """The state of one training run on a loaded proxy, and its steps.
 
-    Built from ``(recipe, proxy, device)``: seeds torch with ``recipe.seed``, builds the model, the
-    optimiser, the loss, the augmentation and (with ``teacher``) the distiller, and moves the train
-    images to ``device``. :meth:`step` is one optimisation step on a uint8 batch, :meth:`train_epoch`
+    Built from ``(recipe, proxy, device)``: seeds torch with ``recipe.seed``, builds the model and
+    the recipe's method (:mod:`trainer.methods`: its loss, views and per-step hooks), the optimiser
+    and (with ``teacher``) the distiller, and moves the train images to ``device``. The run knows no
+    method: each step asks ``self.method`` for the loss of the views it drew. :meth:`step` is one optimisation step on a uint8 batch, :meth:`train_epoch`
     one pass over the proxy, :meth:`knn` the per-epoch monitor; :meth:`state` / :meth:`load_state`
     are the checkpoint. :func:`fit` drives it; benchmarks time :meth:`step` directly.
     """
@@ -80,8 +80,8 @@ class TrainingRun:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(recipe, self.model.encoder_q)
-        self.criterion = SInfoNCELoss(recipe.temperature, recipe.smoothing, recipe.smoothing_k)
-        self.views = MoCoViews(recipe)
+        self.method = create_method(recipe, self.model, device)
+        self.views = self.method.make_views()
         self.distiller = (Distiller(teacher, recipe.distill.weight, recipe.distill.views, device)
                           if teacher is not None else None)
         self.aug_gen = torch.Generator(device=device).manual_seed(recipe.seed)
@@ -89,7 +89,7 @@ class TrainingRun:
         self.epoch, self.history, self.train_time = 0, [], 0.0
         self.features: dict[str, torch.Tensor] = {}  # clean-image features at the current weights
         if compile and device.type == "cuda":
-            self.model.encoder_q = torch.compile(self.model.encoder_q)
+            self.model.encoder_q = torch.compile(self.model.encoder_q)  # the method holds this model
         self.train_x = proxy.train_x.to(device)
 
     # -- checkpointing -------------------------------------------------------------
@@ -97,7 +97,7 @@ class TrainingRun:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "aug_gen": self.aug_gen.get_state(), "order_gen": self.order_gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": self.history, "train_time": self.train_time,
-                "recipe": self.recipe.to_dict()}
+                "recipe": self.recipe.to_dict(), "method": self.method.state()}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -105,6 +105,7 @@ class TrainingRun:
         self.aug_gen.set_state(state["aug_gen"])
         self.order_gen.set_state(state["order_gen"])
         torch.set_rng_state(state["torch_rng"])
+        self.method.load_state(state.get("method") or {})
         self.epoch, self.history, self.train_time = state["epoch"], state["history"], state["train_time"]
         for report in self.history:  # a checkpoint written before the metrics said their split
             if "knn_top1" in report and "val_knn_top1" not in report:
@@ -117,30 +118,19 @@ class TrainingRun:
         set_lr(self.optimizer, schedules.learning_rate(step, self.total_steps, self.warmup_steps,
                                                        r.scaled_lr, r.lr_schedule))
         eps = schedules.smoothing(progress, r.smoothing, r.smoothing_ramp)
-        v1, v2 = self.views(x, self.aug_gen), self.views(x, self.aug_gen)
+        views = [self.views(x, self.aug_gen) for _ in range(self.method.num_views)]
         if self.channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        self.model.momentum_update(schedules.key_momentum(progress, r.key_momentum, r.momentum_ramp))
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        self.method.before_step(progress)
         distiller = self.distiller
-        with autocast(self.device):
-            q1 = self.model.query(v1)
-            k2 = self.model.key(v2, self.aug_gen)
-            q2 = self.model.query(v2) if r.symmetric or (distiller and distiller.needs_second_query) else None
-            if r.symmetric:
-                k1 = self.model.key(v1, self.aug_gen)
-        queue = self.model.queue.clone()
-        loss = self.criterion(q1, k2, queue, eps)
-        keys = k2
-        if r.symmetric:  # sum of both directions, as in MoCo's CIFAR demo
-            loss = loss + self.criterion(q2, k1, queue, eps)
-            keys = torch.cat([k1, k2])
-        if distiller is not None:  # DisCo: + weight * Σ_v MSE(student query, frozen teacher embedding)
-            loss = loss + distiller((v1, v2), (q1, q2))
+        out = self.method.loss(views, eps, self.aug_gen, embed_all=bool(distiller and distiller.needs_second_query))
+        loss = out.loss
+        if distiller is not None:  # DisCo: + weight * Σ_v MSE(student embedding, frozen teacher embedding)
+            loss = loss + distiller(views, out.embeddings)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.model.enqueue(keys.detach().float())
+        self.method.after_step(out)
         return loss.detach()
 
     def train_epoch(self) -> tuple[float, float]:
@@ -214,7 +204,7 @@ def fit(recipe: Recipe, proxy: ProxyData, *, device: torch.device, teacher: Teac
                   "lr": run.optimizer.param_groups[0]["lr"], "images_per_sec": images_per_epoch / seconds,
                   "epoch_time_s": seconds, "knn_time_s": knn_seconds, "elapsed_s": run.train_time,
                   "smoothing": schedules.smoothing(progress, recipe.smoothing, recipe.smoothing_ramp),
-                  "key_momentum": schedules.key_momentum(progress, recipe.key_momentum, recipe.momentum_ramp)}
+                  **run.method.epoch_report(progress)}  # MoCo: key_momentum
         if run.distiller is not None:
             report.update(run.distiller.epoch_report())  # distill_loss, teacher_cosine
         run.history.append(report)

@@ -1,4 +1,5 @@
-"""Contrastive losses against a queue of negatives: InfoNCE and smoothed InfoNCE.
+"""Contrastive losses: InfoNCE and smoothed InfoNCE against a queue, and the smoothed cross-entropy
+every method's logits end in.
 
 Both losses take L2-normalised tensors:
 
@@ -106,9 +107,19 @@ class SInfoNCELoss(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
                 smoothing: float | None = None) -> torch.Tensor:
         eps = self.smoothing if smoothing is None else smoothing
-        logits = contrastive_logits(q, k, queue, self.temperature)
-        if eps == 0.0:
-            labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-            return F.cross_entropy(logits, labels)
-        targets = soft_targets(logits[:, 1:], eps, min(self.k, queue.shape[0]))
-        return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        return smoothed_cross_entropy(contrastive_logits(q, k, queue, self.temperature), eps, self.k)
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, smoothing: float, k: int = 0) -> torch.Tensor:
+    """SInfoNCE on logits ``[B, 1+K]`` (the positive in column 0, then the negatives), averaged over
+    the batch: plain cross-entropy at ``smoothing == 0``, else against :func:`soft_targets` with
+    ``min(k, K)`` nearest negatives. Every method's loss ends here (MoCo: the queue; SimCLR: in-batch).
+
+    >>> round(smoothed_cross_entropy(torch.tensor([[1.0, 0.0, 0.0]]), 0.0).item(), 4)  # log(e + 2) - 1
+    0.5514
+    """
+    if smoothing == 0.0:
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, labels)
+    targets = soft_targets(logits[:, 1:], smoothing, min(k, logits.shape[1] - 1))
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

@@ -1,4 +1,5 @@
-"""MoCo-v2 on one device: query encoder, EMA key encoder, negative queue, shuffle-BN.
+"""MoCo-v2 on one device: query encoder, EMA key encoder, negative queue, shuffle-BN; and the
+online network every method shares (:class:`ContrastiveModel`).
 
 Shuffle-BN on a single device: both encoders run their batch in ``bn_splits``
 groups, so batch-norm statistics are computed per group (like per-GPU BN in
@@ -79,22 +80,38 @@ class Encoder(nn.Module):
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
 
-class MoCo(ImageNetInput):
+class ContrastiveModel(ImageNetInput):
+    """The online network every method trains: ``encoder_q`` (backbone + projection head), run in
+    ``bn_splits`` groups. ``query`` has gradients; ``features`` is what the kNN monitor, the probe,
+    precise BN and ``encoder.pt`` read (``encoder_q.backbone``). A method adds its own parts on top
+    (MoCo: the key encoder and the queue); SimCLR trains this model as it is."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int,
+                 bn_splits: int = 1, proj_bn: bool = True):
+        super().__init__()
+        self.encoder_q = Encoder(backbone, feature_dim, hidden_dim, out_dim, batch_norm=proj_bn)
+        self.bn_splits = bn_splits
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return split_forward(self.encoder_q, self.normalize(x), self.bn_splits)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of clean images in [0, 1] (for kNN and the probe)."""
+        return self.encoder_q.backbone(self.normalize(x))
+
+
+class MoCo(ContrastiveModel):
     """MoCo-v2 model. ``query`` has gradients; ``key`` is the EMA copy, no gradients."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, hidden_dim: int, out_dim: int,
                  queue_size: int, bn_splits: int = 1, proj_bn: bool = True):
-        super().__init__()
-        self.encoder_q = Encoder(backbone, feature_dim, hidden_dim, out_dim, batch_norm=proj_bn)
+        super().__init__(backbone, feature_dim, hidden_dim, out_dim, bn_splits=bn_splits, proj_bn=proj_bn)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        self.bn_splits = bn_splits
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        return split_forward(self.encoder_q, self.normalize(x), self.bn_splits)
 
     @torch.no_grad()
     def key(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -112,8 +129,3 @@ class MoCo(ImageNetInput):
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
-
-    @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of clean images in [0, 1] (for kNN and the probe)."""
-        return self.encoder_q.backbone(self.normalize(x))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import RecipeError
+from .methods import METHODS, get_method
 from .optim import OPTIMIZERS
 from .schedules import LR_SCHEDULES, SMOOTHING_RAMPS
 
@@ -35,6 +36,7 @@ def _choices(*values: str) -> dict:
 
 
 DISTILL_VIEWS = ("both", "first")
+DEFAULT_METHOD = "mocov2"  # what a recipe without a method field (all recipes before methods) trains
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,16 @@ class Distill:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A contrastive pretraining recipe (MoCo-v2 with optional SInfoNCE)."""
+    """A contrastive pretraining recipe: a method (MoCo-v2 by default) with optional SInfoNCE.
 
+    ``method`` names a registered method (:data:`trainer.methods.METHODS`); fields only some
+    methods read (MoCo-v2's queue and key encoder: ``MoCoV2.fields``) are ignored by the others.
+    ``to_dict`` leaves ``method`` out while it is ``mocov2``, so a MoCo-v2 recipe serialises (and
+    every key hashed from its JSON) exactly as before the field existed.
+    """
+
+    # -- method ----------------------------------------------------------------
+    method: str = field(default=DEFAULT_METHOD, metadata={"choices": METHODS.keys()})
     # -- model ---------------------------------------------------------------
     backbone: str = "mobilenetv3_small_100"
     image_size: int = field(default=32, metadata=_rng(16, 1024))
@@ -173,16 +183,7 @@ class Recipe:
             raise RecipeError(
                 f"warmup_epochs must be < epochs ({self.epochs}), got {self.warmup_epochs}"
             )
-        keys_per_step = self.batch_size * (2 if self.symmetric else 1)
-        if self.queue_size < keys_per_step:
-            raise RecipeError(
-                f"queue_size must be >= batch_size{' * 2 (symmetric)' if self.symmetric else ''}"
-                f" = {keys_per_step}, got {self.queue_size}"
-            )
-        if self.smoothing_k > self.queue_size:
-            raise RecipeError(
-                f"smoothing_k must be in [0, queue_size={self.queue_size}], got {self.smoothing_k}"
-            )
+        get_method(self.method).check(self)  # its constraints (MoCo-v2: queue vs keys per step, smoothing_k)
         if self.distill is not None and self.distill.teacher_backbone is not None:
             self.teacher_recipe()  # validates the teacher recipe and its dims against ours
 
@@ -208,7 +209,10 @@ class Recipe:
 
     # -- (de)serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["method"] == DEFAULT_METHOD:  # recipes from before methods: same JSON, same keys
+            del d["method"]
+        return d
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
