@@ -14,7 +14,7 @@ pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
 import rs_faults  # noqa: E402 - tests/faults (on sys.path by conftest)
-from recipe_search import __version__  # noqa: E402
+from recipe_search import __version__, records  # noqa: E402
 from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
 from recipe_search.plan import SearchSettings  # noqa: E402
 from recipe_search.search import run_search  # noqa: E402
@@ -45,7 +45,7 @@ def client(home: Path):
 def child_runs(home: Path, search_id: str):
     c = client(home)
     exp = c.get_experiment_by_name("recipe-search")
-    return c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{search_id}' and tags.`rs.kind` = 'trial'",
+    return c.search_runs([exp.experiment_id], records.filter(search_id=search_id, kind=records.TRIAL),
                          order_by=["attributes.start_time ASC"])
 
 
@@ -201,7 +201,8 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     computation as in the first search, so the second search re-reports them (figures, curves and
     a tag naming the run they came from) and trains nothing in its confirmation stage."""
     from recipe_search.reuse import reusable
-    from recipe_search.tracking import TAG_VERSION, Tracker
+    from recipe_search.records import TAG_VERSION
+    from recipe_search.tracking import Tracker
 
     home, first = e2e
     notes = []
@@ -387,20 +388,21 @@ def test_one_process_per_search(tmp_path):
 def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     """Tune may lose a trial started after its last state snapshot; the restored searcher then
     suggests the same point under a new trial id, whose MLflow run must be the old one."""
-    from recipe_search.tracking import TAG_POINT, Tracker, point_key
+    from recipe_search import records
+    from recipe_search.tracking import Tracker, point_key
     from recipe_search.trial import TrialContext
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "adopt")
-    parent = tracker.parent_run("s1", name="search-s1", tags={}, params={})
+    parent = tracker.parent_run(records.Search(search_id="s1"), name="search-s1", params={})
     point = {"lr": 0.1, "temperature": 0.2}
-    tags = {TAG_POINT: point_key(point)}
-    old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", tags=tags)
+    tags = records.Trial(point=point_key(point))
+    old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", trial=tags)
     tracker.log_metrics(old, {"val_knn_top1": 0.5}, step=1)
     # a trial Tune still knows keeps its own run even with the same point
-    other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", tags=tags, known_trial_ids=["aaaa"])
+    other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", trial=tags, known_trial_ids=["aaaa"])
     assert other != old
     # the lost trial's point comes back as cccc: adopted, with its last logged epoch
-    run, last = tracker.child_run(parent, "s1", "cccc", name="tpe-cccc", tags=tags, known_trial_ids=["bbbb"])
+    run, last = tracker.child_run(parent, "s1", "cccc", name="tpe-cccc", trial=tags, known_trial_ids=["bbbb"])
     assert run == old and last == 1
     assert tracker.client.get_run(run).data.tags["rs.trial_id"] == "cccc"
     assert len(tracker.trial_runs("s1")) == 2

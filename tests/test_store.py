@@ -195,7 +195,7 @@ def test_a_withheld_verdict_serves_nothing_and_keeps_the_current_recipe(store):
 
 def test_records_from_before_val_scores_read_them_from_provenance(store):
     """A store written before rs.val_scores: the winner's val values and the verdict's seeds."""
-    from recipe_search.store_records import _val_scores
+    from recipe_search.records import val_scores as _val_scores
 
     prov_old = {"verdict": {"winner": "t1", "seeds": [1, 2, 3]},
                 "confirmation": [{"name": "t1", "val_knn_top1": {"values": [0.3, 0.31, 0.32]}}]}
