@@ -416,14 +416,14 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
 
 
 @pytest.mark.slow  # two search sessions (~55 s): the default suite measured 15m09s on 2 idle cores with it
-def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, monkeypatch):
+def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, make_search_home):
     """``--study-storage sqlite:///...``: the Optuna study lives in its own database, so a second
     driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search from it and
     from the shared MLflow store: only the new samples run, nothing is duplicated."""
     optuna = pytest.importorskip("optuna")
     study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver1"))
+    make_search_home("driver1")
     first = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=1, max_epochs=1,
                                       tracking_uri=tracking, study_storage=study_url, confirm_k=0,
                                       **data_args()),
@@ -449,7 +449,7 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
                                                                 for s in ("2", "3")}, before
     assert {p for p, _, _ in before} == {"select", "report"} and len(set(before)) == len(before), before
 
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver2"))
+    make_search_home("driver2")
     notes = []
     second = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, max_epochs=1,
                                        tracking_uri=tracking, study_storage=study_url, search_id=first.search_id,
@@ -498,13 +498,13 @@ def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
 
 
 @pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"), (0, "checkpoint_000000")])
-def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
+def test_checkpoint_every_n_epochs(env, tmp_path, make_search_home, every, latest):
     """``checkpoint_every=2`` with 3 epochs: a trial persists a checkpoint at epoch 2 and its
     final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001
     (the first is kept, weight-free, for a safe resume). With 0 the final one is its only one."""
     from recipe_search.state import storage_dir
 
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    make_search_home()
     o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, max_epochs=3, seed=2,
                                   checkpoint_every=every, confirm_k=0, **data_args()), progress=False)
     search = [t for t in o.trials if t.stage == "search"]
@@ -607,12 +607,12 @@ def _cifar_folder(root: Path, *, swap_test: int = 0) -> Path:
 
 
 @pytest.mark.skipif(not CIFAR.exists(), reason="needs the shared CIFAR-10 tarball")
-def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, monkeypatch):
+def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_search_home):
     """Two searches on folders that differ only in their test labels make every decision before
     the confirmation stage identically (points sampled, ASHA's stops, val scores, finalists, the
     winner); only the confirmed test figures and the data fingerprint differ. The folders have 27
     test images in one class while the search asks for 50: the budget fits itself to the data."""
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    make_search_home()
     outcomes, notes = [], []
     for name, swap in (("plain", 0), ("shuffled", 13)):
         folder = _cifar_folder(tmp_path / name / "data", swap_test=swap)
