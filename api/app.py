@@ -20,7 +20,7 @@ read routes are in ``api/recipe_routes.py`` (their bodies in ``api/reads.py`` an
 
 Reads go through a short per-key TTL cache, every JSON GET carries a strong
 ETag (``If-None-Match`` -> 304), a missing, corrupt or outdated store (promotions
-from before ``rs.schema`` 2) answers 503 with a one-line JSON message. Metric names
+from before store schema 2) answers 503 with a one-line JSON message. Metric names
 say their split (``val_knn_top1``, ``test_probe_top1``). More than ``max_in_flight``
 requests at once are answered 503 with ``Retry-After`` (``api/overload.py``).
 

@@ -103,45 +103,39 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
     if not meta:
         return out
     try:
+        from recipe_search.promote import summarize
         from recipe_search.store import sqlite_path
+        from recipe_search.tracking import Tracker
 
         db = sqlite_path(tracking_uri)
         if db is not None and not db.exists():
             return out
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-        exp = client.get_experiment_by_name(meta.get("experiment") or "recipe-search")
-        if exp is None:
-            return out
+        tracker = Tracker(tracking_uri, meta.get("experiment") or "recipe-search")
+        exp = tracker.client.get_experiment_by_name(tracker.experiment)
+        if exp is None or exp.lifecycle_stage != "active":
+            return out  # never created (nor restored) by a read
         out["experiment_id"] = exp.experiment_id
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`rs.search_id` = '{search_id}'",
-                                  max_results=5000)
+        trials = summarize(tracker, search_id)
+        parent = tracker.find_parent(search_id)
     except Exception as e:  # noqa: BLE001 - progress is informative; the store may be busy
         out["note"] = f"MLflow not readable right now: {type(e).__name__}"
         return out
+    from recipe_search import records
     from recipe_search.samplers import DEFAULT_LABEL
 
+    if parent is not None:
+        search = records.Search.from_run(parent)
+        out["verdict"], out["verdict_line"] = search.verdict, search.verdict_line
     best = None
-    for r in runs:
-        tags = r.data.tags
-        if tags.get("rs.kind") == "search":
-            out["verdict"] = tags.get("rs.verdict")
-            out["verdict_line"] = tags.get("rs.verdict_line")
-            continue
-        if tags.get("rs.kind") != "trial":
-            continue
-        status = tags.get("rs.status") or "running"
-        status = {"completed": "done", "diverged": "failed", "oom": "failed"}.get(status, status)
-        if r.info.status == "RUNNING":
+    for t in trials:
+        status = {"completed": "done", "diverged": "failed", "oom": "failed"}.get(t.status, t.status)
+        if t.run_status == "RUNNING":
             status = "running"
-        bucket = out["confirmation"] if tags.get("rs.stage") == "confirmation" else out["trials"]
+        bucket = out["confirmation"] if t.stage == records.Confirmation.STAGE else out["trials"]
         bucket[status] = bucket.get(status, 0) + 1
-        val = r.data.metrics.get("val_knn_top1")
-        if (tags.get("rs.stage") != "confirmation" and status == "done" and val is not None
-                and (best is None or val > best["val_knn_top1"])):
-            best = {"trial_id": tags.get("rs.trial_id"), "run_id": r.info.run_id,
-                    "kind": f"baseline {tags['rs.baseline']}" if tags.get("rs.baseline") else DEFAULT_LABEL,
-                    "val_knn_top1": val}
+        if (t.stage != records.Confirmation.STAGE and status == "done" and t.objective is not None
+                and (best is None or t.objective > best["val_knn_top1"])):
+            best = {"trial_id": t.trial_id, "run_id": t.run_id,
+                    "kind": f"baseline {t.baseline}" if t.baseline else DEFAULT_LABEL, "val_knn_top1": t.objective}
     out["best"] = best
     return out

@@ -84,6 +84,7 @@ def replay(uri: str, trials: int, epochs: int, backbone: str, first: int = 0) ->
     returns the wall time and the client calls and HTTP requests made."""
     import optuna
 
+    from recipe_search import records
     from recipe_search.budget import get_budget
     from recipe_search.search import SearchSettings, plan
     from recipe_search.tracking import Tracker, TrialLogger
@@ -98,8 +99,9 @@ def replay(uri: str, trials: int, epochs: int, backbone: str, first: int = 0) ->
     _count_calls(tracker.client, calls)
     _count_http()
     search_id = f"bench-{os.getpid()}-{first}-{time.time_ns()}"
-    parent = tracker.parent_run(search_id, name=f"search-{search_id}", tags={}, params={"backbone": backbone})
-    logger = TrialLogger(tracker, parent_run_id=parent, search_id=search_id, ctx=ctx, tags={})
+    parent = tracker.parent_run(records.Search(search_id=search_id), name=f"search-{search_id}",
+                                params={"backbone": backbone})
+    logger = TrialLogger(tracker, parent_run_id=parent, search_id=search_id, ctx=ctx)
     sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=first))
     dists = p.space.optuna_space()
     calls.clear()

@@ -117,15 +117,17 @@ def _log_mlflow(setup: Setup, result: dict) -> None:
     import mlflow
     from mlflow import MlflowClient
 
+    from recipe_search import records
+
     mlflow.set_tracking_uri(setup.tracking_uri)
     client = MlflowClient(setup.tracking_uri)
     name = f"quality-{result['study']}"
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
     run = client.create_run(exp_id, run_name=result["key"], tags={
-        "rs.study": result["study"], "rs.role": result["role"], "rs.name": result["name"],
-        "rs.kind": result["kind"], "rs.status": result["status"], "rs.budget": result["budget"],
-        "rs.backbone": result["backbone"]})
+        records.TAG_STUDY: result["study"], records.TAG_ROLE: result["role"], records.TAG_NAME: result["name"],
+        records.TAG_KIND: result["kind"], records.TAG_STATUS: result["status"], records.TAG_BUDGET: result["budget"],
+        records.TAG_BACKBONE: result["backbone"]})
     from mlflow.entities import Metric, Param
 
     params = {f"recipe.{k}": v for k, v in result["recipe"].items() if not isinstance(v, dict)}

@@ -8,7 +8,7 @@ model per backbone, one version per promotion, the alias ``fp-<fingerprint>`` on
 version, the recipe in the version's tags). Reads of a random backbone's current recipe are
 then timed in interleaved rounds (the machine is noisy; ratios are measured side by side):
 
-* ``tags, no snapshot`` -- ``search_runs`` on the ``rs.state`` tag, every read (the store
+* ``tags, no snapshot`` -- ``search_runs`` on the state tag, every read (the store
   before the snapshot);
 * ``tags + snapshot, generation check`` -- ``RecipeStore.get`` when nothing changed and no
   local file can be stat'ed (a remote server): one ``get_experiment`` per read;
@@ -38,6 +38,7 @@ from _common import emit  # noqa: E402
 def _populate(uri: str, backbones: int, promotions: int) -> list[tuple[str, str]]:
     from mlflow import MlflowClient
 
+    from recipe_search import records
     from recipe_search.store import RecipeStore
 
     import timm
@@ -47,7 +48,7 @@ def _populate(uri: str, backbones: int, promotions: int) -> list[tuple[str, str]
     for b, backbone in enumerate(timm.list_models()[:backbones]):
         fp = f"{b:016x}"
         name = f"recipe-{backbone}"
-        client.create_registered_model(name, tags={"rs.backbone": backbone})
+        client.create_registered_model(name, tags={records.TAG_BACKBONE: backbone})
         for p in range(promotions):
             scores = [0.3 + 0.1 * p + d for d in (-0.001, 0.0, 0.001)]
             res = store.promote(backbone, "cifar10", fp, {"backbone": backbone, "lr": 0.01 * (p + 1)},
@@ -55,8 +56,8 @@ def _populate(uri: str, backbones: int, promotions: int) -> list[tuple[str, str]
                                 scores=scores, val_scores=dict(enumerate(scores)), budget="smoke")
             v = client.create_model_version(name, source=f"runs:/{res.current.run_id}/recipe.json",
                                             run_id=res.current.run_id,
-                                            tags={"rs.recipe": str(res.current.recipe),
-                                                  "rs.scores": str(list(res.current.scores))})
+                                            tags={records.TAG_RECIPE: str(res.current.recipe),
+                                                  records.TAG_SCORES: str(list(res.current.scores))})
             client.set_registered_model_alias(name, f"fp-{fp}", v.version)
         keys.append((backbone, fp))
     return keys

@@ -311,7 +311,7 @@ def report(
         err_console.print(f"[yellow]note:[/] the current recipe of {rec.backbone} comes from search "
                           f"{rec.current.provenance.get('search_id')}: recipe-search report "
                           f"{rec.current.provenance.get('search_id')}", highlight=False, soft_wrap=True)
-    console.print(f"report of search {rec.search_id} ({rec.tags.get('rs.verdict') or 'no verdict'}): {page}  "
+    console.print(f"report of search {rec.search_id} ({rec.search.verdict or 'no verdict'}): {page}  "
                   f"({len(rep.images)} plots beside it; {rep.seconds:.1f}s)", highlight=False, soft_wrap=True)
     if open_:
         import webbrowser
@@ -417,6 +417,7 @@ def train(
     from trainer import DataSpec, Recipe
     from trainer.engine import train as train_fn
 
+    from . import records
     from .compose import repair
     from .tracking import Tracker
 
@@ -434,9 +435,10 @@ def train(
     out_dir = out or (config.home() / "train" / f"{backbone}-{stamp}")
     uri = tracking_uri or config.default_tracking_uri()
     tracker = Tracker(uri, experiment)
-    run_id = tracker.client.create_run(tracker.experiment_id, run_name=f"train-{backbone}-{stamp}", tags={
-        "rs.kind": "train", "rs.backbone": backbone, "rs.dataset": spec.dataset,
-        "rs.source_run_id": rec.source_run_id or "", "rs.store_run_id": rec.run_id}).info.run_id
+    run_tags = records.Training(backbone=backbone, dataset=spec.dataset, source_run_id=rec.source_run_id or "",
+                                store_run_id=rec.run_id).to_tags()
+    run_id = tracker.client.create_run(tracker.experiment_id, run_name=f"train-{backbone}-{stamp}",
+                                       tags=run_tags).info.run_id
     tracker.log_params(run_id, recipe.to_dict())
     tracker.log_text(run_id, recipe.to_json(), "recipe.json")
     console.print(f"training {backbone} for {epochs} epochs with the recipe promoted on "
@@ -468,7 +470,7 @@ def train(
         torch.set_num_threads(saved_threads)
     tracker.log_metrics(run_id, {k: v for k, v in result.metrics.items() if k.startswith(("val_", "test_", "train_"))
                                  or k in ("probe_l2", "epochs_completed")}, step=epochs)
-    tracker.set_tags(run_id, {"rs.status": result.status, "rs.error": result.error})
+    tracker.set_tags(run_id, records.Training(status=result.status, error=result.error).to_tags())
     tracker.terminate(run_id, "FINISHED" if result.status == "completed" else "FAILED")
     if result.status != "completed":
         fail(f"training {result.status}: {result.error}")

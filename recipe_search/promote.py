@@ -3,8 +3,8 @@
 The trials are read back from MLflow (the child runs of the search), so a search
 resumed after a crash sees every trial exactly once. Search-stage trials carry
 validation metrics only; the finalists are the completed searched (non-baseline)
-trials with the best final ``val_knn_top1``. Confirmation runs (tag
-``rs.stage=confirmation``, ``rs.phase`` select or report) are grouped per recipe by
+trials with the best final ``val_knn_top1``. Confirmation runs (:class:`records.Confirmation`,
+phase select or report) are grouped per recipe by
 :func:`confirmation_runs`; ``verdict.decide`` turns them into the verdict, and
 :func:`promote_served` writes what it serves into the store (or a withheld record).
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import __version__
 from .samplers import DEFAULT_LABEL
-from .tracking import (TAG_BASELINE, TAG_ERROR, TAG_JOB, TAG_PHASE, TAG_POINT, TAG_RECIPE, TAG_SEED, TAG_STAGE,
-                       TAG_STATUS, TAG_TRIAL, Tracker)
+from . import records
+from .tracking import Tracker
 from .stats import summary
 from .verdict import BELOW_FLOOR, RecipeRuns, Verdict
 
@@ -43,6 +43,7 @@ class TrialSummary:
     job: str | None = None  # confirmation: the recipe's name
     seed: int | None = None
     phase: str | None = None  # confirmation: select | report
+    run_status: str | None = None  # MLflow's: RUNNING | FINISHED | FAILED | KILLED
 
     @property
     def label(self) -> str:
@@ -50,24 +51,21 @@ class TrialSummary:
 
 
 def summarize(tracker: Tracker, search_id: str) -> list[TrialSummary]:
-    out = []
-    for run in tracker.trial_runs(search_id):
-        tags, metrics = run.data.tags, run.data.metrics
-        try:
-            recipe = json.loads(tags[TAG_RECIPE]) if TAG_RECIPE in tags else None
-        except ValueError:
-            recipe = None
-        status = tags.get(TAG_STATUS, run.info.status.lower())
-        objective = metrics.get(OBJECTIVE_METRIC)
-        done = status == "completed" and objective is not None and math.isfinite(objective)
-        seed = tags.get(TAG_SEED)
-        out.append(TrialSummary(
-            run_id=run.info.run_id, trial_id=tags.get(TAG_TRIAL, ""), baseline=tags.get(TAG_BASELINE),
-            status=status, objective=objective if done else None, recipe=recipe, metrics=dict(metrics),
-            error=tags.get(TAG_ERROR), point=tags.get(TAG_POINT), stage=tags.get(TAG_STAGE, "search"),
-            job=tags.get(TAG_JOB), seed=int(seed) if seed and seed.lstrip("-").isdigit() else None,
-            phase=tags.get(TAG_PHASE) or ("report" if tags.get(TAG_STAGE) == "confirmation" else None)))
-    return out
+    """Every trial run of a search (search stage and confirmation), each once, oldest first."""
+    return [summary_of(run) for run in tracker.trial_runs(search_id)]
+
+
+def summary_of(run) -> TrialSummary:
+    """A trial run (an MLflow ``Run``) as a :class:`TrialSummary`."""
+    rec, metrics = records.Trial.read(run.data.tags), run.data.metrics
+    status = rec.status or run.info.status.lower()
+    objective = metrics.get(OBJECTIVE_METRIC)
+    done = status == "completed" and objective is not None and math.isfinite(objective)
+    return TrialSummary(
+        run_id=run.info.run_id, trial_id=rec.trial_id or "", baseline=rec.baseline, status=status,
+        objective=objective if done else None, recipe=rec.recipe_dict, metrics=dict(metrics), error=rec.error,
+        point=rec.point, stage=rec.stage or records.Trial.STAGE, job=getattr(rec, "job", None), seed=rec.seed,
+        phase=getattr(rec, "phase", None), run_status=run.info.status)
 
 
 def search_trials(trials: list[TrialSummary]) -> list[TrialSummary]:

@@ -27,7 +27,8 @@ from typing import Any
 from .errors import SearchError
 from .promote import TrialSummary, summarize
 from .samplers import DEFAULT as DEFAULT_SAMPLER
-from .tracking import TAG_BACKBONE, TAG_KIND, TAG_SEARCH, Tracker
+from . import records
+from .tracking import Tracker
 
 ARTIFACT_DIR = "report"  # the parent run's artifact folder of the report
 PAGE = "report.html"
@@ -69,6 +70,11 @@ class SearchRecord:
     store_note: str | None = None  # why the store could not be read
     comparison: dict | None = None  # {"search_id", "sampler", "early_stopping", "trials", "curves"}
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def search(self) -> records.Search:
+        """The parent run's tags, read."""
+        return records.Search.from_tags(self.tags)
 
     @property
     def sampler(self) -> str:
@@ -128,18 +134,18 @@ def find_search(tracking_uri: str, target: str, experiment: str = "recipe-search
     where = f"experiment {experiment!r} of {redact_url(tracking_uri)}"
     if exp is None:
         raise ReportError(f"no {where}: run a search first (recipe-search run --backbone NAME)")
-    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH}` = "
-                              f"'{target}'", max_results=1)
+    runs = client.search_runs([exp.experiment_id], records.filter(kind=records.SEARCH, search_id=target),
+                              max_results=1)
     if runs:
         return runs[0]
-    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_BACKBONE}` = "
-                              f"'{target}'", max_results=200, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs([exp.experiment_id], records.filter(kind=records.SEARCH, backbone=target),
+                              max_results=200, order_by=["attributes.start_time DESC"])
     if runs:
-        done = [r for r in runs if r.data.tags.get("rs.status") == "finished"]
+        done = [r for r in runs if records.Search.from_run(r).status == "finished"]
         return (done or runs)[0]
-    recent = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'", max_results=5,
+    recent = client.search_runs([exp.experiment_id], records.filter(kind=records.SEARCH), max_results=5,
                                 order_by=["attributes.start_time DESC"])
-    have = ", ".join(r.data.tags.get(TAG_SEARCH, "?") for r in recent) or "none"
+    have = ", ".join(records.Search.from_run(r).search_id or "?" for r in recent) or "none"
     raise ReportError(f"no search {target!r} and no search of a backbone {target!r} in {where} "
                       f"(recent searches: {have})")
 
@@ -188,30 +194,29 @@ def _store_records(rec: SearchRecord) -> None:
     except StoreUnavailable as e:
         rec.store_note = str(e)
         return
-    fp = rec.tags.get("rs.fingerprint")
+    fp = rec.search.fingerprint
     for r in recs:
         if r.provenance.get("search_id") == rec.search_id or r.provenance.get("search_run_id") == rec.parent_run_id:
             rec.promoted = r
             return
-    same = [r for r in recs if r.fingerprint == fp and r.dataset == rec.tags.get("rs.dataset")]
+    same = [r for r in recs if r.fingerprint == fp and r.dataset == rec.search.dataset]
     rec.current = same[0] if same else None
 
 
 def _comparison(client, tracker: Tracker, rec: SearchRecord, experiment_id: str) -> dict | None:
     """The newest finished search of the same backbone, data fingerprint and space with the other
     sampler (random against TPE, TPE against random)."""
-    fp = rec.tags.get("rs.fingerprint")
-    if not fp:
+    fp = rec.search.fingerprint
+    if not fp or not records.filterable(fp) or not records.filterable(rec.backbone):
         return None
-    runs = client.search_runs([experiment_id], f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_BACKBONE}` = "
-                              f"'{rec.backbone}' and tags.`rs.fingerprint` = '{fp}'", max_results=200,
-                              order_by=["attributes.start_time DESC"])
+    flt = records.filter(kind=records.SEARCH, backbone=rec.backbone, fingerprint=fp)
+    runs = client.search_runs([experiment_id], flt, max_results=200, order_by=["attributes.start_time DESC"])
     for r in runs:
-        p = r.data.params
-        if (r.info.run_id == rec.parent_run_id or r.data.tags.get("rs.status") != "finished"
+        p, other = r.data.params, records.Search.from_run(r)
+        if (r.info.run_id == rec.parent_run_id or other.status != "finished"
                 or p.get("space") != rec.params.get("space") or (p.get("sampler") or DEFAULT_SAMPLER) == rec.sampler):
             continue
-        sid = r.data.tags[TAG_SEARCH]
+        sid = other.search_id
         trials = [t for t in summarize(tracker, sid) if t.stage != "confirmation"]
         return {"search_id": sid, "sampler": p.get("sampler") or DEFAULT_SAMPLER,
                 "early_stopping": p.get("early_stopping"),
@@ -230,18 +235,18 @@ def collect(tracking_uri: str, parent_run_id: str) -> SearchRecord:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         raise ReportError(f"MLflow run {parent_run_id} is not in this store") from None
-    tags = run.data.tags
-    if tags.get(TAG_KIND) != "search" or TAG_SEARCH not in tags:
+    tags, search = run.data.tags, records.Search.from_run(run)
+    if not records.Search.is_kind(tags) or search.search_id is None:
         raise ReportError(f"MLflow run {parent_run_id} is not the parent run of a search")
     experiment = client.get_experiment(run.info.experiment_id).name
     tracker = Tracker(tracking_uri, experiment)
-    search_id = tags[TAG_SEARCH]
+    search_id = search.search_id
     settings = json.loads(_artifact_text(client, parent_run_id, "settings.json") or "{}")
     verdict_text = _artifact_text(client, parent_run_id, "verdict.json")
     trials = summarize(tracker, search_id)
     rec = SearchRecord(
         tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id, search_id=search_id,
-        backbone=tags.get(TAG_BACKBONE) or run.data.params.get("backbone", "?"), tags=dict(tags),
+        backbone=search.backbone or run.data.params.get("backbone", "?"), tags=dict(tags),
         params=dict(run.data.params), metrics=dict(run.data.metrics), settings=settings,
         verdict=json.loads(verdict_text) if verdict_text else None,
         space=_space(_artifact_text(client, parent_run_id, "space.yaml")), trials=trials,

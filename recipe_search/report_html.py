@@ -160,7 +160,7 @@ def _search_table(rec) -> str:
         last = (rec.curves.get(t.run_id) or [(None, None)])[-1]
         rows.append(([esc(t.trial_id), esc(t.baseline or "sampled"), esc(t.status), _num(t.objective),
                       esc(last[0] if last[0] is not None else "-"), esc((t.error or "")[:100])],
-                     "win" if t.run_id == rec.tags.get("rs.best_run_id") else ""))
+                     "win" if t.run_id == rec.search.best_run_id else ""))
     return (f"<p>{len(trials)} trials, ranked on the final val kNN top-1 (no test split read in this stage).</p>"
             + _table(["trial", "kind", "status", "val kNN (final)", "epochs", "note"], rows, {3, 4}))
 
@@ -191,7 +191,7 @@ def _recipe(rec) -> str:
     p = rec.promoted
     out = []
     if p is None:
-        why = rec.tags.get("rs.promotion") or "nothing was promoted from this search"
+        why = rec.search.promotion or "nothing was promoted from this search"
         out.append(f"<p>Nothing from this search is the current recipe: {esc(why)}.</p>")
         if rec.current is not None:
             c = rec.current
@@ -200,7 +200,7 @@ def _recipe(rec) -> str:
         if rec.store_note:
             out.append(f"<p class='note'>The recipe store could not be read: {esc(rec.store_note)}</p>")
         fp = {k[5:]: v for k, v in rec.params.items() if k.startswith("data.")}
-        out.append(f"<h3>Data fingerprint</h3><p><code>{esc(rec.tags.get('rs.fingerprint'))}</code></p>" + _kv(fp))
+        out.append(f"<h3>Data fingerprint</h3><p><code>{esc(rec.search.fingerprint)}</code></p>" + _kv(fp))
         return "".join(out)
     prov = p.provenance
     out.append(f"<p><b>{esc(p.backbone)}</b> on {esc(p.dataset)} (budget {esc(p.budget)}), "
@@ -240,7 +240,7 @@ def commands(rec) -> list[tuple[str, str]]:
     out = [("run the search again (same space, budget, data and seeds; a new search id)",
             " ".join(shlex.quote(p) for p in [*parts, *uri] if p))]
     train = ["recipe-search", "train", rec.backbone, "--epochs", str(FULL_EPOCHS),
-             "--dataset", s.get("dataset") or rec.tags.get("rs.dataset") or "cifar10"]
+             "--dataset", s.get("dataset") or rec.search.dataset or "cifar10"]
     if s.get("data"):
         train += ["--data", s["data"]]
     what = ("train the promoted recipe at full length" if rec.promoted is not None else
@@ -248,7 +248,7 @@ def commands(rec) -> list[tuple[str, str]]:
             "was promoted)")
     out.append((f"{what}; the search's trials ran {rec.params.get('max_epochs', '?')} epochs on the proxy",
                 " ".join(shlex.quote(p) for p in [*train, *uri])))
-    fp = rec.tags.get("rs.fingerprint")
+    fp = rec.search.fingerprint
     if fp:
         out.append(("print the recipe of this data fingerprint",
                     " ".join(shlex.quote(p) for p in ["recipe-search", "show", rec.backbone, "--fingerprint", fp, *uri])))
@@ -270,7 +270,7 @@ def page(rec, images: dict[str, bytes], info: dict) -> str:
     from .study_storage import redact_url
 
     v = rec.verdict or {}
-    line = rec.tags.get("rs.verdict_line") or v.get("line") or "no verdict (no confirmed recipe completed every seed)"
+    line = rec.search.verdict_line or v.get("line") or "no verdict (no confirmed recipe completed every seed)"
     started = (_dt.datetime.fromtimestamp(rec.start_time / 1000, _dt.timezone.utc).isoformat(timespec="seconds")
                if rec.start_time else "?")
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -282,7 +282,7 @@ def page(rec, images: dict[str, bytes], info: dict) -> str:
             f"{', '.join(f'{n} {k}' for k, n in sorted(counts.items()))} · started {esc(started)} · "
             f"MLflow parent run <code>{esc(rec.parent_run_id)}</code> in {esc(rec.experiment)} at "
             f"{esc(redact_url(rec.tracking_uri))} · generated {esc(now)}")
-    promo = rec.tags.get("rs.promotion")
+    promo = rec.search.promotion
     verdict = (f"<p class='verdict {esc(v.get('verdict', ''))}'>{esc(line)}</p>"
                + (f"<p>Promotion: {esc(promo)}</p>" if promo else "")
                + "".join(f"<p class='note'>{esc(n)}</p>" for n in rec.notes))

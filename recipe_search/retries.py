@@ -5,9 +5,9 @@ worker killed), the trial keeps its MLflow child run (``TrialLogger`` holds it b
 logs only the epochs beyond the last one logged, so the retried run continues the same curve);
 the recorder tags that run and the search's parent run with why and how often:
 
-* child run: ``rs.retries`` (how many times so far), ``rs.retry_reason`` (the latest failure's
-  one line), ``rs.status=retrying`` until the trial ends;
-* parent run: ``rs.retry.<trial id>`` = ``"<n> (<stage>, lost after epoch <e>): <reason>"``
+* child run: records.TAG_RETRIES (how many times so far), records.TAG_RETRY_REASON (the latest failure's
+  one line), records.TAG_STATUS retrying until the trial ends;
+* parent run: records.RETRY_PREFIX + trial id = ``"<n> (<stage>, lost after epoch <e>): <reason>"``
   and the metrics ``trials_retried`` (trials retried at least once, all stages) and
   ``trial_retries`` (retries in all), re-counted from those tags, so they hold across stages
   and ``--resume``.
@@ -16,11 +16,7 @@ the recorder tags that run and the search's parent run with why and how often:
 from __future__ import annotations
 
 from . import events
-from .tracking import TAG_STATUS
-
-TAG_RETRIES = "rs.retries"
-TAG_RETRY_REASON = "rs.retry_reason"
-PARENT_PREFIX = "rs.retry."
+from .records import RETRY_PREFIX as PARENT_PREFIX, TAG_RETRIES, TAG_RETRY_REASON, TAG_STATUS
 
 
 def retry_count(trial, fallback: int) -> int:
@@ -31,7 +27,7 @@ def retry_count(trial, fallback: int) -> int:
 
 
 def parent_counts(tags: dict) -> tuple[int, int]:
-    """``(trials retried, retries in all)`` from a parent run's ``rs.retry.*`` tags."""
+    """``(trials retried, retries in all)`` from a parent run's records.RETRY_PREFIX tags."""
     counts = []
     for key, value in tags.items():
         if key.startswith(PARENT_PREFIX):

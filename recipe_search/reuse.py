@@ -9,7 +9,7 @@ seeds, so the second would spend about half its confirmation stage re-training t
 reuse on (the default; ``--no-reuse-confirmations`` turns it off) a job whose twin finished
 in an earlier search of the same MLflow experiment is re-reported from that run's metrics:
 the new child run gets the twin's final metrics and per-epoch curves and the tag
-``rs.reused_from`` (the twin's run id), so the MLflow UI and the report say which figures
+:attr:`records.Trial.reused_from` (the twin's run id), so the MLflow UI and the report say which figures
 were measured once and counted in two searches.
 """
 
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import math
 
-from .store_records import TAG_FINGERPRINT
-from .tracking import (TAG_BACKBONE, TAG_RECIPE, TAG_REUSED, TAG_SEARCH, TAG_STAGE, TAG_STATUS, TAG_VERSION, Tracker,
-                       point_key)
+from . import records
+from .tracking import Tracker, point_key
 from .confirm import SELECT, job_phase
 from .trial import job_recipe
 
@@ -29,27 +28,26 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
     """``{point_key({"job": job}): {"run_id", "search_id", "metrics"}}`` for each of ``jobs``
     that another search of the experiment finished with the same backbone, fingerprint
     ``digest``, recipe-search ``version``, recipe and seed (the oldest such run)."""
-    # keyed by the recipe JSON with the job's seed, as tag ``rs.recipe`` stores it
+    # keyed by the recipe JSON with the job's seed, as the recipe tag stores it
     wanted = {job_recipe(j).to_json(indent=None): point_key({"job": j}) for j in jobs}
     # a select job needs the val metric only; a report job also the test one
     needs = {point_key({"job": j}): ("val_knn_top1",) if job_phase(j) == SELECT else
              ("val_knn_top1", "test_probe_top1") for j in jobs}
-    flt = (f"tags.`{TAG_STAGE}` = 'confirmation' and tags.`{TAG_STATUS}` = 'completed' "
-           f"and tags.`{TAG_FINGERPRINT}` = '{digest}' and tags.`{TAG_BACKBONE}` = '{backbone}' "
-           f"and tags.`{TAG_VERSION}` = '{version}' and attributes.status = 'FINISHED'")
+    flt = records.filter(stage=records.Confirmation.STAGE, status="completed", fingerprint=digest,
+                         backbone=backbone, version=version, run_status="FINISHED")
     out: dict[str, dict] = {}
     token = None
     while True:
         page = tracker.client.search_runs([tracker.experiment_id], filter_string=flt, max_results=1000,
                                           page_token=token, order_by=["attributes.start_time ASC"])
         for run in page:
-            tags = run.data.tags
-            key = wanted.get(tags.get(TAG_RECIPE, ""))
-            if key is None or key in out or tags.get(TAG_SEARCH) == search_id or TAG_REUSED in tags:
+            rec = records.Trial.read(run.data.tags)
+            key = wanted.get(rec.recipe or "")
+            if key is None or key in out or rec.search_id == search_id or rec.reused_from is not None:
                 continue  # a reused run points at its twin: take the twin itself
             metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
             if all(m in metrics for m in needs[key]):
-                out[key] = {"run_id": run.info.run_id, "search_id": tags.get(TAG_SEARCH), "metrics": metrics}
+                out[key] = {"run_id": run.info.run_id, "search_id": rec.search_id, "metrics": metrics}
         token = page.token
         if not token:
             return out

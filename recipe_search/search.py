@@ -16,8 +16,8 @@ One search = one backbone.
    look, Holm-corrected and valid under repeated looks; what the evidence supports is served
    (``promote.promote_served``), and nothing when nothing beats the floor.
 
-Each trial is a nested MLflow run under the search's parent run (``rs.stage`` says
-which stage). ``resume=True`` continues at the stage where the search stopped: finished
+Each trial is a nested MLflow run under the search's parent run (its stage tag says
+which stage: :class:`records.Trial` or :class:`records.Confirmation`). ``resume=True`` continues at the stage where the search stopped: finished
 trials stay finished, running ones continue from their last epoch checkpoint, and the
 same MLflow runs are reused.
 
@@ -41,14 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, records
 from .baselines import FLOOR_BASELINE, baselines_for, by_name
 from .confirm import confirmation_seeds, floor_metrics, plan_jobs
 from .confirmation import run_confirmation
 from .errors import ResumeError, SearchError
 from .progress import duration
 from .report import log_report
-from .reuse import TAG_FINGERPRINT
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
 from .promote import TrialSummary, best_search_trial, promote_served, provenance, summarize
 from .runtime import prepare_environment, quiet_libraries, ray_session, trial_resources
@@ -57,7 +56,7 @@ from .samplers import label as sampler_label
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,
                     storage_dir, write_meta)
-from .tracking import TAG_BACKBONE, TAG_VERSION, Tracker
+from .tracking import Tracker
 from .verdict import Selection, Verdict
 
 __all__ = [
@@ -198,8 +197,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                   "--budget smoke")
 
         tracker = Tracker(p.tracking_uri, s.experiment)
-        base_tags = {TAG_BACKBONE: s.backbone, "rs.dataset": s.dataset, "rs.budget": s.budget,
-                     TAG_FINGERPRINT: fp["digest"], TAG_VERSION: __version__}
+        search_rec = records.Search(search_id=search_id, backbone=s.backbone, dataset=s.dataset, budget=s.budget,
+                                    fingerprint=fp["digest"], version=__version__, status="running")
         resolved = {"num_samples": p.num_samples, "max_epochs": p.max_epochs, "confirm_k": p.confirm_k,
                      "confirm_seeds": ",".join(map(str, seeds)), "report_looks": ",".join(map(str, p.report_looks)),
                      "space": ",".join(p.space.sources), "image_size": p.budget.image_size,
@@ -210,8 +209,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                          **{f"data.{k}": v for k, v in fp["sizes"].items()}}
         dataset = mlflow_dataset(fp, s.data)
         try:
-            parent_run_id = tracker.parent_run(search_id, name=f"search-{search_id}",
-                                               tags={**base_tags, "rs.status": "running"}, params=parent_params)
+            parent_run_id = tracker.parent_run(search_rec, name=f"search-{search_id}", params=parent_params)
             if meta is None:
                 tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
                 tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
@@ -245,13 +243,13 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                 parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
                                 tracking_uri=p.tracking_uri, floor=floor, fingerprint=fp,
                                 total_wall_s=prior_wall_s)
-        runner = StageRunner(p, ctx, tracker, parent_run_id, base_tags, dataset, conc, cpt, gpt, device,
+        runner = StageRunner(p, ctx, tracker, parent_run_id, search_rec.trial_base(), dataset, conc, cpt, gpt, device,
                               console, progress, floor)
         t_tune = time.monotonic()
         if stage == "search":
             if failed_before:
                 note(f"search {search_id} had stopped: {meta.pop('error', '?')}; its search stage starts over")
-                tracker.set_tags(parent_run_id, {"rs.status": "running", "rs.error": ""})
+                tracker.set_tags(parent_run_id, records.Search(status="running", error="").to_tags())
             outcome.resumed, interrupted = runner.search(exp_dir, resume and not failed_before, storage, note)
             outcome.search_s = time.monotonic() - t_tune
             if interrupted:
@@ -338,13 +336,13 @@ def _stop(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path,
 def _failed(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path, t_start: float,
             error: str) -> None:
     """A search stopped in its search stage because every trial of its first wave failed alike:
-    the parent run FAILED with ``rs.status=failed`` and ``rs.error``; raises SearchError."""
+    the parent run FAILED with status ``failed`` and the error (:class:`records.Search`); raises SearchError."""
     outcome.status, outcome.stage = "failed", "search"
     outcome.trials = summarize(tracker, outcome.search_id)
     _clock(outcome, meta, t_start)
     tracker.log_metrics(outcome.parent_run_id, {"search_wall_s": outcome.wall_s,
                                                 "trials_failed": sum(t.status == "failed" for t in outcome.trials)})
-    tracker.set_tags(outcome.parent_run_id, {"rs.status": "failed", "rs.stage": "search", "rs.error": error})
+    tracker.set_tags(outcome.parent_run_id, records.Search(status="failed", stage="search", error=error).to_tags())
     tracker.terminate(outcome.parent_run_id, "FAILED")
     meta.update(status="failed", error=error,
                 updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -370,7 +368,7 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
                    overhead_ratio=o.overhead)
     if o.best is not None:
         metrics["best_search_val_knn_top1"] = o.best.objective
-    tags: dict[str, Any] = {"rs.status": o.status, "rs.stage": o.stage if o.status == "interrupted" else "finished"}
+    tags: dict[str, Any] = {"status": o.status, "stage": o.stage if o.status == "interrupted" else "finished"}
     v = o.verdict
     if v is not None:
         metrics.update(floor_test_probe_top1=v.floor.mean, floor_test_probe_top1_std=v.floor.std,
@@ -391,18 +389,17 @@ def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
                     metrics[f"report_{r.name}_{m}_std"] = sm.std
         for name, iv in v.lift.items():
             metrics.update({f"lift_{name}": iv.mean, f"lift_{name}_low": iv.low, f"lift_{name}_high": iv.high})
-        tags.update({"rs.verdict": v.verdict, "rs.verdict_line": v.line, "rs.winner": v.winner,
-                     "rs.served": v.served or "", "rs.stop": v.stop,
-                     "rs.winner_run_id": _winner_run(o.trials, v.winner)})
+        tags.update(verdict=v.verdict, verdict_line=v.line, winner=v.winner, served=v.served or "", stop=v.stop,
+                    winner_run_id=_winner_run(o.trials, v.winner))
         tracker.log_dict(o.parent_run_id, v.to_dict(), "verdict.json")
     tracker.log_metrics(o.parent_run_id, metrics)
     if o.best is not None:
-        tags.update({"rs.best_trial_id": o.best.trial_id, "rs.best_run_id": o.best.run_id})
+        tags.update(best_trial_id=o.best.trial_id, best_run_id=o.best.run_id)
     if o.promotion is not None:
-        tags.update({"rs.promoted": str(o.promotion.promoted).lower(), "rs.promotion": o.promotion.reason})
+        tags.update(promoted=o.promotion.promoted, promotion=o.promotion.reason)
     elif o.promotion_error:
-        tags.update({"rs.promoted": "false", "rs.promotion": o.promotion_error})
-    tracker.set_tags(o.parent_run_id, tags)
+        tags.update(promoted=False, promotion=o.promotion_error)
+    tracker.set_tags(o.parent_run_id, records.Search(**tags).to_tags())
     tracker.log_dict(o.parent_run_id, [dataclasses.asdict(t) for t in o.trials], "leaderboard.json")
     if o.status == "finished":  # the report's page and plots as artifacts report/ (a failure is a note)
         log_report(tracker, o.search_id, o.parent_run_id)

@@ -24,18 +24,18 @@ import dataclasses
 import math
 from pathlib import Path
 
-from . import events
+from . import events, records
 from .baselines import JOB_KEY
 from .janitor import CheckpointJanitor
 from .plan import Plan
 from .promote import summarize
 from .retries import RetryRecorder
-from .reuse import TAG_FINGERPRINT, describe, reusable, sources
+from .reuse import describe, reusable, sources
 from .study_storage import existing_study, study_name
 from .samplers import get_sampler
 from .space import SearchSpace
 from .state import CONFIRM_SUFFIX, storage_dir
-from .tracking import TAG_VERSION, Tracker, TrialLogger, point_key
+from .tracking import Tracker, TrialLogger, point_key
 
 # Tune snapshots its experiment state every few seconds; after a SIGKILL the snapshot may name a
 # checkpoint older than the trial's latest. Keeping the last 3 (weights are stripped from all but
@@ -48,10 +48,10 @@ OBJECTIVE = "objective"  # val kNN top-1, per epoch and in the final report (tri
 class StageRunner:
     """Runs the two Tune experiments of a search with the same trainable, resources and listeners."""
 
-    def __init__(self, p: Plan, ctx, tracker: Tracker, parent_run_id: str, tags: dict, dataset, conc: int,
+    def __init__(self, p: Plan, ctx, tracker: Tracker, parent_run_id: str, base: records.Trial, dataset, conc: int,
                  cpt: float, gpt: float, device: str, console, progress: bool, floor: dict):
         self.p, self.ctx, self.tracker, self.parent_run_id = p, ctx, tracker, parent_run_id
-        self.tags, self.dataset, self.conc, self.device = tags, dataset, conc, device
+        self.base, self.dataset, self.conc, self.device = base, dataset, conc, device  # base: what every trial shares
         self.console, self.progress, self.floor = console, progress, floor
         self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         self.trainable = None
@@ -76,7 +76,7 @@ class StageRunner:
         search_id = self.p.settings.search_id
         self._make_trainable(finished)
         logger = TrialLogger(self.tracker, parent_run_id=self.parent_run_id, search_id=search_id,
-                             ctx=self.ctx, tags=self.tags, dataset=self.dataset, reused=reused)
+                             ctx=self.ctx, base=self.base, dataset=self.dataset, reused=reused)
         view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
                             max_concurrent=self.conc, ctx=self.ctx, console=self.console,
                             enabled=self.progress, floor=self.floor.get("val"),
@@ -198,11 +198,11 @@ class StageRunner:
         if s.reuse_confirmations:
             todo = [j for j in jobs if point_key({JOB_KEY: j}) not in finished[1]]
             found = reusable(self.tracker, search_id=s.search_id, backbone=s.backbone, jobs=todo,
-                             digest=self.tags[TAG_FINGERPRINT], version=self.tags[TAG_VERSION])
+                             digest=self.base.fingerprint, version=self.base.version)
             if found:
                 note(describe(found, todo))
-                tag = ("rs.confirmations_reused" if key == s.search_id + CONFIRM_SUFFIX else
-                       f"rs.{key.removeprefix(s.search_id + '-')}_reused")  # rs.report-5_reused
+                tag = records.reused_tag("confirmations" if key == s.search_id + CONFIRM_SUFFIX else
+                                         key.removeprefix(s.search_id + '-'))  # report-5
                 self.tracker.set_tags(self.parent_run_id, {tag: f"{len(found)}/{len(jobs)} from {sources(found)}"})
                 finished[1].update({k: v["metrics"] for k, v in found.items()})
                 reused = {k: v["run_id"] for k, v in found.items()}

@@ -5,20 +5,21 @@ The key is ``(backbone, dataset, fingerprint)``: the *fingerprint* is a 16-hex d
 of the proxy data actually used (a digest of its images and labels) and of the budget
 shape (image size, classes, per-class sizes, epochs), so two searches on "cifar10"
 with different subsets or budgets never compete. Every promotion is one run, named
-``<backbone>/<dataset>/<fingerprint>``, tagged
+``<backbone>/<dataset>/<fingerprint>``, tagged (:class:`records.Promotion`; each tag's name is
+the name below prefixed with rs., see :mod:`recipe_search.records`)
 
-* ``rs.backbone``, ``rs.dataset``, ``rs.fingerprint`` -- the key; ``rs.budget`` --
+* ``backbone``, ``dataset``, ``fingerprint`` -- the key; ``budget`` --
   the budget's name (informative only),
-* ``rs.schema`` -- ``2`` (:data:`SCHEMA`); runs without it are from before metric names
+* ``schema`` -- ``2`` (:data:`SCHEMA`); runs without it are from before metric names
   said their split and make reads fail with :class:`StoreOutdated`,
-* ``rs.state`` -- ``current`` or ``superseded`` (``pending`` while a promotion is
+* ``state`` -- ``current`` or ``superseded`` (``pending`` while a promotion is
   being written; readers ignore pending runs),
-* ``rs.scores`` -- the per-seed confirmed ``test_probe_top1`` values (JSON list),
-* ``rs.verdict`` -- ``better_than_baselines`` | ``no_significant_lift`` | ``below_floor``
+* ``scores`` -- the per-seed confirmed ``test_probe_top1`` values (JSON list),
+* ``verdict`` -- ``better_than_baselines`` | ``no_significant_lift`` | ``below_floor``
   (``provenance["verdict"]["verdict"]``),
-* ``rs.recipe`` -- the recipe as compact JSON, ``rs.provenance`` -- JSON,
-* ``rs.source_run_id`` -- the winning trial's MLflow run id,
-* ``rs.promoted_at`` -- ISO-8601 UTC time of the promotion,
+* ``recipe`` -- the recipe as compact JSON, ``provenance`` -- JSON,
+* ``source_run_id`` -- the winning trial's MLflow run id,
+* ``promoted_at`` -- ISO-8601 UTC time of the promotion,
 
 with metric ``test_probe_top1`` (:data:`PRIMARY_METRIC`, the mean of the scores;
 plus every other final metric given) and the recipe also logged as the artifact
@@ -26,10 +27,10 @@ plus every other final metric given) and the recipe also logged as the artifact
 
 Replacement rule, decided on validation, never on the test split: the first promotion of a
 key always lands. After that a promotion replaces the current recipe only when the 95%
-interval on its ``val_knn_top1`` lift over the current recipe's (``rs.val_scores``: paired
+interval on its ``val_knn_top1`` lift over the current recipe's (``val_scores``: paired
 t over the seeds both were confirmed on when they share two or more, Welch otherwise) lies
 entirely above 0, or with ``force=True``; the old run's state becomes ``superseded``. A
-current recipe without val evidence (from before ``rs.val_scores``; its provenance is read
+current recipe without val evidence (from before ``val_scores``; its provenance is read
 when it has the values) is kept unless forced. The reason (:attr:`PromotionResult.reason`)
 states the interval. A verdict that serves nothing is written with state ``withheld``
 (:meth:`RecipeStore.withheld`): it never becomes current, and says why nothing is served.
@@ -37,7 +38,7 @@ Promotions into a local SQLite store are serialised across processes with a lock
 file next to the database; for remote stores concurrent promoters are reconciled on
 read (the newest ``current`` run of a key wins).
 
-Fast reads: every promotion bumps the experiment tag ``rs.generation``. A store keeps the
+Fast reads: every promotion bumps the experiment tag ``generation``. A store keeps the
 current records it read last with the generation they were read at, and reads them again
 only when the generation changed: an uncached read costs one ``get_experiment`` call (and
 for a local SQLite store, when the file has not changed since, a ``stat``).
@@ -64,11 +65,11 @@ from trainer.locks import file_lock
 from .stats import Interval, paired_interval, summary, welch_interval
 from .store_backend import (StoreOutdated, StoreUnavailable, artifact_root_for, check_sqlite_file, describe,
                             redact, sqlite_path)
-from .store_records import (CURRENT, MAX_TAG, PENDING, PRIMARY_METRIC, SCHEMA, SUPERSEDED, TAG_BACKBONE,
-                            TAG_BUDGET, TAG_DATASET, TAG_FINGERPRINT, TAG_KIND, TAG_PROMOTED_AT, TAG_PROVENANCE,
-                            TAG_RECIPE, TAG_SCHEMA, TAG_SCORES, TAG_SOURCE_RUN, TAG_STATE, TAG_VAL_SCORES, WITHHELD,
-                            TAG_SUPERSEDED_AT, TAG_SUPERSEDED_BY, TAG_VERDICT, PromotedRecipe, PromotionResult,
-                            TrialRun, fmt_interval, now, quote, shrink, to_record, to_trial, validate_promotion)
+from . import records
+from .records import (TAG_BACKBONE, TAG_BUDGET, TAG_DATASET, TAG_FINGERPRINT, TAG_GENERATION, TAG_PROMOTED_AT,
+                      TAG_PROVENANCE, TAG_RECIPE, TAG_SCHEMA, TAG_SCORES, TAG_SOURCE_RUN, TAG_STATE, TAG_VERDICT)
+from .store_records import (CURRENT, PENDING, PRIMARY_METRIC, SCHEMA, SUPERSEDED, WITHHELD, PromotedRecipe,
+                            PromotionResult, TrialRun, fmt_interval, now, to_record, to_trial, validate_promotion)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Run
@@ -84,7 +85,6 @@ __all__ = [
 ]
 
 SNAPSHOT_MODES = ("auto", "generation", "off")  # RecipeStore(snapshot=...): see the class docstring
-TAG_GENERATION = "rs.generation"  # experiment tag: bumped by every promotion (readers re-read on change)
 
 
 class RecipeStore:
@@ -96,7 +96,7 @@ class RecipeStore:
     Connecting is lazy, so constructing a store never fails.
 
     ``snapshot`` says when reads reuse the current records read last: ``auto`` (a local
-    SQLite file unchanged since, else an unchanged ``rs.generation`` tag), ``generation``
+    SQLite file unchanged since, else an unchanged generation tag), ``generation``
     (the tag only: one ``get_experiment`` per read, e.g. for a file whose stat cannot be
     trusted) or ``off`` (``search_runs`` on every read).
     """
@@ -191,7 +191,7 @@ class RecipeStore:
                     exp_id = client.create_experiment(
                         self.experiment,
                         artifact_location=artifact_root_for(self.tracking_uri),
-                        tags={TAG_KIND: "store"},
+                        tags={records.TAG_KIND: records.STORE_EXPERIMENT},
                     )
                 except MlflowException:  # created concurrently by another process
                     exp = client.get_experiment_by_name(self.experiment)
@@ -258,10 +258,10 @@ class RecipeStore:
         """Promotion records of ``runs`` (current or superseded); refuses other schemas."""
         out = []
         for run in runs:
-            tags = run.data.tags
-            if tags.get(TAG_STATE) not in (CURRENT, SUPERSEDED):
+            state, schema = records.Promotion.state_of(run.data.tags)
+            if state not in (CURRENT, SUPERSEDED):
                 continue  # pending (being written) or not a promotion
-            if tags.get(TAG_SCHEMA) != SCHEMA:
+            if schema != SCHEMA:
                 raise self._outdated(run)
             rec = to_record(run)
             if rec is not None:
@@ -269,8 +269,8 @@ class RecipeStore:
         return out
 
     def _outdated(self, run: Run) -> StoreOutdated:
+        schema = records.Promotion.state_of(run.data.tags)[1]
         tags = run.data.tags
-        schema = tags.get(TAG_SCHEMA)
         what = f"promotion run {run.info.run_id} ({tags.get(TAG_BACKBONE, '?')}/{tags.get(TAG_DATASET, '?')})"
         if self._db is not None:
             fresh = f"move {self._db} aside, or point RECIPE_SEARCH_HOME or --tracking-uri at a new place"
@@ -278,9 +278,9 @@ class RecipeStore:
             fresh = (f"point --tracking-uri or MLFLOW_TRACKING_URI at a new store, or delete the "
                      f"experiment {self.experiment!r} there")
         if schema is None:
-            found = "from before metric names said their split (metric probe_top1, no rs.schema tag)"
+            found = f"from before metric names said their split (metric probe_top1, no {TAG_SCHEMA} tag)"
         else:
-            found = f"of another schema (rs.schema {schema!r}; this recipe-search reads {SCHEMA!r})"
+            found = f"of another schema ({TAG_SCHEMA} {schema!r}; this recipe-search reads {SCHEMA!r})"
         return StoreOutdated(
             f"recipe store {self.display_uri} holds promotions {found}, e.g. {what}; start a fresh "
             f"store ({fresh}) and re-run the searches"
@@ -298,7 +298,7 @@ class RecipeStore:
         # One tag filter only: MLflow's SQL for two tag filters is ~3x slower, and the
         # current runs are few (backbones x datasets x fingerprints); filter in Python.
         # Every current run is checked, so an outdated store is refused for any backbone.
-        flt = f"tags.`{TAG_STATE}` = '{CURRENT}'"
+        flt = records.filter(state=CURRENT)
         return [r for r in self._records(self._search(flt)) if r.state == CURRENT]
 
     def _db_signature(self) -> tuple | None:
@@ -313,7 +313,7 @@ class RecipeStore:
         return (st.st_ino, st.st_size, st.st_mtime_ns, wal_sig)
 
     def _generation(self) -> str | None:
-        """The store experiment's ``rs.generation`` tag (None: no experiment, or no promotion
+        """The store experiment's generation tag (:data:`records.TAG_GENERATION`) (None: no experiment, or no promotion
         by a recipe-search that bumps it: such a store is read afresh every time)."""
         client = self._connect()
         exp = self._experiment(client, create=False)
@@ -392,19 +392,17 @@ class RecipeStore:
 
     def history(self, backbone: str) -> list[PromotedRecipe]:
         """Every promotion of ``backbone`` (current and superseded), newest first."""
-        q = quote(backbone)
-        flt = f"tags.`{TAG_BACKBONE}` = {q}" if q is not None else ""
+        flt = records.filter(backbone=backbone) if records.filterable(backbone) else ""
         with self._wrap():
             recs = [r for r in self._records(self._search(flt)) if r.backbone == backbone]
         return self._newest_first(recs)
 
     def withheld(self, backbone: str) -> PromotedRecipe | None:
         """The newest verdict of ``backbone`` that served nothing (None: there is none)."""
-        q = quote(backbone)
-        if q is None:
+        if not records.filterable(backbone):
             return None
         with self._wrap():
-            recs = [to_record(r) for r in self._search(f"tags.`{TAG_STATE}` = '{WITHHELD}'")]
+            recs = [to_record(r) for r in self._search(records.filter(state=WITHHELD))]
         recs = [r for r in recs if r is not None and r.backbone == backbone]
         return self._newest_first(recs)[0] if recs else None
 
@@ -413,13 +411,12 @@ class RecipeStore:
         return sorted({r.backbone for r in self.list()})
 
     def trials(self, backbone: str, limit: int = 20) -> list[TrialRun]:
-        """The trial leaderboard of ``backbone``: runs tagged ``rs.kind=trial`` and
-        ``rs.backbone=<backbone>`` in any active experiment, best ``val_knn_top1``
+        """The trial leaderboard of ``backbone``: trial runs (:class:`records.Trial`)
+        of ``backbone`` in any active experiment, best ``val_knn_top1``
         first (runs without it last). Confirmation trials are included (``stage``)."""
-        q = quote(backbone)
-        if q is None or limit < 1:
+        if not records.filterable(backbone) or limit < 1:
             return []
-        flt = f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_BACKBONE}` = {q}"
+        flt = records.filter(kind=records.TRIAL, backbone=backbone)
         with self._wrap():
             client = self._connect()
             exp_ids: list[str] = []
@@ -497,7 +494,7 @@ class RecipeStore:
             else:
                 lift = val_lift(vals, old.val_scores)
                 head = ("no val_knn_top1 interval against the current recipe (it needs 2+ per-seed val scores on "
-                        "both sides; a recipe promoted before rs.val_scores may have none)"
+                        f"both sides; a recipe promoted before {records.TAG_VAL_SCORES} may have none)"
                         if lift is None else f"val_knn_top1 lift over the current recipe {fmt_interval(lift)}")
                 if lift is None and not force:
                     return PromotionResult(promoted=False, reason=f"{head}; kept the current recipe (store run "
@@ -536,37 +533,14 @@ class RecipeStore:
             }
             verdict = prov.get("verdict")
             verdict_name = verdict.get("verdict") if isinstance(verdict, dict) else None
-            recipe_json = json.dumps(recipe_dict, separators=(",", ":"), sort_keys=False)
-            prov_json = json.dumps(prov, separators=(",", ":"), default=str)
-            if len(recipe_json) > MAX_TAG:
-                raise ValueError(
-                    f"recipe JSON ({len(recipe_json)} chars) is longer than MLflow's tag limit "
-                    f"of {MAX_TAG} characters"
-                )
-            full_prov_json = None
-            if len(prov_json) > MAX_TAG:  # keep the tag readable; the full one is an artifact
-                full_prov_json = json.dumps(prov, indent=2, default=str)
-                prov_json = shrink(prov)
-            run = client.create_run(
-                exp,
-                run_name="/".join(key),
-                tags={
-                    TAG_KIND: "promotion",
-                    TAG_SCHEMA: SCHEMA,
-                    TAG_BACKBONE: backbone,
-                    TAG_DATASET: dataset,
-                    TAG_FINGERPRINT: fingerprint,
-                    TAG_BUDGET: budget,
-                    TAG_STATE: PENDING,
-                    TAG_VAL_SCORES: json.dumps({str(k): v for k, v in sorted(vals.items())}),
-                    TAG_RECIPE: recipe_json,
-                    TAG_PROVENANCE: prov_json,
-                    TAG_SCORES: json.dumps(list(scores_t)),
-                    TAG_VERDICT: str(verdict_name or "")[:250],
-                    TAG_SOURCE_RUN: source_run_id or "",
-                    TAG_PROMOTED_AT: promoted_at,
-                },
-            )
+            record = records.Promotion(
+                backbone=backbone, dataset=dataset, fingerprint=fingerprint, budget=budget, recipe=recipe_dict,
+                scores=scores_t, provenance=prov, state=PENDING, val_scores=vals, verdict=verdict_name,
+                source_run_id=source_run_id, promoted_at=promoted_at)
+            tags = record.to_tags()  # ValueError: a recipe too long for a tag
+            # keep the tag readable; the full provenance is an artifact
+            full_prov_json = None if record.provenance_fits else json.dumps(prov, indent=2, default=str)
+            run = client.create_run(exp, run_name="/".join(key), tags=tags)
             run_id = run.info.run_id
             try:
                 from mlflow.entities import Metric
@@ -589,9 +563,9 @@ class RecipeStore:
             # Supersede every older current run of the key (not just `old`), never a newer one.
             for rec in self._current_runs(backbone, fresh=True):
                 if rec.key == key and rec.run_id != run_id and rec.updated_at <= promoted_at:
-                    client.set_tag(rec.run_id, TAG_STATE, SUPERSEDED)
-                    client.set_tag(rec.run_id, TAG_SUPERSEDED_BY, run_id)
-                    client.set_tag(rec.run_id, TAG_SUPERSEDED_AT, promoted_at)
+                    for tag, value in records.Promotion.state_tags(SUPERSEDED, superseded_by=run_id,
+                                                                   at=promoted_at).items():
+                        client.set_tag(rec.run_id, tag, value)
             client.set_terminated(run_id, "FINISHED")
             self._bump_generation(client, exp)
             self._snapshot = None

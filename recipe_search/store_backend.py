@@ -22,7 +22,7 @@ class StoreUnavailable(Exception):
 
 
 class StoreOutdated(StoreUnavailable):
-    """The store holds promotions of another schema (from before ``rs.schema`` 2);
+    """The store holds promotions of another schema (from before schema 2, :data:`records.SCHEMA`);
     the message (one line) says how to start a fresh store."""
 
 

@@ -1,47 +1,24 @@
-"""What the recipe store holds: its MLflow tags, the records read back from them, and the
+"""What the recipe store hands out: the records read back from its runs (their tags are
+:mod:`recipe_search.records`'), and the
 checks a promotion's arguments pass before anything is written (see :mod:`recipe_search.store`)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from . import records
+from .records import CURRENT, PENDING, SCHEMA, SUPERSEDED, WITHHELD  # noqa: F401 - re-exported (store.py)
 from .stats import Interval, Summary, summary
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Run
 
-TAG_BACKBONE = "rs.backbone"
-TAG_DATASET = "rs.dataset"
-TAG_FINGERPRINT = "rs.fingerprint"
-TAG_BUDGET = "rs.budget"
-TAG_SCHEMA = "rs.schema"
-TAG_STATE = "rs.state"
-TAG_RECIPE = "rs.recipe"
-TAG_PROVENANCE = "rs.provenance"
-TAG_SCORES = "rs.scores"
-TAG_VAL_SCORES = "rs.val_scores"  # {seed: val_knn_top1}: the evidence a replacement is decided on
-TAG_VERDICT = "rs.verdict"
-TAG_SOURCE_RUN = "rs.source_run_id"
-TAG_PROMOTED_AT = "rs.promoted_at"
-TAG_SUPERSEDED_BY = "rs.superseded_by"
-TAG_SUPERSEDED_AT = "rs.superseded_at"
-TAG_KIND = "rs.kind"
-TAG_STAGE = "rs.stage"
-TAG_PHASE = "rs.phase"  # a confirmation run's phase: select (val only) | report (reads test)
-
-SCHEMA = "2"
 PRIMARY_METRIC = "test_probe_top1"  # the confirmed mean over seeds
-CURRENT, SUPERSEDED, PENDING = "current", "superseded", "pending"
-WITHHELD = "withheld"  # a verdict that served nothing: kept so the API can say why, never current
-MAX_TAG = 8000  # MLflow's tag value limit
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:+@/ -]*$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
-_KEEP_IN_TAG = ("verdict", "fingerprint")  # provenance keys shrink drops last
 
 
 @dataclass(frozen=True)
@@ -81,16 +58,16 @@ class PromotedRecipe:
 
 @dataclass(frozen=True)
 class TrialRun:
-    """One trial as logged to MLflow (tags ``rs.kind=trial``, ``rs.backbone``).
+    """One trial as logged to MLflow (a :class:`records.Trial` of a backbone).
 
-    Search trials log ``val_knn_top1`` only; confirmation trials (``rs.stage``
-    ``confirmation``) also log ``test_probe_top1`` and ``test_knn_top1``."""
+    Search trials log ``val_knn_top1`` only; confirmation trials (stage ``confirmation``)
+    also log ``test_probe_top1`` and ``test_knn_top1``."""
 
     run_id: str
     run_name: str | None
     experiment_id: str
     status: str  # MLflow run status: RUNNING | FINISHED | FAILED | KILLED | SCHEDULED
-    stage: str  # "search" | "confirmation" (tag rs.stage; search when absent)
+    stage: str  # "search" | "confirmation" (search when absent)
     phase: str | None  # a confirmation run's phase: "select" (val only) | "report" (reads test); None for search
     val_knn_top1: float | None
     test_probe_top1: float | None
@@ -116,26 +93,7 @@ def now() -> str:
 
 def quote(value: str) -> str | None:
     """A filter-string literal for ``value``, or None when it cannot be expressed safely."""
-    if _SAFE_VALUE.match(value):
-        return f"'{value}'"
-    return None
-
-
-
-def shrink(prov: dict) -> str:
-    """Compact provenance JSON under the tag limit: the largest values are replaced by a
-    pointer to the ``provenance.json`` artifact, which holds the full provenance (the
-    verdict and the fingerprint go last)."""
-    out = dict(prov)
-    note = "<too long for a tag: see artifact provenance.json>"
-    order = sorted(out, key=lambda k: (k in _KEEP_IN_TAG, -len(json.dumps(out[k], default=str))))
-    for key in order:
-        text = json.dumps(out, separators=(",", ":"), default=str)
-        if len(text) <= MAX_TAG - 100:
-            break
-        out[key] = note
-    out["truncated"] = True
-    return json.dumps(out, separators=(",", ":"), default=str)
+    return f"'{value}'" if records.filterable(value) else None
 
 
 def finite_float(v: Any) -> float | None:
@@ -152,92 +110,40 @@ def fmt_interval(iv: Interval) -> str:
 
 
 
-def _phase(tags: dict[str, str]) -> str | None:
-    """A confirmation run's phase; runs logged before phases existed all read test: report."""
-    if (tags.get(TAG_STAGE) or "search") != "confirmation":
-        return None
-    return tags.get(TAG_PHASE) or "report"
-
-
 def to_trial(run: Run) -> TrialRun:
     metrics = {k: float(v) for k, v in run.data.metrics.items() if math.isfinite(v)}
     start = run.info.start_time
+    rec = records.Trial.read(run.data.tags)
     return TrialRun(
         run_id=run.info.run_id,
         run_name=run.info.run_name,
         experiment_id=run.info.experiment_id,
         status=run.info.status,
-        stage=run.data.tags.get(TAG_STAGE) or "search",
-        phase=_phase(run.data.tags),
+        stage=rec.stage or records.Trial.STAGE,
+        phase=getattr(rec, "phase", None),
         val_knn_top1=metrics.get("val_knn_top1"),
         test_probe_top1=metrics.get("test_probe_top1"),
         test_knn_top1=metrics.get("test_knn_top1"),
         metrics=metrics,
         params=dict(run.data.params),
-        search_id=run.data.tags.get("rs.search_id") or run.data.tags.get("mlflow.parentRunId"),
+        search_id=rec.search_id or rec.parent_run_id,
         start_time=None if not start else _dt.datetime.fromtimestamp(
             start / 1000, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     )
 
+
 def to_record(run: Run) -> PromotedRecipe | None:
-    tags = run.data.tags
-    try:
-        backbone = tags[TAG_BACKBONE]
-        fingerprint = tags[TAG_FINGERPRINT]
-        recipe = json.loads(tags[TAG_RECIPE])
-        metrics = {k: float(v) for k, v in run.data.metrics.items()}
-        metric = metrics[PRIMARY_METRIC]
-        scores = tuple(float(s) for s in json.loads(tags[TAG_SCORES]))
-        if not scores or not isinstance(recipe, dict):
-            return None
-    except (KeyError, ValueError, TypeError):
-        return None  # not a (finished) promotion run: ignore
-    try:
-        provenance = json.loads(tags.get(TAG_PROVENANCE) or "{}")
-    except ValueError:
-        provenance = {"error": "provenance tag is not valid JSON"}
-    if not isinstance(provenance, dict):
-        provenance = {"error": "provenance tag is not a JSON object"}
-    updated = tags.get(TAG_PROMOTED_AT)
-    if not updated:
-        start = run.info.start_time or 0
-        updated = (
-            _dt.datetime.fromtimestamp(start / 1000, _dt.timezone.utc)
-            .isoformat(timespec="microseconds")
-            .replace("+00:00", "Z")
-        )
-    return PromotedRecipe(
-        backbone=backbone,
-        dataset=tags.get(TAG_DATASET, ""),
-        fingerprint=fingerprint,
-        budget=tags.get(TAG_BUDGET, ""),
-        recipe=recipe,
-        metric=metric,
-        scores=scores,
-        verdict=tags.get(TAG_VERDICT) or None,
-        metrics=metrics,
-        provenance=provenance,
-        run_id=run.info.run_id,
-        source_run_id=tags.get(TAG_SOURCE_RUN) or None,
-        state=tags.get(TAG_STATE, ""),
-        updated_at=updated,
-        val_scores=_val_scores(tags.get(TAG_VAL_SCORES), provenance),
-    )
-
-
-def _val_scores(tag: str | None, provenance: dict) -> dict | None:
-    """``{seed: val_knn_top1}`` from the tag, or for a record from before it, from its
-    provenance (the winner's confirmation row and the verdict's seeds); None when neither has it."""
-    try:
-        if tag:
-            return {int(k): float(v) for k, v in json.loads(tag).items()}
-        v = provenance.get("verdict") or {}
-        win = next(r for r in provenance.get("confirmation") or [] if r.get("name") == v.get("winner"))
-        vals = (win.get("val_knn_top1") or {}).get("values") or []
-        seeds = v.get("seeds") or []
-        return {int(s): float(x) for s, x in zip(seeds, vals)} if len(seeds) == len(vals) and vals else None
-    except (ValueError, TypeError, AttributeError, StopIteration):
+    """The store record of a promotion run (None: not a finished promotion)."""
+    p = records.Promotion.from_tags(run.data.tags, run.info.start_time)
+    metrics = {k: float(v) for k, v in run.data.metrics.items()}
+    if p is None or PRIMARY_METRIC not in metrics:
         return None
+    return PromotedRecipe(
+        backbone=p.backbone, dataset=p.dataset, fingerprint=p.fingerprint, budget=p.budget, recipe=p.recipe,
+        metric=metrics[PRIMARY_METRIC], scores=p.scores, verdict=p.verdict, metrics=metrics,
+        provenance=p.provenance, run_id=run.info.run_id, source_run_id=p.source_run_id, state=p.state,
+        updated_at=p.promoted_at, val_scores=p.val_scores)
+
 
 def validate_promotion(
     backbone: str, dataset: str, fingerprint: str, budget: str, recipe: Any, metrics: dict,

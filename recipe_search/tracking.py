@@ -6,16 +6,17 @@ not Ray's ``MLflowLoggerCallback``, which ignored ``tracking_uri`` -- ray issue
 36257 -- and cannot nest runs). Only the driver writes, so a SQLite store has a
 single writer.
 
-Runs are found again by tags, which makes every call idempotent under
-``--resume``: the parent is ``rs.kind=search`` + ``rs.search_id``; a child is
-``rs.kind=trial`` + ``rs.search_id`` + ``rs.trial_id`` (and
-``mlflow.parentRunId``). Per-epoch metrics are logged with ``step=epoch`` and
+Runs are found again by their tags (:mod:`recipe_search.records`), which makes every call
+idempotent under ``--resume``: the parent is a :class:`records.Search` of the search id; a child
+is a :class:`records.Trial` (or :class:`records.Confirmation`) of the search id and trial id (and
+its parent run id). Per-epoch metrics are logged with ``step=epoch`` and
 only for epochs beyond the last one logged, so a resumed trial that re-reports
 an epoch does not duplicate it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,26 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import records
 from .baselines import JOB_KEY
 from .store import artifact_root_for
-
-TAG_KIND = "rs.kind"
-TAG_SEARCH = "rs.search_id"
-TAG_TRIAL = "rs.trial_id"
-TAG_BACKBONE = "rs.backbone"
-TAG_STATUS = "rs.status"
-TAG_ERROR = "rs.error"
-TAG_BASELINE = "rs.baseline"
-TAG_RECIPE = "rs.recipe"
-TAG_POINT = "rs.point"
-TAG_STAGE = "rs.stage"  # search | confirmation
-TAG_JOB = "rs.job"  # a confirmation run's recipe name
-TAG_SEED = "rs.seed"
-TAG_PHASE = "rs.phase"  # a confirmation run's phase: select (val only) | report (reads test)
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_REUSED = "rs.reused_from"  # a confirmation run carrying an earlier search's figures (reuse.py)
-TAG_VERSION = "rs.version"  # the recipe-search version that trained a run
 
 EPOCH_KEYS = ("loss", "val_knn_top1", "lr", "images_per_sec", "epoch_time_s", "knn_time_s", "elapsed_s",
               "smoothing", "key_momentum", "distill_loss", "teacher_cosine")  # the last two: with a teacher
@@ -56,7 +40,7 @@ MAX_TAG = 5000
 
 
 def point_key(config: dict) -> str:
-    """A trial's sampled point as canonical JSON (tag ``rs.point``)."""
+    """A trial's sampled point as canonical JSON (:attr:`records.Trial.point`)."""
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
@@ -100,7 +84,7 @@ class Tracker:
                 try:
                     self._experiment_id = self.client.create_experiment(
                         self.experiment, artifact_location=artifact_root_for(self.tracking_uri),
-                        tags={TAG_KIND: "searches"})
+                        tags={records.TAG_KIND: records.SEARCHES_EXPERIMENT})
                 except MlflowException:  # created concurrently
                     exp = self.client.get_experiment_by_name(self.experiment)
                     if exp is None:
@@ -117,15 +101,14 @@ class Tracker:
         return runs[0] if runs else None
 
     def find_parent(self, search_id: str):
-        return self._find(f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH}` = '{search_id}'")
+        return self._find(records.filter(kind=records.SEARCH, search_id=search_id))
 
-    def parent_run(self, search_id: str, *, name: str, tags: dict, params: dict) -> str:
-        """The search's parent run id, created on first use (and set RUNNING again on resume)."""
-        run = self.find_parent(search_id)
+    def parent_run(self, search: records.Search, *, name: str, params: dict) -> str:
+        """The search's parent run id, created on first use with ``search``'s tags (and set
+        RUNNING again on resume)."""
+        run = self.find_parent(search.search_id)
         if run is None:
-            run = self.client.create_run(
-                self.experiment_id, run_name=name,
-                tags={TAG_KIND: "search", TAG_SEARCH: search_id, **_str(tags)})
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=_str(search.to_tags()))
             self.log_params(run.info.run_id, params)
         elif run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
@@ -133,7 +116,7 @@ class Tracker:
 
     def trial_runs(self, search_id: str) -> list:
         """All child runs of a search (each trial once)."""
-        flt = f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_SEARCH}` = '{search_id}'"
+        flt = records.filter(kind=records.TRIAL, search_id=search_id)
         out, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1000,
@@ -144,28 +127,25 @@ class Tracker:
                 return out
 
     def child_run(self, parent_run_id: str, search_id: str, trial_id: str, *, name: str,
-                  tags: dict, known_trial_ids: Iterable[str] = ()) -> tuple[str, int]:
+                  trial: records.Trial, known_trial_ids: Iterable[str] = ()) -> tuple[str, int]:
         """``(run_id, last_logged_epoch)`` of a trial's child run, created on first use.
 
         After a crash Tune may have lost a trial started after its last state snapshot;
         its restored searcher then suggests the same point again under a new trial id.
-        Such an orphan run (same ``rs.point``, trial id unknown to Tune) is adopted
+        Such an orphan run (same sampled point, trial id unknown to Tune) is adopted
         instead of creating a duplicate."""
-        run = self._find(f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_SEARCH}` = '{search_id}' "
-                         f"and tags.`{TAG_TRIAL}` = '{trial_id}'")
-        if run is None and TAG_POINT in tags:
+        run = self._find(records.filter(kind=records.TRIAL, search_id=search_id, trial_id=trial_id))
+        if run is None and trial.point is not None:
             known = set(known_trial_ids) | {trial_id}
             for cand in self.trial_runs(search_id):
-                ctags = cand.data.tags
-                if ctags.get(TAG_POINT) == tags[TAG_POINT] and ctags.get(TAG_TRIAL) not in known:
+                had = records.Trial.from_run(cand)
+                if had.point == trial.point and had.trial_id not in known:
                     run = cand
-                    self.set_tags(run.info.run_id, {
-                        TAG_TRIAL: trial_id, "rs.adopted_from": ctags.get(TAG_TRIAL)})
+                    self.set_tags(run.info.run_id, records.Trial(trial_id=trial_id, adopted_from=had.trial_id).to_tags())
                     break
         if run is None:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags={
-                TAG_KIND: "trial", TAG_SEARCH: search_id, TAG_TRIAL: trial_id, TAG_PARENT: parent_run_id,
-                **_str(tags)})
+            trial = dataclasses.replace(trial, search_id=search_id, trial_id=trial_id, parent_run_id=parent_run_id)
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=_str(trial.to_tags()))
             return run.info.run_id, 0
         if run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
@@ -276,14 +256,14 @@ def _json_default(o: Any) -> Any:
 class TrialLogger:
     """Listener (see ``events.py``) that mirrors Tune trials into nested MLflow runs."""
 
-    def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx, tags: dict,
-                 dataset=None, reused: dict[str, str] | None = None):
+    def __init__(self, tracker: Tracker, *, parent_run_id: str, search_id: str, ctx,
+                 base: records.Trial | None = None, dataset=None, reused: dict[str, str] | None = None):
         self.tracker = tracker
         self.dataset = dataset  # mlflow.entities.Dataset of the proxy, logged on every run
         self.parent_run_id = parent_run_id
         self.search_id = search_id
         self.ctx = ctx  # trial.TrialContext: recomposes each trial's recipe
-        self.tags = dict(tags)
+        self.base = base or records.Trial()  # the tags every trial shares with its search
         self.runs: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.trials: list = []  # Tune's trial objects, as of the last event
@@ -311,28 +291,25 @@ class TrialLogger:
         label = f"baseline-{base.name}" if base is not None else self.ctx.sampler
         if job is not None:
             label = f"confirm-{job['name']}-s{job['seed']}"
-        tags = {**self.tags, TAG_BASELINE: base.name if base is not None else None,
-                TAG_STAGE: "confirmation" if job is not None else "search",
-                TAG_JOB: job["name"] if job is not None else None,
-                TAG_PHASE: job.get("phase", "report") if job is not None else None,
-                TAG_SEED: recipe.seed if recipe is not None else None,
-                TAG_STATUS: "running", "rs.notes": "; ".join(notes) or None,
-                TAG_POINT: point_key(trial.config)}
-        if recipe is not None:
-            tags[TAG_RECIPE] = recipe.to_json(indent=None)
+        rec = dataclasses.replace(
+            self.base, stage=records.Trial.STAGE, baseline=base.name if base is not None else None,
+            seed=recipe.seed if recipe is not None else None, status="running", notes="; ".join(notes) or None,
+            point=point_key(trial.config), recipe=recipe.to_json(indent=None) if recipe is not None else None)
+        if job is not None:
+            rec = rec.confirmation(job=job["name"], phase=job.get("phase", "report"))
         run_id, last = self.tracker.child_run(self.parent_run_id, self.search_id, trial.trial_id,
-                                              name=f"{label}-{trial.trial_id}", tags=tags,
+                                              name=f"{label}-{trial.trial_id}", trial=rec,
                                               known_trial_ids=[t.trial_id for t in self.trials])
         if last == 0:  # fresh (or never reported): log the recipe as params
             self.tracker.log_params(run_id, recipe.to_dict() if recipe is not None else dict(trial.config))
             if self.dataset is not None:
                 self.tracker.log_dataset(run_id, self.dataset)
             self.series[trial.trial_id] = {}
-            twin = self.reused.get(tags[TAG_POINT])
+            twin = self.reused.get(rec.point)
             if twin is not None:  # measured once by an earlier search: its curves, and where they came from
                 last = self._copy_curves(trial.trial_id, run_id, twin)
         else:
-            self.tracker.set_tags(run_id, {TAG_STATUS: "running"})
+            self.tracker.set_tags(run_id, records.Trial(status="running").to_tags())
         self.runs[trial.trial_id] = run_id
         self.last_step[trial.trial_id] = last
         return run_id
@@ -347,7 +324,7 @@ class TrialLogger:
         for step in sorted(by_step):
             self.tracker.log_metrics(run_id, by_step[step], step=step)
         self.series[trial_id] = {k: dict(pts) for k, pts in curves.items()}
-        self.tracker.set_tags(run_id, {TAG_REUSED: twin})
+        self.tracker.set_tags(run_id, records.Trial(reused_from=twin).to_tags())
         return max(by_step, default=0)
 
     def _artifacts(self, run_id: str, trial) -> None:
@@ -396,9 +373,10 @@ class TrialLogger:
         run_id = self.run_for(trial)
         result = trial.last_result or {}
         status = "completed" if result.get("final") else "pruned"
-        tags = {TAG_STATUS: status}
+        tags = records.Trial(status=status).to_tags()
         if result.get("diverged"):  # the NaN guard ended it: a result the sampler ranks last
-            status, tags = "diverged", {TAG_STATUS: "diverged", TAG_ERROR: str(result.get("error") or "diverged")}
+            status = "diverged"
+            tags = records.Trial(status=status, error=str(result.get("error") or "diverged")).to_tags()
         end = "FAILED" if status == "diverged" else "FINISHED"
         if trial.trial_id in self.replayed:
             self.tracker.set_tags(run_id, tags)
@@ -422,7 +400,7 @@ class TrialLogger:
         if result.get("time_total_s") is not None:
             self.tracker.log_metrics(run_id, {"duration_s": result.get("time_total_s")},
                                      step=int(result.get("epoch") or 0))
-        self.tracker.set_tags(run_id, {TAG_STATUS: kind, TAG_ERROR: message})
+        self.tracker.set_tags(run_id, records.Trial(status=kind, error=message).to_tags())
         if text:
             self.tracker.log_text(run_id, text, "error.txt")
         self._artifacts(run_id, trial)
@@ -433,5 +411,5 @@ class TrialLogger:
         for trial in trials:
             if trial.status in ("RUNNING", "PENDING", "PAUSED") and trial.trial_id in self.runs:
                 run_id = self.runs[trial.trial_id]
-                self.tracker.set_tags(run_id, {TAG_STATUS: "interrupted"})
+                self.tracker.set_tags(run_id, records.Trial(status="interrupted").to_tags())
                 self.tracker.terminate(run_id, "KILLED")

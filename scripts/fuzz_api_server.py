@@ -2,7 +2,7 @@
 
     python scripts/fuzz_api_server.py sqlite:////path/to/mlflow.db 8765 [--max-jobs N]
 
-The write token is ``fuzz-token``; a job runs ``tests/test_api.py``'s FAKE_RUN (it writes a
+The write token is ``fuzz-token``; a job runs ``tests/api_support.py``'s FAKE_RUN (it writes a
 search's state file and holds until SIGINT), so fuzzed POST /searches start no training.
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
     from api.app import create_app
     from api.jobs import JobsConfig
 
-    fake = re.search(r'FAKE_RUN = r"""(.*?)"""', (ROOT / "tests" / "test_api.py").read_text(), re.S).group(1)
+    fake = re.search(r'FAKE_RUN = r"""(.*?)"""', (ROOT / "tests" / "api_support.py").read_text(), re.S).group(1)
     work = Path(tempfile.mkdtemp(prefix="fuzz-api-"))
     home = work / "home"
     home.mkdir()

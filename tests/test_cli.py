@@ -35,12 +35,9 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, cache):
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+def home(make_search_home, monkeypatch, cache):
     monkeypatch.setenv("RECIPE_SEARCH_CACHE", str(cache))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RECIPE_SEARCH_STORAGE", raising=False)
-    return tmp_path / "home"
+    return make_search_home().path
 
 
 def invoke(*args: str):

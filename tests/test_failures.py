@@ -98,13 +98,16 @@ def test_a_retry_is_recorded_on_the_trial_run_and_the_parent_run(tmp_path: Path)
     from recipe_search.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "retries")
-    parent = tracker.parent_run("s1", name="s1", tags={}, params={})
+    from recipe_search import records
+
+    parent = tracker.parent_run(records.Search(search_id="s1"), name="s1", params={})
     runs = {}
     log = tmp_path / "error.txt"
     log.write_text("Failure # 1 (occurred at now)\nray.exceptions.ActorDiedError: The actor died unexpectedly\n")
 
     def run_for(trial):
-        return runs.setdefault(trial.trial_id, tracker.child_run(parent, "s1", trial.trial_id, name="x", tags={})[0])
+        return runs.setdefault(trial.trial_id, tracker.child_run(parent, "s1", trial.trial_id, name="x",
+                                                                    trial=records.Trial())[0])
 
     logger = SimpleNamespace(tracker=tracker, parent_run_id=parent, run_for=run_for, last_step={"t1": 2})
     recorder = RetryRecorder(logger, stage="search")

@@ -6,6 +6,7 @@ Optuna with its study in SQLite, synthetic data) and a synthetic MLflow record o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -22,6 +23,7 @@ pytest.importorskip("matplotlib")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from recipe_search import records  # noqa: E402
 from recipe_search.cli import app as cli_app  # noqa: E402
 from recipe_search.report import build_report  # noqa: E402
 
@@ -126,9 +128,9 @@ def test_the_optuna_study_has_names_for_optuna_dashboard(searched):
     assert study.metric_names == ["val_knn_top1"]
     assert study.user_attrs["search_id"] == o.search_id and study.user_attrs["backbone"] == BACKBONE
     assert study.user_attrs["mlflow_parent_run_id"] == o.parent_run_id
-    runs = {r.data.tags["rs.trial_id"]: r.info.run_id for r in MlflowClient(o.tracking_uri).search_runs(
+    runs = {records.Trial.from_run(r).trial_id: r.info.run_id for r in MlflowClient(o.tracking_uri).search_runs(
         [MlflowClient(o.tracking_uri).get_run(o.parent_run_id).info.experiment_id],
-        f"tags.`rs.search_id` = '{o.search_id}' and tags.`rs.stage` = 'search'")}
+        records.filter(search_id=o.search_id, stage="search"))}
     told = [t for t in study.trials if t.state.is_finished()]
     assert told, study.trials
     for t in told:
@@ -155,8 +157,10 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
     rng = random.Random(seed)
     space = load_space(None, SYNTH)
     tracker = Tracker(uri, "recipe-search")
-    tags = {"rs.backbone": SYNTH, "rs.dataset": "cifar10", "rs.budget": "proxy", "rs.fingerprint": fingerprint}
-    parent = tracker.parent_run(search_id, name=f"search-{search_id}", tags={**tags, "rs.status": "running"}, params={
+    search = records.Search(search_id=search_id, backbone=SYNTH, dataset="cifar10", budget="proxy",
+                            fingerprint=fingerprint, status="running")
+    base_trial = search.trial_base()
+    parent = tracker.parent_run(search, name=f"search-{search_id}", params={
         "backbone": SYNTH, "dataset": "cifar10", "budget": "proxy", "num_samples": n, "max_epochs": epochs,
         "seed": seed, "space": ",".join(space.sources), "sampler": sampler,
         "early_stopping": sampler == "tpe", "fingerprint": fingerprint, "data.classes": 10, "data.train": 5000})
@@ -180,10 +184,10 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
         if i == 5:
             status, curve = "failed", curve[:1]
         trial_id = f"{search_id[-4:]}{i:04d}"
-        run, _ = tracker.child_run(parent, search_id, trial_id, name=f"t-{trial_id}", tags={
-            **tags, "rs.stage": "search", "rs.status": status, "rs.baseline": base,
-            "rs.point": json.dumps({"baseline": base} if base else point, sort_keys=True),
-            "rs.recipe": json.dumps({"backbone": SYNTH, **point})})
+        run, _ = tracker.child_run(parent, search_id, trial_id, name=f"t-{trial_id}", trial=dataclasses.replace(
+            base_trial, stage="search", status=status, baseline=base,
+            point=json.dumps({"baseline": base} if base else point, sort_keys=True),
+            recipe=json.dumps({"backbone": SYNTH, **point})))
         tracker.client.log_batch(run, metrics=[Metric("val_knn_top1", v, now, e) for e, v in enumerate(curve, 1)])
         if status == "completed":
             tracker.log_metrics(run, {"val_probe_top1": curve[-1] + 0.02, "epochs_completed": epochs}, step=epochs)
@@ -201,9 +205,10 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
         m = {"val_knn_top1": 0.4 + lift + rng.gauss(0, 0.005)}
         if phase == "report":
             m.update(test_probe_top1=0.45 + lift + 0.01 * s, test_knn_top1=0.4 + lift + rng.gauss(0, 0.005))
-        run, _ = tracker.child_run(parent, search_id, f"c{r.name[:6]}{s}", name=f"confirm-{r.name}-s{s}", tags={
-            **tags, "rs.stage": "confirmation", "rs.phase": phase, "rs.status": "completed", "rs.job": r.name,
-            "rs.seed": s, "rs.baseline": r.name if r.role == "baseline" else None, "rs.recipe": json.dumps(r.recipe)})
+        run, _ = tracker.child_run(parent, search_id, f"c{r.name[:6]}{s}", name=f"confirm-{r.name}-s{s}",
+                                   trial=base_trial.confirmation(
+                                       job=r.name, phase=phase, status="completed", seed=s,
+                                       baseline=r.name if r.role == "baseline" else None, recipe=json.dumps(r.recipe)))
         tracker.log_metrics(run, m, step=epochs)
         tracker.terminate(run)
         return m
@@ -218,8 +223,8 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
                                                                      for s in report_seeds})
     v = decide(sel, list(reported.values()), {s: {"test_probe_top1": 0.3} for s in report_seeds}, report_seeds, (3,))
     tracker.log_dict(parent, v.to_dict(), "verdict.json")
-    tracker.set_tags(parent, {"rs.status": "finished", "rs.stage": "finished", "rs.verdict": v.verdict,
-                              "rs.verdict_line": v.line, "rs.best_run_id": best[0]})
+    tracker.set_tags(parent, records.Search(status="finished", stage="finished", verdict=v.verdict,
+                                            verdict_line=v.line, best_run_id=best[0]).to_tags())
     tracker.terminate(parent)
     return parent, recipes, v
 

@@ -14,7 +14,7 @@ pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
 import rs_faults  # noqa: E402 - tests/faults (on sys.path by conftest)
-from recipe_search import __version__  # noqa: E402
+from recipe_search import __version__, records  # noqa: E402
 from recipe_search.baselines import MOCO_V2, SINFONCE_LIGHT  # noqa: E402
 from recipe_search.plan import SearchSettings  # noqa: E402
 from recipe_search.search import run_search  # noqa: E402
@@ -45,7 +45,7 @@ def client(home: Path):
 def child_runs(home: Path, search_id: str):
     c = client(home)
     exp = c.get_experiment_by_name("recipe-search")
-    return c.search_runs([exp.experiment_id], f"tags.`rs.search_id` = '{search_id}' and tags.`rs.kind` = 'trial'",
+    return c.search_runs([exp.experiment_id], records.filter(search_id=search_id, kind=records.TRIAL),
                          order_by=["attributes.start_time ASC"])
 
 
@@ -206,7 +206,8 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     computation as in the first search, so the second search re-reports them (figures, curves and
     a tag naming the run they came from) and trains nothing in its confirmation stage."""
     from recipe_search.reuse import reusable
-    from recipe_search.tracking import TAG_VERSION, Tracker
+    from recipe_search.records import TAG_VERSION
+    from recipe_search.tracking import Tracker
 
     home, first = e2e
     notes = []
@@ -424,20 +425,21 @@ def test_one_process_per_search(tmp_path):
 def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     """Tune may lose a trial started after its last state snapshot; the restored searcher then
     suggests the same point under a new trial id, whose MLflow run must be the old one."""
-    from recipe_search.tracking import TAG_POINT, Tracker, point_key
+    from recipe_search import records
+    from recipe_search.tracking import Tracker, point_key
     from recipe_search.trial import TrialContext
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "adopt")
-    parent = tracker.parent_run("s1", name="search-s1", tags={}, params={})
+    parent = tracker.parent_run(records.Search(search_id="s1"), name="search-s1", params={})
     point = {"lr": 0.1, "temperature": 0.2}
-    tags = {TAG_POINT: point_key(point)}
-    old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", tags=tags)
+    tags = records.Trial(point=point_key(point))
+    old, _ = tracker.child_run(parent, "s1", "aaaa", name="tpe-aaaa", trial=tags)
     tracker.log_metrics(old, {"val_knn_top1": 0.5}, step=1)
     # a trial Tune still knows keeps its own run even with the same point
-    other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", tags=tags, known_trial_ids=["aaaa"])
+    other, _ = tracker.child_run(parent, "s1", "bbbb", name="tpe-bbbb", trial=tags, known_trial_ids=["aaaa"])
     assert other != old
     # the lost trial's point comes back as cccc: adopted, with its last logged epoch
-    run, last = tracker.child_run(parent, "s1", "cccc", name="tpe-cccc", tags=tags, known_trial_ids=["bbbb"])
+    run, last = tracker.child_run(parent, "s1", "cccc", name="tpe-cccc", trial=tags, known_trial_ids=["bbbb"])
     assert run == old and last == 1
     assert tracker.client.get_run(run).data.tags["rs.trial_id"] == "cccc"
     assert len(tracker.trial_runs("s1")) == 2
@@ -451,14 +453,14 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
 
 
 @pytest.mark.slow  # two search sessions (~55 s): the default suite measured 15m09s on 2 idle cores with it
-def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, monkeypatch):
+def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, make_search_home):
     """``--study-storage sqlite:///...``: the Optuna study lives in its own database, so a second
     driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search from it and
     from the shared MLflow store: only the new samples run, nothing is duplicated."""
     optuna = pytest.importorskip("optuna")
     study_url = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver1"))
+    make_search_home("driver1")
     first = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=3, seed=1, max_epochs=1,
                                       tracking_uri=tracking, study_storage=study_url, confirm_k=0,
                                       **data_args()),
@@ -484,7 +486,7 @@ def test_study_storage_on_sqlite_resumes_from_a_second_driver(env, tmp_path, mon
                                                                 for s in ("2", "3")}, before
     assert {p for p, _, _ in before} == {"select", "report"} and len(set(before)) == len(before), before
 
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "driver2"))
+    make_search_home("driver2")
     notes = []
     second = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=1, max_epochs=1,
                                        tracking_uri=tracking, study_storage=study_url, search_id=first.search_id,
@@ -533,13 +535,13 @@ def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
 
 
 @pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"), (0, "checkpoint_000000")])
-def test_checkpoint_every_n_epochs(env, tmp_path, monkeypatch, every, latest):
+def test_checkpoint_every_n_epochs(env, tmp_path, make_search_home, every, latest):
     """``checkpoint_every=2`` with 3 epochs: a trial persists a checkpoint at epoch 2 and its
     final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001
     (the first is kept, weight-free, for a safe resume). With 0 the final one is its only one."""
     from recipe_search.state import storage_dir
 
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    make_search_home()
     o = run_search(SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=2, max_epochs=3, seed=2,
                                   checkpoint_every=every, confirm_k=0, **data_args()), progress=False)
     search = [t for t in o.trials if t.stage == "search"]
@@ -642,12 +644,12 @@ def _cifar_folder(root: Path, *, swap_test: int = 0) -> Path:
 
 
 @pytest.mark.skipif(not CIFAR.exists(), reason="needs the shared CIFAR-10 tarball")
-def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, monkeypatch):
+def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_search_home):
     """Two searches on folders that differ only in their test labels make every decision before
     the confirmation stage identically (points sampled, ASHA's stops, val scores, finalists, the
     winner); only the confirmed test figures and the data fingerprint differ. The folders have 27
     test images in one class while the search asks for 50: the budget fits itself to the data."""
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
+    make_search_home()
     outcomes, notes = [], []
     for name, swap in (("plain", 0), ("shuffled", 13)):
         folder = _cifar_folder(tmp_path / name / "data", swap_test=swap)

@@ -68,18 +68,10 @@ def promote(store, values, *, backbone="resnet18", dataset="cifar10", fp=FP, bud
                          budget=budget, force=force)
 
 
-@pytest.fixture(scope="session")
-def empty_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite database with its tables created once (migrations take seconds)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    RecipeStore(f"sqlite:///{db}").ping()
-    return db
-
-
 @pytest.fixture()
-def uri(tmp_path, monkeypatch, empty_db) -> str:
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def uri(tmp_path, make_search_home, empty_db) -> str:
+    """An empty store beside (not in) the test's home: every read names its URI."""
+    make_search_home("home")
     (tmp_path / "store").mkdir()
     shutil.copy(empty_db, tmp_path / "store" / "mlflow.db")
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -195,7 +187,7 @@ def test_a_withheld_verdict_serves_nothing_and_keeps_the_current_recipe(store):
 
 def test_records_from_before_val_scores_read_them_from_provenance(store):
     """A store written before rs.val_scores: the winner's val values and the verdict's seeds."""
-    from recipe_search.store_records import _val_scores
+    from recipe_search.records import val_scores as _val_scores
 
     prov_old = {"verdict": {"winner": "t1", "seeds": [1, 2, 3]},
                 "confirmation": [{"name": "t1", "val_knn_top1": {"values": [0.3, 0.31, 0.32]}}]}
@@ -453,12 +445,13 @@ def test_concurrent_promotions_leave_one_current(store, uri):
     assert len(currents) == 1 and currents[0].metric == pytest.approx(0.401)
 
 
-def test_uri_helpers(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECIPE_SEARCH_HOME", str(tmp_path))
-    assert sqlite_path(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
+def test_uri_helpers(make_search_home):
+    home = make_search_home()
+    assert home.tracking_uri == f"sqlite:///{home.path}/mlflow.db"
+    assert sqlite_path(f"sqlite:///{home.path}/a.db") == home.path / "a.db"
     assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("http://x") is None
-    assert artifact_root_for(f"sqlite:///{tmp_path}/mlflow.db") == (tmp_path / "artifacts").as_uri()
-    assert artifact_root_for(f"sqlite:///{tmp_path}/s/x.db") == (tmp_path / "s" / "artifacts").as_uri()
+    assert artifact_root_for(home.tracking_uri) == (home.path / "artifacts").as_uri()
+    assert artifact_root_for(f"sqlite:///{home.path}/s/x.db") == (home.path / "s" / "artifacts").as_uri()
     assert artifact_root_for("http://mlflow:5000") is None
     assert "secret" not in repr(RecipeStore("postgresql://u:secret@db/mlflow"))
 

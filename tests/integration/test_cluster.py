@@ -183,11 +183,6 @@ def cluster():
         shutil.rmtree(c.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def state():
-    return {}
-
-
 def data_args() -> list[str]:
     if CIFAR.exists():
         return ["--dataset", "cifar10", "--data", str(CIFAR)]
@@ -196,21 +191,22 @@ def data_args() -> list[str]:
 
 def test_search_on_the_cluster(cluster, state, capsys):
     _say(capsys, f"services up in {cluster.timings}; root {cluster.root}")
-    t0 = time.monotonic()
-    res = cluster.recipe_search(
-        "run", "--backbone", BACKBONE, "--budget", BUDGET, "--num-samples", "4", *data_args(), "--no-progress",
-        "--confirm-seeds", "2", "--ray-address", f"127.0.0.1:{cluster.ray.port}", "--tracking-uri", cluster.mlflow.url,
-        "--study-storage", cluster.pg.url("optuna"))
-    state["search_s"] = time.monotonic() - t0
-    _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
-    assert res.returncode == 0, res.stdout[-6000:]
-    assert "verdict: " in res.stdout and "confirmation" in res.stdout, res.stdout[-4000:]
-    assert "2 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight, on both nodes
-    rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
-                                     "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
-                                     "k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search')")
-    assert len(rows) == 1, rows
-    state["search_id"] = rows[0][0]
+    with state.producing("search_id"):
+        t0 = time.monotonic()
+        res = cluster.recipe_search(
+            "run", "--backbone", BACKBONE, "--budget", BUDGET, "--num-samples", "4", *data_args(), "--no-progress",
+            "--confirm-seeds", "2", "--ray-address", f"127.0.0.1:{cluster.ray.port}",
+            "--tracking-uri", cluster.mlflow.url, "--study-storage", cluster.pg.url("optuna"))
+        state["search_s"] = time.monotonic() - t0
+        _say(capsys, f"search on the cluster: {state['search_s']:.0f}s, exit {res.returncode}")
+        assert res.returncode == 0, res.stdout[-6000:]
+        assert "verdict: " in res.stdout and "confirmation" in res.stdout, res.stdout[-4000:]
+        assert "2 Ray node(s) checked" in res.stdout, res.stdout[-4000:]  # the preflight, on both nodes
+        rows = cluster.pg.psql("mlflow", "select t.value from tags t join runs r on r.run_uuid = t.run_uuid "
+                                         "where t.key = 'rs.search_id' and exists (select 1 from tags k where "
+                                         "k.run_uuid = r.run_uuid and k.key = 'rs.kind' and k.value = 'search')")
+        assert len(rows) == 1, rows
+        state["search_id"] = rows[0][0]
 
 
 def _trial_runs(cluster, search_id: str, stage: str | None = "search") -> list[list[str]]:
@@ -241,8 +237,7 @@ def _told_baselines() -> int:
 
 
 def test_runs_are_in_postgres(cluster, state):
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     sid = state["search_id"]
     trials = _trial_runs(cluster, sid)
     assert len(trials) == 4, trials
@@ -270,8 +265,7 @@ def test_runs_are_in_postgres(cluster, state):
 
 
 def test_optuna_study_is_in_postgres(cluster, state):
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     tables = {r[0] for r in cluster.pg.psql(
         "optuna", "select tablename from pg_tables where schemaname = 'public'")}
     assert {"studies", "trials", "trial_params", "trial_values", "alembic_version"} <= tables, tables
@@ -283,8 +277,7 @@ def test_optuna_study_is_in_postgres(cluster, state):
 
 
 def test_api_serves_the_promoted_recipe(cluster, state):
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     api = cluster.start_api()
     tags = dict(cluster.pg.psql("mlflow", f"""
         select b.key, b.value from tags b join tags s on s.run_uuid = b.run_uuid
@@ -313,8 +306,7 @@ def test_api_serves_the_promoted_recipe(cluster, state):
 def test_resume_from_another_driver(cluster, state, capsys):
     """A second driver with an empty $RECIPE_SEARCH_HOME (no Tune state) continues the search
     from the study in PostgreSQL and the runs in MLflow: 2 more trials, nothing duplicated."""
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     sid = state["search_id"]
     t0 = time.monotonic()
     res = cluster.recipe_search(
@@ -345,8 +337,7 @@ def test_mlflow_ui_in_chromium(cluster, state, capsys):
     parent run is listed, expanding it lists every child trial run, and the chart view renders
     the per-epoch loss curves of the trials (plotly SVG with drawn lines). Screenshots of both
     views are saved under the test output dir (a CI artifact)."""
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     if find_chromium() is None:
         pytest.fail("Chromium is not installed: run .ci/integration (apt-get install -y chromium)")
     sid = state["search_id"]
@@ -443,8 +434,7 @@ def test_report_page_in_chromium(cluster, state, capsys):
     the search's parent run (rebuilt at the end of the resumed search), and ``GET
     /recipes/{backbone}/report`` serves it for the promoted recipe (when the verdict promoted
     nothing, the test promotes the search's winner by hand, so that the route has one to serve)."""
-    if "search_id" not in state:
-        pytest.skip("the search failed")
+    state.need("search_id")
     if find_chromium() is None:
         pytest.fail("Chromium is not installed: run .ci/integration (apt-get install -y chromium)")
     sid, out = state["search_id"], _output_dir()
