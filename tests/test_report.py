@@ -148,7 +148,7 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
     import optuna
     from mlflow.entities import Metric
 
-    from recipe_search.baselines import BASELINES
+    from recipe_search.baselines import baselines_for
     from recipe_search.plan import SearchSettings
     from recipe_search.space import load_space
     from recipe_search.tracking import Tracker
@@ -170,6 +170,7 @@ def _search_record(uri: str, search_id: str, *, n: int, sampler: str, seed: int,
                                             early_stopping=sampler == "tpe").public_dict(), "settings.json")
     tracker.log_metrics(parent, {"floor_val_knn_top1": 0.21, "floor_val_probe_top1": 0.24})
     dist = space.optuna_space()
+    BASELINES = baselines_for(space)  # the baselines a search of this space runs (mocov2, sinfonce-light)
     asker = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     now = int(time.time() * 1000)
     best, trials = (None, -1.0), []
