@@ -17,20 +17,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from recipe_search.settings import SearchSettings
 
+from settings_support import run_settings  # tests/ is on sys.path
 from api_support import ROOT, TOKEN, AUTH, jobs_app, calls, wait_state, job_log, BODY  # tests/ is on sys.path
 
 
-
-def run_settings(argv: list[str]):
-    """(settings, --resume) of a `recipe-search run` command line, parsed by the real command."""
-    import typer
-
-    from recipe_search.cli import app as cli_app
-    from recipe_search.settings import from_cli
-
-    ctx = typer.main.get_command(cli_app).commands["run"].make_context("run", list(argv))
-    (backbone,) = ctx.params["backbone"]
-    return from_cli(backbone, ctx.params), ctx.params["resume"]
 
 def test_job_lifecycle_cancel_429_resume_restart(populated, jobs_home, monkeypatch):
     """With a stand-in for `recipe-search run`: the command line built from the typed request,
