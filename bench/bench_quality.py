@@ -4,6 +4,7 @@
     python bench/bench_quality.py fidelity           # 12 recipes at the budget's epochs and at 3x
     python bench/bench_quality.py search-vs-random   # TPE+ASHA against random search, equal trial-epochs
     python bench/bench_quality.py lift               # one full search: its winner against baselines and floor
+    python bench/bench_quality.py aa                 # A/A: a confirmation whose finalist is the baseline renamed
     python bench/bench_quality.py report             # docs/results.md and its PNGs from the raw results
     python bench/bench_quality.py refresh            # re-read recorded searches from MLflow (older rows)
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "docs" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift")
+STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift", "aa")
 
 
 # -- the set-up every study shares ---------------------------------------------------------
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="seed-noise: seeds per recipe")
     ap.add_argument("--recipes", type=int, default=12, help="fidelity: recipes (both baselines among them)")
     ap.add_argument("--long-factor", type=int, default=3, help="fidelity: the long run's epochs / the budget's")
-    ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method")
+    ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method; aa: confirmations")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="trainings at once")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: recipe-search's)")
     ap.add_argument("--out", default=str(RESULTS), help="raw results folder (default docs/results)")
@@ -408,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).exists():
         ap.error(f"--data {args.data} does not exist")
     setup = Setup(args)
+    if args.study == "aa":
+        from quality_aa import aa
+
+        aa(setup, run_jobs, load_results)
+        return 0
     {"seed-noise": seed_noise, "fidelity": fidelity, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
     return 0
 
