@@ -121,7 +121,6 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
         out["note"] = f"MLflow not readable right now: {type(e).__name__}"
         return out
     from recipe_search import records
-    from recipe_search.samplers import DEFAULT_LABEL
 
     if parent is not None:
         search = records.Search.from_run(parent)
@@ -136,6 +135,6 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
         if (t.stage != records.Confirmation.STAGE and status == "done" and t.objective is not None
                 and (best is None or t.objective > best["val_knn_top1"])):
             best = {"trial_id": t.trial_id, "run_id": t.run_id,
-                    "kind": f"baseline {t.baseline}" if t.baseline else DEFAULT_LABEL, "val_knn_top1": t.objective}
+                    "kind": f"baseline {t.baseline}" if t.baseline else t.label, "val_knn_top1": t.objective}
     out["best"] = best
     return out

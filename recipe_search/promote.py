@@ -44,10 +44,11 @@ class TrialSummary:
     seed: int | None = None
     phase: str | None = None  # confirmation: select | report
     run_status: str | None = None  # MLflow's: RUNNING | FINISHED | FAILED | KILLED
+    sampler: str | None = None  # a sampled trial: its sampler's label (None for runs recorded before it was)
 
     @property
     def label(self) -> str:
-        return self.job or self.baseline or DEFAULT_LABEL
+        return self.job or self.baseline or self.sampler or DEFAULT_LABEL
 
 
 def summarize(tracker: Tracker, search_id: str) -> list[TrialSummary]:
@@ -65,7 +66,7 @@ def summary_of(run) -> TrialSummary:
         run_id=run.info.run_id, trial_id=rec.trial_id or "", baseline=rec.baseline, status=status,
         objective=objective if done else None, recipe=rec.recipe_dict, metrics=dict(metrics), error=rec.error,
         point=rec.point, stage=rec.stage or records.Trial.STAGE, job=getattr(rec, "job", None), seed=rec.seed,
-        phase=getattr(rec, "phase", None), run_status=run.info.status)
+        phase=getattr(rec, "phase", None), run_status=run.info.status, sampler=rec.sampler)
 
 
 def search_trials(trials: list[TrialSummary]) -> list[TrialSummary]:

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.recipe import Distill, Recipe
+from trainer.errors import RecipeError
+from trainer.recipe import Distill, Recipe, check_field, coerce_value
 
 from .errors import SpaceError
 from .space_param import Param, fmt as _fmt
@@ -358,22 +358,13 @@ def _param(name: str, spec: dict) -> Param:
 
 
 def _number(name: str, path: str, value: Any) -> int | float:
-    """A finite number of the field's type (range checks come later)."""
-    kind = _FIELDS[name].type
-    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            value = float(value) if kind == "float" else int(value)
-        except ValueError:
-            raise SpaceError(f"{path} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpaceError(f"{path} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise SpaceError(f"{path} must be a finite number, got {value!r}")
-    if kind == "int":
-        if isinstance(value, float) and not value.is_integer():
-            raise SpaceError(f"{path} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
+    """A finite number of the field's type (range checks come later, in :func:`_value`)."""
+    value = coerce_value(_FIELDS[name].type, value)
+    try:
+        check_field(_FIELDS[name], value, path, bounds=False)
+    except RecipeError as e:
+        raise SpaceError(str(e)) from None
+    return value
 
 
 def _distill(spec: Any) -> dict | None:
@@ -390,27 +381,13 @@ def _distill(spec: Any) -> dict | None:
 
 
 def _value(name: str, path: str, value: Any) -> Any:
-    """Check one value of field ``name`` (reported as ``path``) against the recipe's rules."""
-    f = _FIELDS[name]
-    kind = f.type
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise SpaceError(f"{path} must be true or false, got {value!r}")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise SpaceError(f"{path} must be a string, got {value!r}")
-    elif kind in ("int", "float"):
-        value = _number(name, path, value)
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise SpaceError(f"{path} must be one of {', '.join(choices)}, got {value!r}")
-    rng = f.metadata.get("range")
-    if rng:
-        lo, hi, lo_open, hi_open = rng
-        if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
-            interval = f"{'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
-            raise SpaceError(f"{path} must be in {interval}, got {_fmt(value)}")
+    """Field ``name``'s value (reported as ``path``), checked by the recipe's own rule
+    (:func:`trainer.recipe.check_field`, the one place a recipe value is validated)."""
+    value = coerce_value(_FIELDS[name].type, value)
+    try:
+        check_field(_FIELDS[name], value, path)
+    except RecipeError as e:
+        raise SpaceError(str(e)) from None
     return value
 
 

@@ -5,34 +5,18 @@ The key is ``(backbone, dataset, fingerprint)``: the *fingerprint* is a 16-hex d
 of the proxy data actually used (a digest of its images and labels) and of the budget
 shape (image size, classes, per-class sizes, epochs), so two searches on "cifar10"
 with different subsets or budgets never compete. Every promotion is one run, named
-``<backbone>/<dataset>/<fingerprint>``, tagged (:class:`records.Promotion`; each tag's name is
-the name below prefixed with rs., see :mod:`recipe_search.records`)
+``<backbone>/<dataset>/<fingerprint>``, whose tags :class:`records.Promotion` writes and reads
+(the key, the budget, the schema -- runs of another schema make reads fail with
+:class:`StoreOutdated` --, the state ``current`` | ``superseded`` | ``withheld`` (``pending``
+while being written; readers ignore it), the per-seed confirmed ``test_probe_top1`` scores, the
+verdict, the recipe, the provenance, the source run and when it was promoted), with metric
+``test_probe_top1`` (:data:`PRIMARY_METRIC`, the mean of the scores) and the recipe also logged
+as ``recipe.json``. Reads only use ``MlflowClient.search_runs`` on tags, never artifacts.
 
-* ``backbone``, ``dataset``, ``fingerprint`` -- the key; ``budget`` --
-  the budget's name (informative only),
-* ``schema`` -- ``2`` (:data:`SCHEMA`); runs without it are from before metric names
-  said their split and make reads fail with :class:`StoreOutdated`,
-* ``state`` -- ``current`` or ``superseded`` (``pending`` while a promotion is
-  being written; readers ignore pending runs),
-* ``scores`` -- the per-seed confirmed ``test_probe_top1`` values (JSON list),
-* ``verdict`` -- ``better_than_baselines`` | ``no_significant_lift`` | ``below_floor``
-  (``provenance["verdict"]["verdict"]``),
-* ``recipe`` -- the recipe as compact JSON, ``provenance`` -- JSON,
-* ``source_run_id`` -- the winning trial's MLflow run id,
-* ``promoted_at`` -- ISO-8601 UTC time of the promotion,
-
-with metric ``test_probe_top1`` (:data:`PRIMARY_METRIC`, the mean of the scores;
-plus every other final metric given) and the recipe also logged as the artifact
-``recipe.json``. Reads only use ``MlflowClient.search_runs`` on tags, never artifacts.
-
-Replacement rule, decided on validation, never on the test split: the first promotion of a
-key always lands. After that a promotion replaces the current recipe only when the 95%
-interval on its ``val_knn_top1`` lift over the current recipe's (``val_scores``: paired
-t over the seeds both were confirmed on when they share two or more, Welch otherwise) lies
-entirely above 0, or with ``force=True``; the old run's state becomes ``superseded``. A
-current recipe without val evidence (from before ``val_scores``; its provenance is read
-when it has the values) is kept unless forced. The reason (:attr:`PromotionResult.reason`)
-states the interval. A verdict that serves nothing is written with state ``withheld``
+Replacement rule, decided on validation, never on the test split (:mod:`.store_replace`):
+the first promotion of a key always lands; a later one replaces the current recipe only when
+the interval on its ``val_knn_top1`` lift over it lies above 0, or with ``force=True``; the
+old run's state becomes ``superseded``. A verdict that serves nothing is written with state ``withheld``
 (:meth:`RecipeStore.withheld`): it never becomes current, and says why nothing is served.
 Promotions into a local SQLite store are serialised across processes with a lock
 file next to the database; for remote stores concurrent promoters are reconciled on
@@ -55,21 +39,20 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import math
 import threading
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from . import config
 from .config import STORE_EXPERIMENT
 from trainer.locks import file_lock
-from .stats import Interval, paired_interval, summary, welch_interval
-from .store_backend import (StoreOutdated, StoreUnavailable, artifact_root_for, check_sqlite_file, describe,
-                            redact, sqlite_path)
+from .stats import summary
+from .store_backend import (StoreOutdated, StoreUnavailable, artifact_root_for, check_sqlite_file,
+                            outdated_error, store_experiment, unavailable_error, redact, sqlite_path, sqlite_signature)
 from . import records
-from .records import (TAG_BACKBONE, TAG_BUDGET, TAG_DATASET, TAG_FINGERPRINT, TAG_GENERATION, TAG_PROMOTED_AT,
-                      TAG_PROVENANCE, TAG_RECIPE, TAG_SCHEMA, TAG_SCORES, TAG_SOURCE_RUN, TAG_STATE, TAG_VERDICT)
+from .records import TAG_GENERATION, TAG_STATE
 from .store_records import (CURRENT, PENDING, PRIMARY_METRIC, SCHEMA, SUPERSEDED, WITHHELD, PromotedRecipe,
-                            PromotionResult, TrialRun, fmt_interval, now, to_record, to_trial, validate_promotion)
+                            PromotionResult, TrialRun, now, to_record, trial_leaderboard, validate_promotion)
+from .store_replace import provenance_of, replacement
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Run
@@ -79,9 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "StoreUnavailable", "StoreOutdated", "PromotedRecipe", "PromotionResult", "RecipeStore", "TrialRun",
-    "artifact_root_for", "sqlite_path", "TAG_BACKBONE", "TAG_DATASET", "TAG_FINGERPRINT", "TAG_BUDGET",
-    "TAG_SCHEMA", "TAG_STATE", "TAG_RECIPE", "TAG_PROVENANCE", "TAG_SCORES", "TAG_VERDICT", "TAG_SOURCE_RUN",
-    "TAG_PROMOTED_AT", "TAG_GENERATION", "PRIMARY_METRIC", "SCHEMA",
+    "artifact_root_for", "sqlite_path", "PRIMARY_METRIC", "SCHEMA",
 ]
 
 SNAPSHOT_MODES = ("auto", "generation", "off")  # RecipeStore(snapshot=...): see the class docstring
@@ -151,14 +132,7 @@ class RecipeStore:
             return self._client
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        msg = describe(exc)
-        low = msg.lower()
-        where = str(self._db) if self._db is not None else self.display_uri
-        if "not a database" in low or "malformed" in low or "corrupt" in low:
-            return StoreUnavailable(f"store at {where} is corrupt: {msg}")
-        if "no such table" in low or "out-of-date database schema" in low:
-            return StoreUnavailable(f"store at {where} is not a usable MLflow database: {msg}")
-        return StoreUnavailable(f"recipe store {self.display_uri} unavailable: {msg}")
+        return unavailable_error(exc, self._db, self.display_uri)
 
     @contextlib.contextmanager
     def _wrap(self) -> Iterator[None]:
@@ -174,34 +148,10 @@ class RecipeStore:
             raise self._unavailable(e) from e
 
     def _experiment(self, client: MlflowClient, *, create: bool) -> str | None:
-        if self._experiment_id is not None:
-            return self._experiment_id
-        with self._lock:
-            exp = client.get_experiment_by_name(self.experiment)
-            if exp is not None and exp.lifecycle_stage != "active":
-                if not create:
-                    return None
-                client.restore_experiment(exp.experiment_id)
-            if exp is None:
-                if not create:
-                    return None
-                from mlflow.exceptions import MlflowException
-
-                try:
-                    exp_id = client.create_experiment(
-                        self.experiment,
-                        artifact_location=artifact_root_for(self.tracking_uri),
-                        tags={records.TAG_KIND: records.STORE_EXPERIMENT},
-                    )
-                except MlflowException:  # created concurrently by another process
-                    exp = client.get_experiment_by_name(self.experiment)
-                    if exp is None:
-                        raise
-                    exp_id = exp.experiment_id
-            else:
-                exp_id = exp.experiment_id
-            self._experiment_id = exp_id
-            return exp_id
+        if self._experiment_id is None:
+            with self._lock:
+                self._experiment_id = store_experiment(client, self.experiment, self.tracking_uri, create=create)
+        return self._experiment_id
 
     @property
     def experiment_id(self) -> str | None:
@@ -269,22 +219,7 @@ class RecipeStore:
         return out
 
     def _outdated(self, run: Run) -> StoreOutdated:
-        schema = records.Promotion.state_of(run.data.tags)[1]
-        tags = run.data.tags
-        what = f"promotion run {run.info.run_id} ({tags.get(TAG_BACKBONE, '?')}/{tags.get(TAG_DATASET, '?')})"
-        if self._db is not None:
-            fresh = f"move {self._db} aside, or point RECIPE_SEARCH_HOME or --tracking-uri at a new place"
-        else:
-            fresh = (f"point --tracking-uri or MLFLOW_TRACKING_URI at a new store, or delete the "
-                     f"experiment {self.experiment!r} there")
-        if schema is None:
-            found = f"from before metric names said their split (metric probe_top1, no {TAG_SCHEMA} tag)"
-        else:
-            found = f"of another schema ({TAG_SCHEMA} {schema!r}; this recipe-search reads {SCHEMA!r})"
-        return StoreOutdated(
-            f"recipe store {self.display_uri} holds promotions {found}, e.g. {what}; start a fresh "
-            f"store ({fresh}) and re-run the searches"
-        )
+        return outdated_error(run, self.display_uri, self._db, self.experiment)
 
     def _current_runs(self, backbone: str | None = None, *, fresh: bool = False) -> list[PromotedRecipe]:
         """Every run tagged current (a key may briefly have two, see _currents): the snapshot
@@ -302,15 +237,7 @@ class RecipeStore:
         return [r for r in self._records(self._search(flt)) if r.state == CURRENT]
 
     def _db_signature(self) -> tuple | None:
-        if self._db is None or self.snapshot != "auto":
-            return None
-        try:
-            st = self._db.stat()
-        except OSError:
-            return None
-        wal = self._db.with_name(self._db.name + "-wal")
-        wal_sig = (wal.stat().st_mtime_ns, wal.stat().st_size) if wal.exists() else None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, wal_sig)
+        return sqlite_signature(self._db) if self.snapshot == "auto" else None
 
     def _generation(self) -> str | None:
         """The store experiment's generation tag (:data:`records.TAG_GENERATION`) (None: no experiment, or no promotion
@@ -416,27 +343,8 @@ class RecipeStore:
         first (runs without it last). Confirmation trials are included (``stage``)."""
         if not records.filterable(backbone) or limit < 1:
             return []
-        flt = records.filter(kind=records.TRIAL, backbone=backbone)
         with self._wrap():
-            client = self._connect()
-            exp_ids: list[str] = []
-            token = None
-            while True:
-                page = client.search_experiments(max_results=1000, page_token=token)
-                exp_ids.extend(e.experiment_id for e in page)
-                token = page.token
-                if not token:
-                    break
-            runs: list[Run] = []
-            for i in range(0, len(exp_ids), 100):
-                runs.extend(client.search_runs(
-                    exp_ids[i : i + 100], filter_string=flt, max_results=min(limit, 50000),
-                    order_by=["metrics.val_knn_top1 DESC", "attributes.start_time DESC"],
-                ))
-        rows = [to_trial(r) for r in runs]
-        rows.sort(key=lambda t: (t.val_knn_top1 is not None, t.val_knn_top1 or 0.0), reverse=True)
-        return rows[:limit]
-
+            return trial_leaderboard(self._connect(), backbone, limit)
 
     # -- writes ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -476,90 +384,30 @@ class RecipeStore:
         afterwards and why (the reason states the interval)."""
         recipe_dict, metrics_f, scores_t, key = validate_promotion(
             backbone, dataset, fingerprint, budget, recipe, metrics, scores)
-        new = summary(scores_t)
         if not self.create:
             raise StoreUnavailable(f"recipe store {self.display_uri} was opened read-only")
         with self._wrap(), self._promote_lock():
             client = self._connect()
             exp = self._experiment(client, create=True)
             old = self._fresh_key(key)
-            lift: Interval | None = None
             vals = {int(k): float(v) for k, v in (val_scores or {}).items()}
-            if not served:
-                reason = (f"nothing served for {'/'.join(key)}: {(provenance or {}).get('withheld_because') or 'the verdict supports no recipe'}"
-                          + ("" if old is None else f"; the current recipe (store run {old.run_id}) stays"))
-            elif old is None:
-                reason = (f"first recipe for {'/'.join(key)} (budget {budget or '-'}): "
-                          f"{PRIMARY_METRIC} {new.fmt(3)} over {new.n} seed{'s' * (new.n != 1)}")
-            else:
-                lift = val_lift(vals, old.val_scores)
-                head = ("no val_knn_top1 interval against the current recipe (it needs 2+ per-seed val scores on "
-                        f"both sides; a recipe promoted before {records.TAG_VAL_SCORES} may have none)"
-                        if lift is None else f"val_knn_top1 lift over the current recipe {fmt_interval(lift)}")
-                if lift is None and not force:
-                    return PromotionResult(promoted=False, reason=f"{head}; kept the current recipe (store run "
-                                           f"{old.run_id}); --force replaces it", current=old)
-                if lift is None:
-                    reason = f"{head}; forced: replaced"
-                elif lift.low > 0:
-                    reason = f"{head} ({lift.method}); replaced"
-                elif force:
-                    reason = f"{head} ({lift.method}); forced: replaced"
-                else:
-                    why = ("" if not math.isfinite(lift.high) else
-                           " is below 0" if lift.high < 0 else " includes 0")
-                    return PromotionResult(
-                        promoted=False,
-                        reason=(f"{head}{why} ({lift.method}); kept the current recipe (store run "
-                                f"{old.run_id})"),
-                        current=old,
-                        lift=lift,
-                    )
+            decision = replacement(key, budget=budget, new=summary(scores_t), old=old, vals=vals, force=force,
+                                   served=served, provenance=provenance)
+            if not decision.lands:
+                return PromotionResult(promoted=False, reason=decision.reason, current=old, lift=decision.lift)
             promoted_at = now()
-            prov = dict(provenance or {})
-            prov.setdefault("backbone", backbone)
-            prov.setdefault("dataset", dataset)
-            prov.setdefault("budget", budget)
-            prov.setdefault("metrics", metrics_f)
-            prov.setdefault("source_run_id", source_run_id)
-            prov["store_key"] = {"backbone": backbone, "dataset": dataset, "fingerprint": fingerprint}
-            prov["scores"] = list(scores_t)
-            prov["promoted_at"] = promoted_at
-            prov["forced"] = bool(force)
-            prov["promotion_reason"] = reason
-            prov["previous"] = None if old is None else {
-                "run_id": old.run_id, PRIMARY_METRIC: old.metric, "scores": list(old.scores),
-                "lift": lift.to_dict() if lift is not None else None,
-            }
+            prov = provenance_of(provenance, backbone=backbone, dataset=dataset, fingerprint=fingerprint,
+                                 budget=budget, metrics=metrics_f, source_run_id=source_run_id, scores=scores_t,
+                                 promoted_at=promoted_at, force=force, decision=decision, old=old)
             verdict = prov.get("verdict")
-            verdict_name = verdict.get("verdict") if isinstance(verdict, dict) else None
             record = records.Promotion(
                 backbone=backbone, dataset=dataset, fingerprint=fingerprint, budget=budget, recipe=recipe_dict,
-                scores=scores_t, provenance=prov, state=PENDING, val_scores=vals, verdict=verdict_name,
+                scores=scores_t, provenance=prov, state=PENDING, val_scores=vals,
+                verdict=verdict.get("verdict") if isinstance(verdict, dict) else None,
                 source_run_id=source_run_id, promoted_at=promoted_at)
-            tags = record.to_tags()  # ValueError: a recipe too long for a tag
-            # keep the tag readable; the full provenance is an artifact
-            full_prov_json = None if record.provenance_fits else json.dumps(prov, indent=2, default=str)
-            run = client.create_run(exp, run_name="/".join(key), tags=tags)
-            run_id = run.info.run_id
-            try:
-                from mlflow.entities import Metric
-
-                ts = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
-                client.log_batch(
-                    run_id, metrics=[Metric(k, v, ts, 0) for k, v in sorted(metrics_f.items())]
-                )
-                client.log_text(run_id, json.dumps(recipe_dict, indent=2), "recipe.json")
-                if full_prov_json is not None:
-                    client.log_text(run_id, full_prov_json, "provenance.json")
-                client.set_tag(run_id, TAG_STATE, CURRENT if served else WITHHELD)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    client.set_terminated(run_id, "FAILED")
-                raise
+            run_id = self._write(client, exp, record, metrics_f, served=served)
             if not served:
-                client.set_terminated(run_id, "FINISHED")
-                return PromotionResult(promoted=False, reason=reason, current=old)
+                return PromotionResult(promoted=False, reason=decision.reason, current=old)
             # Supersede every older current run of the key (not just `old`), never a newer one.
             for rec in self._current_runs(backbone, fresh=True):
                 if rec.key == key and rec.run_id != run_id and rec.updated_at <= promoted_at:
@@ -571,19 +419,30 @@ class RecipeStore:
             self._snapshot = None
             current = self._fresh_key(key)
             assert current is not None
-            return PromotionResult(promoted=current.run_id == run_id, reason=reason, current=current,
-                                   lift=lift)
+            return PromotionResult(promoted=current.run_id == run_id, reason=decision.reason, current=current,
+                                   lift=decision.lift)
 
+    def _write(self, client: MlflowClient, exp: str, record: records.Promotion, metrics: dict, *,
+               served: bool) -> str:
+        """Write one promotion run (pending until written, then current or withheld); its id.
+        A withheld run is finished here; a current one after the older runs are superseded."""
+        from mlflow.entities import Metric
 
-def val_lift(new: dict | None, old: dict | None) -> Interval | None:
-    """The 95% interval on ``val_knn_top1`` lift of ``new`` over ``old`` (``{seed: value}``):
-    paired over the seeds they share when they share 2+, Welch otherwise; None without 2+
-    values on each side."""
-    if not new or not old:
-        return None
-    shared = sorted(set(new) & set(old))
-    if len(shared) >= 2:
-        return paired_interval([new[s] for s in shared], [old[s] for s in shared])
-    if len(new) >= 2 and len(old) >= 2:
-        return welch_interval(list(new.values()), list(old.values()))
-    return None
+        tags = record.to_tags()  # ValueError: a recipe too long for a tag
+        # keep the tag readable; the full provenance is an artifact
+        full_prov_json = None if record.provenance_fits else json.dumps(record.provenance, indent=2, default=str)
+        run_id = client.create_run(exp, run_name="/".join((record.backbone, record.dataset, record.fingerprint)), tags=tags).info.run_id
+        try:
+            ts = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in sorted(metrics.items())])
+            client.log_text(run_id, json.dumps(record.recipe, indent=2), "recipe.json")
+            if full_prov_json is not None:
+                client.log_text(run_id, full_prov_json, "provenance.json")
+            client.set_tag(run_id, TAG_STATE, CURRENT if served else WITHHELD)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+            raise
+        if not served:
+            client.set_terminated(run_id, "FINISHED")
+        return run_id

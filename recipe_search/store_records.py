@@ -187,3 +187,24 @@ def validate_promotion(
             f"scores ({mean!r})"
         )
     return rec.to_dict(), metrics_f, scores_t, (backbone, dataset, fingerprint)  # type: ignore[return-value]
+
+
+def trial_leaderboard(client, backbone: str, limit: int) -> list[TrialRun]:
+    """The trial runs (:class:`records.Trial`) of ``backbone`` in every active experiment, best
+    ``val_knn_top1`` first (runs without it last), at most ``limit``."""
+    flt = records.filter(kind=records.TRIAL, backbone=backbone)
+    exp_ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        exp_ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            break
+    runs = []
+    for i in range(0, len(exp_ids), 100):
+        runs.extend(client.search_runs(exp_ids[i: i + 100], filter_string=flt, max_results=min(limit, 50000),
+                                       order_by=["metrics.val_knn_top1 DESC", "attributes.start_time DESC"]))
+    rows = [to_trial(r) for r in runs]
+    rows.sort(key=lambda t: (t.val_knn_top1 is not None, t.val_knn_top1 or 0.0), reverse=True)
+    return rows[:limit]

@@ -294,6 +294,7 @@ class TrialLogger:
         rec = dataclasses.replace(
             self.base, stage=records.Trial.STAGE, baseline=base.name if base is not None else None,
             seed=recipe.seed if recipe is not None else None, status="running", notes="; ".join(notes) or None,
+            sampler=self.ctx.sampler if base is None and job is None else None,
             point=point_key(trial.config), recipe=recipe.to_json(indent=None) if recipe is not None else None)
         if job is not None:
             rec = rec.confirmation(job=job["name"], phase=job.get("phase", "report"))

@@ -49,6 +49,10 @@ def test_trial_and_confirmation_records():
     old = records.Trial.read({"rs.kind": "trial", "rs.stage": "confirmation", "rs.seed": "x"})
     assert old.phase == "report" and old.seed is None
     assert records.Trial.read({"rs.recipe": "not json"}).recipe_dict is None
+    # a sampled trial names its sampler; runs recorded before the tag read as None (labelled tpe, the default)
+    r = records.Trial(trial_id="t2", point='{"lr": 0.2}', sampler="random")
+    assert r.to_tags()["rs.sampler"] == "random" and records.Trial.read(r.to_tags()).sampler == "random"
+    assert records.Trial.read({"rs.kind": "trial", "rs.trial_id": "t3"}).sampler is None
 
 
 def test_promotion_tags_round_trip_and_shrink():

@@ -388,6 +388,7 @@ def test_random_search_without_early_stopping_is_a_control(env):
     names = sorted(r.data.tags["mlflow.runName"].split("-")[0] for r in child_runs(env, o.search_id)
                    if r.data.tags["rs.stage"] == "search" and "rs.baseline" not in r.data.tags)
     assert names == ["random"] * 3  # the sampled trials are named for their sampler, not "tpe"
+    assert sorted(t.label for t in search if not t.baseline) == ["random"] * 3  # read back from rs.sampler
     assert any(n.startswith("plan: search 5 trials x 2 epochs (no early stopping)") for n in notes), notes
     assert o.total_wall_s == o.wall_s > 0  # one session
 

@@ -319,6 +319,18 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Recipe)}
 def _coerce(name: str, value: Any) -> Any:
     """Accept JSON-ish values (ints for floats, whole floats for ints)."""
     kind = _FIELD_TYPES[name]
+    return value if isinstance(value, str) else coerce_value(kind, value)
+
+
+def coerce_value(kind: str, value: Any) -> Any:
+    """A value as a field of type ``kind`` takes it: ints for floats, whole floats for ints, and
+    numbers written as strings (YAML 1.1 reads ``1e-4`` as one) read as numbers. Anything else is
+    returned as it is, for :func:`check_field` to reject."""
+    if kind in ("int", "float") and isinstance(value, str):
+        try:
+            value = float(value) if kind == "float" else int(value)
+        except ValueError:
+            return value
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == "int" and isinstance(value, float) and value.is_integer():
@@ -326,21 +338,36 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def _check_field(f: dataclasses.Field, value: Any, prefix: str = "") -> None:
-    kind, name = f.type, prefix + f.name
+def check_field(f: dataclasses.Field, value: Any, name: str | None = None, *, bounds: bool = True) -> None:
+    """The one check of a recipe field's value: its type, finiteness, choices and range. Raises
+    :class:`RecipeError` naming ``name`` (default: the field's name). Recipes, Distill sections and
+    search spaces (each value a space can sample) all check through here; ``bounds=False`` checks
+    the type only (a space's ``low`` before it is compared with its ``high``)."""
+    kind, name = f.type, name or f.name
     expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[kind]
     if isinstance(value, bool) and kind != "bool" or not isinstance(value, expected):
-        raise RecipeError(f"{name} must be of type {kind}, got {value!r}")
+        what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[kind]
+        raise RecipeError(f"{name} must be of type {kind} ({what}), got {value!r}")
     if kind == "float" and not math.isfinite(value):
         raise RecipeError(f"{name} must be a finite number, got {value!r}")
+    if not bounds:
+        return
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise RecipeError(f"{name} must be one of {', '.join(f.metadata['choices'])}; got {value!r}")
     if "range" in f.metadata:
         lo, hi, lo_open, hi_open = f.metadata["range"]
         bad = value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi)
         if bad:
-            interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-            raise RecipeError(f"{name} must be in {interval}, got {value!r}")
+            interval = f"{'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
+            raise RecipeError(f"{name} must be in {interval}, got {_num(value)}")
+
+
+def _num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _check_field(f: dataclasses.Field, value: Any, prefix: str = "") -> None:
+    check_field(f, value, prefix + f.name)
 
 
 @functools.lru_cache(maxsize=1)

@@ -123,6 +123,7 @@ class Trial(RunRecord):
     error: str | None = _tag(T.TAG_ERROR)
     notes: str | None = _tag(T.TAG_NOTES)
     point: str | None = _tag(T.TAG_POINT)  # the sampled point, canonical JSON
+    sampler: str | None = _tag(T.TAG_SAMPLER)  # a sampled trial: its sampler's label (absent before 2026-12-05)
     recipe: str | None = _tag(T.TAG_RECIPE)  # the recipe, compact JSON
     reused_from: str | None = _tag(T.TAG_REUSED)
     adopted_from: str | None = _tag(T.TAG_ADOPTED)

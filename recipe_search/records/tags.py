@@ -41,6 +41,7 @@ TAG_RECIPE = "rs.recipe"  # also a promotion's recipe
 TAG_POINT = "rs.point"
 TAG_SEED = "rs.seed"
 TAG_NOTES = "rs.notes"
+TAG_SAMPLER = "rs.sampler"  # a sampled trial: the label of the sampler that drew it (samplers.py)
 TAG_ADOPTED = "rs.adopted_from"  # an orphan run adopted under a new trial id after a crash
 TAG_REUSED = "rs.reused_from"  # a confirmation run carrying an earlier search's figures (reuse.py)
 TAG_JOB = "rs.job"  # a confirmation run's recipe name
