@@ -232,6 +232,10 @@ def fidelity(setup: Setup) -> None:
                       point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
     jobs += [setup.job("fidelity", f"{name}-e{long_}", name, role, setup.recipe(cfg, seed, long_), length="long",
                        point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
+    # long runs on seeds the short run did not use: the target of the independent-seed correlation
+    jobs += [setup.job("fidelity", f"{name}-e{long_}-s{ls}", name, role, setup.recipe(cfg, ls, long_), length="long",
+                       point=cfg, rung=setup.budget.grace_period)
+             for ls in setup.args.long_seeds if ls != seed for name, role, cfg in configs]
     run_jobs(setup, "fidelity", jobs)  # all short runs first: the long ones are 3x the cost
 
 
@@ -376,6 +380,11 @@ def refresh(tracking_uri: str) -> None:
             os.replace(tmp, results_path(study))
 
 
+def seed_list(text: str) -> list[int]:
+    """``1,2`` -> [1, 2] (argparse reports a ValueError as an invalid value of the option)."""
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="seed-noise: seeds per recipe")
     ap.add_argument("--recipes", type=int, default=12, help="fidelity: recipes (both baselines among them)")
     ap.add_argument("--long-factor", type=int, default=3, help="fidelity: the long run's epochs / the budget's")
+    ap.add_argument("--long-seeds", type=seed_list, default=[],
+                    help="fidelity: extra seeds for the long runs, e.g. 1,2 (independent of the short run's --seed)")
     ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method; aa: confirmations")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="trainings at once")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: recipe-search's)")
@@ -412,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.study == "aa":
         from quality_aa import aa
 
-        aa(setup, run_jobs, load_results)
+        aa(setup, run_jobs, load_results, RESULTS)
         return 0
     {"seed-noise": seed_noise, "fidelity": fidelity, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
     return 0

@@ -26,6 +26,8 @@ by :func:`verdicts` (the report and the tests use the same function).
 
 from __future__ import annotations
 
+import json
+
 from recipe_search.baselines import FLOOR_BASELINE, SINFONCE_LIGHT
 from recipe_search.confirm import confirmation_seeds, report_seeds
 from recipe_search.verdict import REPORT_METRIC, SELECT_METRIC, RecipeRuns, choose, decide
@@ -97,10 +99,19 @@ def verdicts(rows: list[dict], repeats: int, n_select: int, looks: tuple[int, ..
     return out
 
 
-def aa(setup, run_jobs, load_results) -> None:
+DESIGN = "aa_design.json"  # beside the rows: what the verdicts are replayed with
+
+
+def aa(setup, run_jobs, load_results, results_dir) -> None:
     """Run the repeats phase by phase, all repeats' pending trainings in one batch per step."""
     looks, n_select = tuple(setup.plan.report_looks), setup.plan.confirm_seeds
     n_images = int(setup.proxy.test_y.numel())
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / DESIGN).write_text(json.dumps({
+        "budget": setup.budget.name, "backbone": setup.args.backbone, "repeats": setup.args.repeats,
+        "n_select": n_select, "looks": list(looks), "n_images": n_images, "twin_seed_offset": TWIN_SEED_OFFSET,
+        "command": f"python bench/bench_quality.py aa --budget {setup.budget.name} --repeats {setup.args.repeats}"},
+        indent=2) + "\n")
     while True:
         states = verdicts(load_results(STUDY), setup.args.repeats, n_select, looks, n_images)
         jobs = [_floor_job(setup, st["repeat"], seed) if name == "floor" else

@@ -27,6 +27,7 @@ COMMANDS = {
     "search-vs-random": "python bench/bench_quality.py search-vs-random",
     "lift": "python bench/bench_quality.py lift",
     "simulation": "python bench/simulate_verdicts.py --sims 5000",
+    "aa": "python bench/bench_quality.py aa --repeats 3",
 }
 
 
@@ -107,7 +108,13 @@ def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
 def fidelity_section(rows: list[dict], out: Path) -> list[str]:
     rows = [r for r in rows if r["status"] == "completed"]
     short = {r["name"]: r for r in rows if r.get("length") == "short"}
-    long_ = {r["name"]: r for r in rows if r.get("length") == "long"}
+    # the long run on the short run's seed (the original design), and those on other seeds (independent)
+    long_ = {r["name"]: r for r in rows if r.get("length") == "long"
+             and (r["name"] not in short or r.get("seed") == short[r["name"]].get("seed"))}
+    indep: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("length") == "long" and r["name"] in short and r.get("seed") != short[r["name"]].get("seed"):
+            indep.setdefault(r["name"], []).append(r)
     both = sorted(set(short) & set(long_))
     lines = [f"{len(short)} short and {len(long_)} long runs completed ({_wall(rows)})."]
     if not short:
@@ -144,8 +151,31 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
               f"* val kNN at ASHA's first rung (epoch {rung}) vs long test probe: "
               f"{_corr(rank_correlations(rv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
               f"* val kNN at the rung vs long test kNN: {_corr(rank_correlations(rv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}"]
+    lines += _independent(short, indep, rung_val)
     lines += ["", *_asha_keeps(both, short, long_, rung_val)]
     return lines + ["", fidelity_plot(both, sv, rv, long_, (e_short, rung, e_long), out)]
+
+
+def _independent(short: dict, indep: dict, rung_val) -> list[str]:
+    """The correlation against long runs on seeds the short run did not use (mean over them)."""
+    names = sorted(n for n in short if indep.get(n))
+    if not names:
+        return []
+    seeds = sorted({r["seed"] for n in names for r in indep[n]})
+    per = {n: len(indep[n]) for n in names}
+    if len(names) < 4:
+        return ["", f"Independent seeds: {len(names)} recipes have long runs on other seeds so far (need 4)."]
+    target = [float(np.mean([r["metrics"]["test_probe_top1"] for r in indep[n]])) for n in names]
+    sv = [short[n]["metrics"]["val_knn_top1"] for n in names]
+    main = rank_correlations(sv, target)
+    lo, hi = fisher_z(main["spearman"], len(names))
+    rung = rank_correlations([rung_val(short[n]) for n in names], target)
+    return ["", f"**With independent seeds** (the long runs on seeds {', '.join(map(str, seeds))}, none of them the "
+                f"short run's; target = their mean test probe; {min(per.values())}-{max(per.values())} long seeds per "
+                f"recipe, {len(names)} recipes):", "",
+            f"* short val kNN vs long test probe: {_corr(main)}; Fisher-z 95% interval of the Spearman "
+            f"[{lo:+.2f}, {hi:+.2f}]",
+            f"* val kNN at ASHA's first rung vs long test probe: {_corr(rung)}"]
 
 
 def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[str]:
@@ -327,6 +357,41 @@ def simulation_section(results: Path) -> list[str]:
     return lines
 
 
+def aa_section(results: Path) -> list[str]:
+    """The real A/A confirmations (bench/quality_aa.py), replayed from their rows with the product's rules."""
+    from bench.quality_aa import DESIGN, TWIN, search_seed, verdicts
+
+    rows, path = _load(results, "aa"), results / DESIGN
+    if not rows or not path.exists():
+        return ["No results yet."]
+    d = json.loads(path.read_text())
+    states = verdicts(rows, d["repeats"], d["n_select"], tuple(d["looks"]), d["n_images"])
+    lines = [f"`{d['backbone']}` at the `{d['budget']}` budget: `sinfonce-light` against itself renamed "
+             f"(`{TWIN}`, the searched finalist, trained on seed + {d['twin_seed_offset']:,}), select on "
+             f"{d['n_select']} seeds (val kNN), report looks {', '.join(map(str, d['looks']))} on "
+             f"{d['n_images']:,} test images; {_wall(rows)}.", "",
+             "| repeat (search seed) | winner on val (twin / baseline val kNN) | report seeds | twin test probe | "
+             "baseline test probe | untrained floor | lift over the baseline [95%] | stop | verdict | served |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    done = [st for st in states if st["verdict"] is not None and st["verdict"].decided]
+    for st in states:
+        sel, v = st["selection"], st["verdict"]
+        if sel is None or v is None:
+            lines.append(f"| {st['repeat']} ({search_seed(st['repeat'])}) | running | | | | | | | | |")
+            continue
+        val = f"{_pct(sel.val[TWIN].mean)} / {_pct(sel.val['sinfonce-light'].mean)}"
+        twin = _ms(v.score.values) if v.winner == TWIN else "-"
+        base = _ms(v.baselines[v.best_baseline].values) if v.best_baseline else _ms(v.score.values)
+        lift = _iv(v.lift["best_baseline"]) if "best_baseline" in v.lift else "- (the baseline won on val)"
+        lines.append(f"| {st['repeat']} ({search_seed(st['repeat'])}) | `{v.winner}` ({val}) | {len(v.seeds)} | "
+                     f"{twin} | {base} | {_ms(v.floor.values)} | {lift} | {v.stop if v.decided else 'running'} | `{v.verdict}` | "
+                     f"{v.served or 'nothing'} |")
+    better = sum(st["verdict"].verdict == "better_than_baselines" for st in done)
+    lines += ["", f"**`better_than_baselines` in {better} of {len(done)} decided A/A confirmations** "
+                  f"({len(states) - len(done)} still running)."]
+    return lines
+
+
 def write_report(results: Path, target: Path) -> None:
     import platform
 
@@ -351,6 +416,8 @@ def write_report(results: Path, target: Path) -> None:
     doc += lift_section(_load(results, "lift"), results)
     doc += ["", "## 5. The verdict under the null and its power (simulated)", "", f"`{COMMANDS['simulation']}`", ""]
     doc += simulation_section(results)
+    doc += ["", "## 6. The verdict under the null, for real (A/A)", "", f"`{COMMANDS['aa']}`", ""]
+    doc += aa_section(results)
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

@@ -21,20 +21,23 @@ which stage: :class:`records.Trial` or :class:`records.Confirmation`). ``resume=
 trials stay finished, running ones continue from their last epoch checkpoint, and the
 same MLflow runs are reused.
 
-This module is the entry point (:func:`run_search`) and the run loop; the parts live in
+This module is the entry point (:func:`run_search`) and the run loop: :func:`_run` is the list of
+steps (data, trial context and plan line, parent run, saved state, floor, search stage,
+confirmation, conclusion), each a short function over the session's saved state. The parts live in
 
 * ``plan.py`` -- :class:`SearchSettings`, :class:`Plan`, :func:`plan`, :func:`prepare_data`;
 * ``state.py`` -- the state on disk (meta file, search ids, ``--resume`` look-up, the
   per-search lock);
 * ``runtime.py`` -- Ray's environment and session, trial resources, the Optuna RDB storage;
-* ``stages.py`` -- the two Tune stages (:class:`stages.StageRunner`).
+* ``stages.py`` -- the two Tune stages (:class:`stages.StageRunner`);
+* ``search_record.py`` -- :class:`SearchOutcome` and the parent run's record when the search
+  finishes, stops or fails.
 
 The names re-exported below keep ``from recipe_search.search import ...`` working.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
@@ -47,56 +50,22 @@ from .confirm import confirmation_seeds, floor_metrics, plan_jobs
 from .confirmation import run_confirmation
 from .errors import ResumeError, SearchError
 from .progress import duration
-from .report import log_report
 from .plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
-from .promote import TrialSummary, best_search_trial, promote_served, provenance, summarize
+from .promote import best_search_trial, promote_served, provenance, summarize
 from .runtime import prepare_environment, quiet_libraries, ray_session, trial_resources
 from .study_storage import open_study_storage, redact_url
 from .samplers import label as sampler_label
 from .stages import OBJECTIVE, StageRunner, baseline_point
 from .state import (CONFIRM_SUFFIX, META_FILE, find_resumable, list_searches, new_search_id, search_lock,
                     storage_dir, write_meta)
+from .search_record import SearchOutcome, _clock, _failed, _finish_parent, _stop, _winner_run
 from .tracking import Tracker
-from .verdict import Selection, Verdict
 
 __all__ = [
     "CONFIRM_SUFFIX", "DEFAULT_EXPERIMENT", "META_FILE", "OBJECTIVE", "Plan", "SearchOutcome", "SearchSettings",
     "baseline_point", "find_resumable", "list_searches", "new_search_id", "plan", "prepare_data",
     "prepare_environment", "ray_session", "run_search", "storage_dir",
 ]
-
-
-@dataclass
-class SearchOutcome:
-    search_id: str
-    backbone: str
-    status: str  # finished | interrupted
-    parent_run_id: str
-    experiment_dir: str
-    tracking_uri: str
-    trials: list[TrialSummary] = field(default_factory=list)
-    best: TrialSummary | None = None  # the best search-stage trial on the val objective
-    floor: dict = field(default_factory=dict)  # {"val": metrics at the search seed, "test": {seed: metrics}}
-    confirmation: list = field(default_factory=list)  # verdict.RecipeRuns of the select phase (val)
-    report: list = field(default_factory=list)  # verdict.RecipeRuns of the report phase (val and test)
-    selection: Selection | None = None
-    verdict: Verdict | None = None
-    fingerprint: dict = field(default_factory=dict)
-    promotion: Any = None  # store.PromotionResult
-    promotion_error: str | None = None
-    wall_s: float = 0.0  # this session
-    total_wall_s: float = 0.0  # every session of the search (a resumed one ran before; kill -9 loses a session's)
-    tune_s: float = 0.0
-    search_s: float = 0.0
-    confirm_s: float = 0.0
-    trials_train_s: float = 0.0
-    resumed: bool = False
-    stage: str = "search"  # where an interrupted search stopped
-
-    @property
-    def overhead(self) -> float | None:
-        """Search wall time (every session) / the sum of the trials' training time (>= 1 when serial)."""
-        return self.total_wall_s / self.trials_train_s if self.trials_train_s > 0 else None
 
 
 # --------------------------------------------------------------------------- the search
@@ -147,133 +116,234 @@ def run_search(settings: SearchSettings, *, resume: bool = False, console=None, 
                     note=note, t_start=t_start)
 
 
+@dataclass
+class _Session:
+    """One session of a search: what its steps share. ``meta`` is the saved state (``state.py``),
+    written by :meth:`save` whenever a step changes it, so a killed search resumes at its stage."""
+
+    p: Plan
+    meta: dict | None
+    meta_path: Path
+    exp_dir: Path
+    note: Any
+    t_start: float
+    resume: bool
+    proxy: Any = None
+    fp: dict = field(default_factory=dict)
+    storage: Any = None
+    ctx: Any = None  # trial.TrialContext
+    resources: tuple = ()  # cpus per trial, gpus per trial, concurrency, device
+    floor_recipe: Any = None
+    seeds: list[int] = field(default_factory=list)  # the select phase's seeds
+    tracker: Tracker | None = None
+    search_rec: records.Search | None = None
+    parent_run_id: str = ""
+    dataset: Any = None  # the MLflow dataset of the proxy data
+
+    @property
+    def stage(self) -> str:
+        return (self.meta or {}).get("stage", "search")
+
+    def save(self) -> None:
+        write_meta(self.meta_path, self.meta)
+
+
 def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: bool, console, progress: bool,
          note, t_start: float) -> SearchOutcome:
-    from .estimate import estimate, measure_images_per_sec
-    from .fingerprint import fingerprint, mlflow_dataset
-    from .trial import TrialContext
-
-    s = p.settings
-    search_id = s.search_id
-    proxy = prepare_data(p)
-    storage = open_study_storage(s.study_storage) if s.study_storage else None  # before any MLflow write
-    for n in p.data_notes:
-        note(f"data: {n}")
-    fp = fingerprint(proxy, dataset=s.dataset, budget=s.budget, image_size=p.budget.image_size,
-                     epochs=p.max_epochs, spec=p.data)
-    stage = (meta or {}).get("stage", "search")
+    """The search's steps in order, each over the saved state: data, trial context and plan line,
+    parent run, state, the floor, the search stage, confirmation, then the verdict's promotion."""
+    ss = _Session(p, meta, meta_path, exp_dir, note, t_start, resume)
     failed_before = (meta or {}).get("status") == "failed"  # its first wave failed alike: search again
-    from .store import RecipeStore
-
-    RecipeStore(p.tracking_uri).check_schema()  # an outdated recipe store fails now, not after the search
-
-    with ray_session(s.ray_address, s.num_cpus) as ray:
-        cpt, gpt, conc, device, notes = trial_resources(p, ray)  # before any MLflow write
-        if s.ray_address:  # a cluster: every node must read the data and share the Tune storage
-            from .nodes import check_nodes
-
-            note(f"checking the Ray nodes (data {s.data or s.dataset}, Tune storage {storage_dir()})")
-            notes += check_nodes(ray, storage_dir(), None if p.data.dataset == "synthetic" else p.data,
-                                 p.budget.image_size, s.seed)
-        ctx = TrialContext(
-            backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
-            image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
-            device=device, threads=max(1, int(cpt)), baselines=baselines_for(p.space),
-            checkpoint_every=p.checkpoint_every, sampler=sampler_label(s.sampler))
-        floor_recipe = ctx.compose(dict(by_name(FLOOR_BASELINE).values))[0]
-        seeds = confirmation_seeds(s.seed, p.confirm_seeds)
-        # the select phase, then at most the report phase's last look (winner + reference baseline)
-        confirm_jobs = (p.confirm_k + len(ctx.baselines)) * len(seeds) + 2 * p.report_looks[-1]
-        if meta is None or device == "cpu":
-            ips = measure_images_per_sec(floor_recipe, proxy, device, ctx.threads)
-            est = estimate(images_per_sec=ips, sizes=proxy.sizes(), num_samples=p.num_samples,
-                           max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
-                           cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
-            for line in [p.budget.summary(int(proxy.test_y.numel())), *est.lines]:
-                note(line)
-            if device == "cpu" and p.budget.needs_gpu and not s.yes:
-                raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
-                                  f"{duration(est.total_s)} on the CPU; pass --yes to run it anyway, or use "
-                                  "--budget smoke")
-
-        tracker = Tracker(p.tracking_uri, s.experiment)
-        search_rec = records.Search(search_id=search_id, backbone=s.backbone, dataset=s.dataset, budget=s.budget,
-                                    fingerprint=fp["digest"], version=__version__, status="running")
-        resolved = {"num_samples": p.num_samples, "max_epochs": p.max_epochs, "confirm_k": p.confirm_k,
-                     "confirm_seeds": ",".join(map(str, seeds)), "report_looks": ",".join(map(str, p.report_looks)),
-                     "space": ",".join(p.space.sources), "image_size": p.budget.image_size,
-                     "fingerprint": fp["digest"]}
-        parent_params = {**{k: v for k, v in s.public_dict().items() if v is not None}, **resolved,
-                         **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
-                            if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
-                         **{f"data.{k}": v for k, v in fp["sizes"].items()}}
-        dataset = mlflow_dataset(fp, s.data)
-        try:
-            parent_run_id = tracker.parent_run(search_rec, name=f"search-{search_id}", params=parent_params)
-            if meta is None:
-                tracker.log_text(parent_run_id, p.space.to_yaml(), "space.yaml")
-                tracker.log_dict(parent_run_id, s.public_dict(), "settings.json")
-                tracker.log_dataset(parent_run_id, dataset)
-        except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
-            from .store import StoreUnavailable
-
-            raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
-                                   f"{type(e).__name__}: {e}") from None
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        prior_wall_s = float((meta or {}).get("wall_s") or 0.0)  # the sessions before this one
-        meta = {**(meta or {"created": now}), "search_id": search_id, "backbone": s.backbone,
-                "experiment": s.experiment, "tracking_uri": p.tracking_uri, "parent_run_id": parent_run_id,
-                "status": "running", "stage": stage, "settings": s.to_dict(), "updated": now,
-                "fingerprint": fp["digest"]}
-        meta.pop("dir", None)
-        write_meta(meta_path, meta)
+    _open_data(ss)
+    with ray_session(p.settings.ray_address, p.settings.num_cpus) as ray:
+        notes = _trial_context(ss, ray)
+        _plan_line(ss)
+        _open_parent_run(ss)
+        prior_wall_s = _save_state(ss)
         for n in notes:
             note(n)
-
-        # the untrained floor on val, at the search's seed: shown beside every trial
-        floor = {"val": meta.get("floor_val") or floor_metrics(floor_recipe, proxy, [s.seed],
-                                                                evaluate_test=False)[s.seed]}
-        if "floor_val" not in meta:
-            meta["floor_val"] = floor["val"]
-            write_meta(meta_path, meta)
-            tracker.log_metrics(parent_run_id, {f"floor_{k}": v for k, v in floor["val"].items()
-                                                if k.startswith("val_")})
-
-        outcome = SearchOutcome(search_id=search_id, backbone=s.backbone, status="finished",
-                                parent_run_id=parent_run_id, experiment_dir=str(exp_dir),
-                                tracking_uri=p.tracking_uri, floor=floor, fingerprint=fp,
+        floor = _floor_val(ss)
+        outcome = SearchOutcome(search_id=p.settings.search_id, backbone=p.settings.backbone, status="finished",
+                                parent_run_id=ss.parent_run_id, experiment_dir=str(exp_dir),
+                                tracking_uri=p.tracking_uri, floor=floor, fingerprint=ss.fp,
                                 total_wall_s=prior_wall_s)
-        runner = StageRunner(p, ctx, tracker, parent_run_id, search_rec.trial_base(), dataset, conc, cpt, gpt, device,
-                              console, progress, floor)
+        cpt, gpt, conc, device = ss.resources
+        runner = StageRunner(p, ss.ctx, ss.tracker, ss.parent_run_id, ss.search_rec.trial_base(), ss.dataset, conc,
+                             cpt, gpt, device, console, progress, floor)
         t_tune = time.monotonic()
+        stage = ss.stage
         if stage == "search":
-            if failed_before:
-                note(f"search {search_id} had stopped: {meta.pop('error', '?')}; its search stage starts over")
-                tracker.set_tags(parent_run_id, records.Search(status="running", error="").to_tags())
-            outcome.resumed, interrupted = runner.search(exp_dir, resume and not failed_before, storage, note)
-            outcome.search_s = time.monotonic() - t_tune
-            if interrupted:
-                return _stop(outcome, tracker, meta, meta_path, t_start, "search")
-            if runner.failed:  # the first wave failed alike: no confirmation, the error in one line
-                _failed(outcome, tracker, meta, meta_path, t_start, runner.failed)
-            trials = summarize(tracker, search_id)
-            named = [(b.name, ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in ctx.baselines]
-            meta.update(stage="confirmation", seeds=seeds,
-                        jobs=plan_jobs(trials, named, p.confirm_k, seeds))
-            write_meta(meta_path, meta)
-            resume = False
+            if not _search_stage(ss, runner, outcome, failed_before):
+                return _stop(outcome, ss.tracker, ss.meta, meta_path, t_start, "search")
         t_confirm = time.monotonic()
-        confirmed = run_confirmation(runner, p=p, meta=meta, meta_path=meta_path, exp_dir=exp_dir, floor=floor,
-                                     floor_recipe=floor_recipe, proxy=proxy, tracker=tracker,
+        confirmed = run_confirmation(runner, p=p, meta=ss.meta, meta_path=meta_path, exp_dir=exp_dir, floor=floor,
+                                     floor_recipe=ss.floor_recipe, proxy=ss.proxy, tracker=ss.tracker,
                                      resume=resume and stage == "confirmation", note=note)
         outcome.resumed |= confirmed.restored
         outcome.confirm_s = time.monotonic() - t_confirm
         outcome.tune_s = time.monotonic() - t_tune
         if confirmed.interrupted:
-            return _stop(outcome, tracker, meta, meta_path, t_start, meta.get("stage", "confirmation"))
+            return _stop(outcome, ss.tracker, ss.meta, meta_path, t_start, ss.meta.get("stage", "confirmation"))
+    _conclude(ss, outcome, confirmed)
+    return outcome
 
-    seeds = meta["seeds"]
-    trials = summarize(tracker, search_id)
+
+def _open_data(ss: _Session) -> None:
+    """The proxy data and its fingerprint; the study storage and the recipe store are checked
+    before anything is written (an outdated store fails now, not after the search)."""
+    from .fingerprint import fingerprint
+    from .store import RecipeStore
+
+    p, s = ss.p, ss.p.settings
+    ss.proxy = prepare_data(p)
+    ss.storage = open_study_storage(s.study_storage) if s.study_storage else None
+    for n in p.data_notes:
+        ss.note(f"data: {n}")
+    ss.fp = fingerprint(ss.proxy, dataset=s.dataset, budget=s.budget, image_size=p.budget.image_size,
+                        epochs=p.max_epochs, spec=p.data)
+    RecipeStore(p.tracking_uri).check_schema()
+
+
+def _trial_context(ss: _Session, ray) -> list[str]:
+    """Trial resources (and, on a cluster, every node's data and storage), the trial context, the
+    floor's recipe and the select seeds; returns the notes to print once the state is saved."""
+    from .trial import TrialContext
+
+    p, s = ss.p, ss.p.settings
+    cpt, gpt, conc, device, notes = trial_resources(p, ray)  # before any MLflow write
+    if s.ray_address:  # a cluster: every node must read the data and share the Tune storage
+        from .nodes import check_nodes
+
+        ss.note(f"checking the Ray nodes (data {s.data or s.dataset}, Tune storage {storage_dir()})")
+        notes += check_nodes(ray, storage_dir(), None if p.data.dataset == "synthetic" else p.data,
+                             p.budget.image_size, s.seed)
+    ss.resources = (cpt, gpt, conc, device)
+    ss.ctx = TrialContext(
+        backbone=s.backbone, space=p.space, budget_fixed=dict(p.budget.fixed),
+        image_size=p.budget.image_size, max_epochs=p.max_epochs, seed=s.seed, data=p.data,
+        device=device, threads=max(1, int(cpt)), baselines=baselines_for(p.space),
+        checkpoint_every=p.checkpoint_every, sampler=sampler_label(s.sampler))
+    ss.floor_recipe = ss.ctx.compose(dict(by_name(FLOOR_BASELINE).values))[0]
+    ss.seeds = confirmation_seeds(s.seed, p.confirm_seeds)
+    return notes
+
+
+def _plan_line(ss: _Session) -> None:
+    """The plan and its wall-time estimate (measured images/s); a GPU budget on a CPU cluster stops
+    here unless ``--yes``. A resumed GPU search skips the measurement."""
+    from .estimate import estimate, measure_images_per_sec
+
+    p, s = ss.p, ss.p.settings
+    cpt, gpt, conc, device = ss.resources
+    if ss.meta is not None and device != "cpu":
+        return
+    # the select phase, then at most the report phase's last look (winner + reference baseline)
+    confirm_jobs = (p.confirm_k + len(ss.ctx.baselines)) * len(ss.seeds) + 2 * p.report_looks[-1]
+    ips = measure_images_per_sec(ss.floor_recipe, ss.proxy, device, ss.ctx.threads)
+    est = estimate(images_per_sec=ips, sizes=ss.proxy.sizes(), num_samples=p.num_samples,
+                   max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
+                   cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
+    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *est.lines]:
+        ss.note(line)
+    if device == "cpu" and p.budget.needs_gpu and not s.yes:
+        raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
+                          f"{duration(est.total_s)} on the CPU; pass --yes to run it anyway, or use "
+                          "--budget smoke")
+
+
+def resolved_values(p: Plan, seeds: list[int], fp: dict) -> dict:
+    """What the plan resolved beyond the settings (the budget's defaults, the seeds, the space's
+    sources, the data's fingerprint): one source for the parent run's params and the provenance."""
+    return {"num_samples": p.num_samples, "max_epochs": p.max_epochs, "confirm_k": p.confirm_k,
+            "confirm_seeds": list(seeds), "report_looks": list(p.report_looks),
+            "space": ",".join(p.space.sources), "image_size": p.budget.image_size, "fingerprint": fp["digest"]}
+
+
+def _open_parent_run(ss: _Session) -> None:
+    """The search's parent MLflow run (created, or found again on resume) with its params, and on a
+    new search the space, the settings and the dataset as artifacts."""
+    from .fingerprint import mlflow_dataset
+
+    p, s = ss.p, ss.p.settings
+    ss.tracker = Tracker(p.tracking_uri, s.experiment)
+    ss.search_rec = records.Search(search_id=s.search_id, backbone=s.backbone, dataset=s.dataset, budget=s.budget,
+                                   fingerprint=ss.fp["digest"], version=__version__, status="running")
+    resolved = {k: ",".join(map(str, v)) if isinstance(v, list) else v
+                for k, v in resolved_values(p, ss.seeds, ss.fp).items()}
+    params = {**{k: v for k, v in s.public_dict().items() if v is not None}, **resolved,
+              **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
+                 if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
+              **{f"data.{k}": v for k, v in ss.fp["sizes"].items()}}
+    ss.dataset = mlflow_dataset(ss.fp, s.data)
+    try:
+        ss.parent_run_id = ss.tracker.parent_run(ss.search_rec, name=f"search-{s.search_id}", params=params)
+        if ss.meta is None:
+            ss.tracker.log_text(ss.parent_run_id, p.space.to_yaml(), "space.yaml")
+            ss.tracker.log_dict(ss.parent_run_id, s.public_dict(), "settings.json")
+            ss.tracker.log_dataset(ss.parent_run_id, ss.dataset)
+    except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
+        from .store import StoreUnavailable
+
+        raise StoreUnavailable(f"MLflow tracking store {p.tracking_uri} unavailable: "
+                               f"{type(e).__name__}: {e}") from None
+
+
+def _save_state(ss: _Session) -> float:
+    """The search's state on disk, started or carried on; returns the wall time of earlier sessions."""
+    s = ss.p.settings
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    prior_wall_s = float((ss.meta or {}).get("wall_s") or 0.0)
+    stage = ss.stage
+    ss.meta = {**(ss.meta or {"created": now}), "search_id": s.search_id, "backbone": s.backbone,
+               "experiment": s.experiment, "tracking_uri": ss.p.tracking_uri, "parent_run_id": ss.parent_run_id,
+               "status": "running", "stage": stage, "settings": s.to_dict(), "updated": now,
+               "fingerprint": ss.fp["digest"]}
+    ss.meta.pop("dir", None)
+    ss.save()
+    return prior_wall_s
+
+
+def _floor_val(ss: _Session) -> dict:
+    """The untrained floor on val at the search's seed, shown beside every trial (measured once)."""
+    seed = ss.p.settings.seed
+    floor = {"val": ss.meta.get("floor_val") or floor_metrics(ss.floor_recipe, ss.proxy, [seed],
+                                                               evaluate_test=False)[seed]}
+    if "floor_val" not in ss.meta:
+        ss.meta["floor_val"] = floor["val"]
+        ss.save()
+        ss.tracker.log_metrics(ss.parent_run_id, {f"floor_{k}": v for k, v in floor["val"].items()
+                                                  if k.startswith("val_")})
+    return floor
+
+
+def _search_stage(ss: _Session, runner: StageRunner, outcome: SearchOutcome, failed_before: bool) -> bool:
+    """The search stage, then the select phase's jobs saved; False when it was interrupted.
+    A first wave that failed alike stops the search (:func:`_failed` raises)."""
+    p, s = ss.p, ss.p.settings
+    if failed_before:
+        ss.note(f"search {s.search_id} had stopped: {ss.meta.pop('error', '?')}; its search stage starts over")
+        ss.tracker.set_tags(ss.parent_run_id, records.Search(status="running", error="").to_tags())
+    t0 = time.monotonic()
+    outcome.resumed, interrupted = runner.search(ss.exp_dir, ss.resume and not failed_before, ss.storage, ss.note)
+    outcome.search_s = time.monotonic() - t0
+    if interrupted:
+        return False
+    if runner.failed:  # the first wave failed alike: no confirmation, the error in one line
+        _failed(outcome, ss.tracker, ss.meta, ss.meta_path, ss.t_start, runner.failed)
+    trials = summarize(ss.tracker, s.search_id)
+    named = [(b.name, ss.ctx.recipe_for({"baseline": b.name})[0].to_dict()) for b in ss.ctx.baselines]
+    ss.meta.update(stage="confirmation", seeds=ss.seeds, jobs=plan_jobs(trials, named, p.confirm_k, ss.seeds))
+    ss.save()
+    ss.resume = False
+    return True
+
+
+def _conclude(ss: _Session, outcome: SearchOutcome, confirmed) -> None:
+    """The verdict's outcome: the trials, what is served (promoted into the store), the parent
+    run's figures, and the state marked finished."""
+    p, s = ss.p, ss.p.settings
+    seeds = ss.meta["seeds"]
+    trials = summarize(ss.tracker, s.search_id)
     outcome.trials = trials
     outcome.best = best_search_trial(trials)
     outcome.trials_train_s = sum(float(t.metrics.get("trial_time_s") or 0.0) for t in trials)
@@ -284,15 +354,14 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                    if outcome.selection is None else
                                    "a report run of the selected recipes failed: no verdict, nothing to promote")
     else:
+        resolved = resolved_values(p, seeds, ss.fp)
+        settings = {k: resolved[k] for k in ("num_samples", "max_epochs", "image_size", "confirm_k",
+                                             "confirm_seeds", "report_looks")}
+        settings.update(seed=s.seed, data=s.data, report_seeds=outcome.verdict.seeds)
         prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
-                          confirmation=outcome.confirmation, report=outcome.report, fingerprint=fp,
-                          search_id=search_id,
-                          parent_run_id=parent_run_id, experiment=s.experiment,
-                          space=",".join(p.space.sources),
-                          settings={"num_samples": p.num_samples, "max_epochs": p.max_epochs,
-                                    "seed": s.seed, "data": s.data, "image_size": p.budget.image_size,
-                                    "confirm_k": p.confirm_k, "confirm_seeds": seeds,
-                                    "report_seeds": outcome.verdict.seeds, "report_looks": list(p.report_looks)})
+                          confirmation=outcome.confirmation, report=outcome.report, fingerprint=ss.fp,
+                          search_id=s.search_id, parent_run_id=ss.parent_run_id, experiment=s.experiment,
+                          space=resolved["space"], settings=settings)
         from .store import RecipeStore, StoreUnavailable
 
         try:
@@ -304,103 +373,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
                                                force=s.force)
         except StoreUnavailable as e:
             outcome.promotion_error = str(e)
-    _clock(outcome, meta, t_start)
-    _finish_parent(tracker, outcome)
-    meta.update(status="finished", stage="finished",
-                updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    write_meta(meta_path, meta)
-    return outcome
-
-
-def _winner_run(trials: list[TrialSummary], winner: str) -> str | None:
-    """The search-stage MLflow run of the recipe named ``winner`` (a trial id or a baseline)."""
-    for t in trials:
-        if t.stage == "search" and (t.trial_id == winner or t.baseline == winner):
-            return t.run_id
-    return None
-
-
-def _stop(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path, t_start: float,
-          stage: str) -> SearchOutcome:
-    """An interrupted search: its trials as they stand, the parent run KILLED, resumable at ``stage``."""
-    outcome.status, outcome.stage = "interrupted", stage
-    outcome.trials = summarize(tracker, outcome.search_id)
-    outcome.best = best_search_trial(outcome.trials)
-    _clock(outcome, meta, t_start)
-    _finish_parent(tracker, outcome)
-    meta.update(status="interrupted", updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    write_meta(meta_path, meta)
-    return outcome
-
-
-def _failed(outcome: SearchOutcome, tracker: Tracker, meta: dict, meta_path: Path, t_start: float,
-            error: str) -> None:
-    """A search stopped in its search stage because every trial of its first wave failed alike:
-    the parent run FAILED with status ``failed`` and the error (:class:`records.Search`); raises SearchError."""
-    outcome.status, outcome.stage = "failed", "search"
-    outcome.trials = summarize(tracker, outcome.search_id)
-    _clock(outcome, meta, t_start)
-    tracker.log_metrics(outcome.parent_run_id, {"search_wall_s": outcome.wall_s,
-                                                "trials_failed": sum(t.status == "failed" for t in outcome.trials)})
-    tracker.set_tags(outcome.parent_run_id, records.Search(status="failed", stage="search", error=error).to_tags())
-    tracker.terminate(outcome.parent_run_id, "FAILED")
-    meta.update(status="failed", error=error,
-                updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    write_meta(meta_path, meta)
-    raise SearchError(f"search {outcome.search_id} stopped: {error}")
-
-
-def _clock(outcome: SearchOutcome, meta: dict, t_start: float) -> None:
-    """This session's wall time, added to the earlier sessions' (saved in the search's state)."""
-    outcome.wall_s = time.monotonic() - t_start
-    outcome.total_wall_s += outcome.wall_s
-    meta["wall_s"] = round(outcome.total_wall_s, 1)
-
-
-def _finish_parent(tracker: Tracker, o: SearchOutcome) -> None:
-    counts: dict[str, int] = {}
-    for t in o.trials:
-        key = f"{'confirm' if t.stage == 'confirmation' else 'trials'}_{t.status}"
-        counts[key] = counts.get(key, 0) + 1
-    metrics: dict[str, Any] = dict(counts)
-    metrics.update(search_wall_s=o.wall_s, search_total_wall_s=o.total_wall_s, tune_wall_s=o.tune_s,
-                   search_stage_s=o.search_s, confirm_stage_s=o.confirm_s, trials_train_s=o.trials_train_s,
-                   overhead_ratio=o.overhead)
-    if o.best is not None:
-        metrics["best_search_val_knn_top1"] = o.best.objective
-    tags: dict[str, Any] = {"status": o.status, "stage": o.stage if o.status == "interrupted" else "finished"}
-    v = o.verdict
-    if v is not None:
-        metrics.update(floor_test_probe_top1=v.floor.mean, floor_test_probe_top1_std=v.floor.std,
-                       winner_test_probe_top1=v.score.mean, winner_test_probe_top1_std=v.score.std,
-                       report_seeds=len(v.seeds))
-        if v.mde is not None:
-            metrics["detectable_lift"] = v.mde
-        for r in o.confirmation:  # the select phase: val only
-            sm = r.summary("val_knn_top1", v.selection.seeds)
-            if sm is not None:
-                metrics[f"confirm_{r.name}_val_knn_top1"] = sm.mean
-                metrics[f"confirm_{r.name}_val_knn_top1_std"] = sm.std
-        for r in o.report:  # the report phase
-            for m in ("test_probe_top1", "test_knn_top1"):
-                sm = r.summary(m, v.seeds)
-                if sm is not None:
-                    metrics[f"report_{r.name}_{m}"] = sm.mean
-                    metrics[f"report_{r.name}_{m}_std"] = sm.std
-        for name, iv in v.lift.items():
-            metrics.update({f"lift_{name}": iv.mean, f"lift_{name}_low": iv.low, f"lift_{name}_high": iv.high})
-        tags.update(verdict=v.verdict, verdict_line=v.line, winner=v.winner, served=v.served or "", stop=v.stop,
-                    winner_run_id=_winner_run(o.trials, v.winner))
-        tracker.log_dict(o.parent_run_id, v.to_dict(), "verdict.json")
-    tracker.log_metrics(o.parent_run_id, metrics)
-    if o.best is not None:
-        tags.update(best_trial_id=o.best.trial_id, best_run_id=o.best.run_id)
-    if o.promotion is not None:
-        tags.update(promoted=o.promotion.promoted, promotion=o.promotion.reason)
-    elif o.promotion_error:
-        tags.update(promoted=False, promotion=o.promotion_error)
-    tracker.set_tags(o.parent_run_id, records.Search(**tags).to_tags())
-    tracker.log_dict(o.parent_run_id, [dataclasses.asdict(t) for t in o.trials], "leaderboard.json")
-    if o.status == "finished":  # the report's page and plots as artifacts report/ (a failure is a note)
-        log_report(tracker, o.search_id, o.parent_run_id)
-    tracker.terminate(o.parent_run_id, "KILLED" if o.status == "interrupted" else "FINISHED")
+    _clock(outcome, ss.meta, ss.t_start)
+    _finish_parent(ss.tracker, outcome)
+    ss.meta.update(status="finished", stage="finished",
+                   updated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    ss.save()
