@@ -342,8 +342,8 @@ def _param(name: str, spec: dict) -> Param:
     for bound in ("low", "high"):
         if bound not in spec:
             raise SpaceError(f"{name}.{bound} is missing")
-    low = _number(name, f"{name}.low", spec["low"])
-    high = _number(name, f"{name}.high", spec["high"])
+    low = _value(name, f"{name}.low", spec["low"], bounds=False)
+    high = _value(name, f"{name}.high", spec["high"], bounds=False)
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise SpaceError(f"{name}.log must be true or false, got {log!r}")
@@ -355,16 +355,6 @@ def _param(name: str, spec: dict) -> Param:
                          f"(use a plain value to fix {name})")
     low, high = _value(name, f"{name}.low", low), _value(name, f"{name}.high", high)
     return Param(name, kind, low=low, high=high, log=bool(log))
-
-
-def _number(name: str, path: str, value: Any) -> int | float:
-    """A finite number of the field's type (range checks come later, in :func:`_value`)."""
-    value = coerce_value(_FIELDS[name].type, value)
-    try:
-        check_field(_FIELDS[name], value, path, bounds=False)
-    except RecipeError as e:
-        raise SpaceError(str(e)) from None
-    return value
 
 
 def _distill(spec: Any) -> dict | None:
@@ -380,12 +370,13 @@ def _distill(spec: Any) -> dict | None:
         raise SpaceError(msg if msg.startswith("distill") else f"distill: {msg}") from None
 
 
-def _value(name: str, path: str, value: Any) -> Any:
+def _value(name: str, path: str, value: Any, *, bounds: bool = True) -> Any:
     """Field ``name``'s value (reported as ``path``), checked by the recipe's own rule
-    (:func:`trainer.recipe.check_field`, the one place a recipe value is validated)."""
+    (:func:`trainer.recipe.check_field`, the one place a recipe value is validated);
+    ``bounds=False``: its type only (a range's ``low`` before it is compared with ``high``)."""
     value = coerce_value(_FIELDS[name].type, value)
     try:
-        check_field(_FIELDS[name], value, path)
+        check_field(_FIELDS[name], value, path, bounds=bounds)
     except RecipeError as e:
         raise SpaceError(str(e)) from None
     return value
