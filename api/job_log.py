@@ -52,7 +52,7 @@ class Redactor:
 def server_redactor(home: Path, data_roots: dict, tracking_uri: str) -> Redactor:
     """The :class:`Redactor` of a job server (``data_roots``: ``{name: DataRoot}``)."""
     from recipe_search import config
-    from recipe_search.store import sqlite_path
+    from recipe_search.config import sqlite_path
 
     known: list[tuple[str | os.PathLike | None, str]] = [
         (home, "$RECIPE_SEARCH_HOME"), (config.ray_storage_dir(), "$RECIPE_SEARCH_STORAGE"),

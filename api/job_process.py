@@ -103,8 +103,8 @@ def search_progress(search_id: str, tracking_uri: str) -> dict:
     if not meta:
         return out
     try:
-        from recipe_search.promote import summarize
-        from recipe_search.store import sqlite_path
+        from recipe_search.verdict.promote import summarize
+        from recipe_search.config import sqlite_path
         from recipe_search.tracking import Tracker
 
         db = sqlite_path(tracking_uri)

@@ -2,7 +2,7 @@
 one run -- the inputs of the capacity plan in docs/capacity.md.
 
 It replays ``--trials`` proxy-budget trials (``--epochs`` per-epoch reports, the final report,
-completion with its artifacts) through the real ``recipe_search.tracking.TrialLogger`` -- the
+completion with its artifacts) through the real ``recipe_search.tune.trial_logger.TrialLogger`` -- the
 exact MLflow calls a search makes from its driver -- with points sampled from the real search
 space, and measures per backend:
 
@@ -86,9 +86,11 @@ def replay(uri: str, trials: int, epochs: int, backbone: str, first: int = 0) ->
 
     from recipe_search import records
     from recipe_search.budget import get_budget
-    from recipe_search.search import SearchSettings, plan
-    from recipe_search.tracking import Tracker, TrialLogger
-    from recipe_search.trial import TrialContext
+    from recipe_search.search import SearchSettings
+    from recipe_search import plan
+    from recipe_search.tracking import Tracker
+    from recipe_search.tune.trial_logger import TrialLogger
+    from recipe_search.tune.trial import TrialContext
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     p = plan(SearchSettings(backbone=backbone, budget="proxy", dataset="synthetic", max_epochs=epochs))
@@ -177,7 +179,8 @@ def replay_optuna(url: str, trials: int, epochs: int, backbone: str, size_of=lam
     import optuna
     from optuna.storages import RDBStorage
 
-    from recipe_search.search import SearchSettings, plan
+    from recipe_search.search import SearchSettings
+    from recipe_search import plan
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = plan(SearchSettings(backbone=backbone, budget="proxy", dataset="synthetic")).space.optuna_space()
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    from recipe_search.store import artifact_root_for
+    from recipe_search.config import artifact_root_for
 
     svc = services()
     root = Path(tempfile.mkdtemp(prefix="rsbc", dir="/tmp"))

@@ -50,7 +50,7 @@ class Setup:
         from recipe_search import config
         from recipe_search.baselines import baselines_for
         from recipe_search.plan import SearchSettings, plan, prepare_data
-        from recipe_search.trial import TrialContext
+        from recipe_search.tune.trial import TrialContext
 
         self.args = args
         self.settings = SearchSettings(backbone=args.backbone, data=str(args.data), budget=args.budget,
@@ -266,8 +266,8 @@ def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> 
 def _search_outcome(tracking_uri: str, search_id: str, state: dict) -> dict:
     from mlflow import MlflowClient
 
-    from recipe_search.confirm import recipes_of
-    from recipe_search.promote import confirmation_runs, summarize
+    from recipe_search.verdict.confirm import recipes_of
+    from recipe_search.verdict.promote import confirmation_runs, summarize
     from recipe_search.tracking import Tracker
 
     tracker = Tracker(tracking_uri, state.get("experiment", "recipe-search"))

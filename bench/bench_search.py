@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     # decoding the tarball once is not what this benchmark measures
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from recipe_search.search import SearchSettings, plan, prepare_data, run_search
+    from recipe_search.search import SearchSettings, prepare_data, run_search
+    from recipe_search import plan
 
     dataset = args.dataset or ("cifar10" if args.data else "synthetic")
     settings = SearchSettings(backbone=args.backbone, budget=args.budget, num_samples=args.num_samples,

@@ -6,7 +6,7 @@
 The trial is the ``sinfonce-light`` baseline as a search composes it (recipe_search's baseline values,
 the space's fixed fields and the budget's: 10 classes x 200 train / 50 val / 50 test, 32 px, 8 epochs,
 batch 64, queue 1024, ``mobilenetv3_small_100``), on one torch thread as a search's CPU trial
-(``recipe_search.trial`` sets ``torch.set_num_threads(cpus_per_trial)`` = 1). It runs what
+(``recipe_search.tune.trial`` sets ``torch.set_num_threads(cpus_per_trial)`` = 1). It runs what
 :func:`trainer.engine.train` runs (the loop of :func:`trainer.loop.fit`) with wall-clock timers
 around each phase:
 

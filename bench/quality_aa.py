@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 
 from recipe_search.baselines import FLOOR_BASELINE, SINFONCE_LIGHT
-from recipe_search.confirm import confirmation_seeds, report_seeds
+from recipe_search.verdict.confirm import confirmation_seeds, report_seeds
 from recipe_search.verdict import REPORT_METRIC, SELECT_METRIC, RecipeRuns, choose, decide
 
 STUDY = "aa"

@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.quality_plots import fidelity_plot, lift_plot, search_plot, seed_noise_plot
 from bench.quality_stats import fisher_z, holm, paired_p, rank_correlations
-from recipe_search.stats import paired_interval, summary
+from recipe_search.verdict.stats import paired_interval, summary
 
 METRICS = ("val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1")
 COMMANDS = {

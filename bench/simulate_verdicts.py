@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipe_search.stats import paired_interval  # noqa: E402
+from recipe_search.verdict.stats import paired_interval  # noqa: E402
 from recipe_search.verdict import BETTER, RecipeRuns, choose, decide  # noqa: E402
 
 LOOKS = (3, 5, 8)

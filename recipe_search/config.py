@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from .errors import SearchError
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # a git checkout: search_spaces/, the code version
 STORE_EXPERIMENT = "recipe-store"
 STORAGE_ENV = "RECIPE_SEARCH_STORAGE"
 
@@ -43,3 +45,37 @@ def storage_path(where: str) -> Path:
         raise SearchError(f"--storage-path {where!r}: give a directory on a shared filesystem mounted at "
                           "the same path on every node (cloud URIs are not supported)")
     return Path(where).expanduser().resolve()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for other stores / in-memory."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    rest = tracking_uri[len("sqlite:") :]
+    if not rest.startswith("///"):
+        return None
+    path = unquote(rest[3:].split("?", 1)[0])
+    if path in ("", ":memory:"):
+        return None
+    return Path(path).resolve()
+
+
+def _is_local_file_store(tracking_uri: str) -> bool:
+    scheme = urlparse(tracking_uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1)  # "" / file: / windows drive
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifact location for new experiments in a local (SQLite/file) store, else None.
+
+    For SQLite it is ``artifacts/`` next to the database file, which for the default
+    URI is exactly :func:`config.default_artifact_root`; servers choose their own.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        if db == (home() / "mlflow.db"):
+            return default_artifact_root()
+        return (db.parent / "artifacts").as_uri()
+    if tracking_uri.startswith("sqlite:") or _is_local_file_store(tracking_uri):
+        return default_artifact_root()
+    return None

@@ -19,7 +19,7 @@ from .errors import SearchError, SpaceError
 from .paths import absolute_uri, resolve_settings
 from .study_storage import check_study_storage_url
 from .samplers import get_sampler
-from .sequential import check_looks
+from .verdict.sequential import check_looks
 from .settings import DEFAULT_EXPERIMENT, SearchSettings
 from .space import SearchSpace, load_space
 

@@ -23,9 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import SearchError
-from .failures import DEFAULT_MAX_RETRIES
 from .study_storage import redact_url
 from .samplers import DEFAULT as DEFAULT_SAMPLER, cli_help as sampler_help
+
+# Each retry restarts from the last epoch checkpoint, so it costs at most the epochs since it
+# (plus start-up). Two retries ride out a lost node and one more loss during the retry; a trial
+# that dies a third time is more likely killed by itself (memory) than by bad luck.
+DEFAULT_MAX_RETRIES = 2
 
 DEFAULT_EXPERIMENT = "recipe-search"
 

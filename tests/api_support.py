@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from recipe_search import records
-from recipe_search.stats import paired_interval, summary
+from recipe_search.verdict.stats import paired_interval, summary
 from recipe_search.store import RecipeStore
 
 ROOT = Path(__file__).resolve().parents[1]

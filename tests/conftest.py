@@ -108,7 +108,7 @@ def make_search_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: p
 def search_home(tmp_path_factory: pytest.TempPathFactory):
     """A fresh recipe-search home for the module, with a local Ray session of 2 CPUs."""
     import rs_faults
-    from recipe_search.runtime import ray_session
+    from recipe_search.tune.runtime import ray_session
 
     mp = pytest.MonkeyPatch()
     home = point_home(mp, tmp_path_factory.mktemp("rs-home")).path

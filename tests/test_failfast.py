@@ -1,4 +1,4 @@
-"""Issue 24: the first-wave rule of ``recipe_search/failfast.py`` (no Ray running; the searches
+"""Issue 24: the first-wave rule of ``recipe_search/tune/failfast.py`` (no Ray running; the searches
 that stop on it are in tests/test_search.py and tests/test_cli.py)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _trial(tmp_path: Path, trial_id: str, error: str | None):
     ([("a_1", "DataError: x")], False),  # one failure alone never stops a search
 ])
 def test_the_first_wave_trips_only_when_all_failed_alike(tmp_path, ends, trips):
-    from recipe_search.failfast import FirstWave
+    from recipe_search.tune.failfast import FirstWave
 
     wave = FirstWave(2)
     for trial_id, error in ends:

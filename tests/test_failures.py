@@ -1,5 +1,5 @@
 """Issue 26: an application error is a trial's recorded failure, a system failure is retried
-(``recipe_search/failures.py``); the retry records (``retries.py``); a node lost during the
+(``recipe_search/tune/failures.py``); the retry records (``retries.py``); a node lost during the
 preflight (``nodes.py``). No Ray cluster here: the search that retries a killed trial is in
 tests/test_search.py, the lost node in tests/integration/test_chaos.py."""
 
@@ -12,9 +12,8 @@ import pytest
 
 pytest.importorskip("ray")
 
-from recipe_search import events  # noqa: E402
-from recipe_search.failures import (SystemFailure, classify, failure_report, reported_failure,  # noqa: E402
-                                    system_calls)
+from recipe_search.tune import events  # noqa: E402
+from recipe_search.tune.failures import (SystemFailure, classify, failure_report, reported_failure, system_calls)  # noqa: E402
 
 
 def _raised(exc: Exception) -> Exception:
@@ -87,14 +86,14 @@ def test_the_bridge_forwards_a_reported_failure_as_a_trial_error_and_a_retry_as_
 def test_the_searcher_tells_a_reported_failure_fail():
     from optuna.trial import TrialState
 
-    from recipe_search.searcher import outcome_of
+    from recipe_search.tune.searcher import outcome_of
 
     assert outcome_of(failure_report(_raised(RuntimeError("x"))), error=False) == (TrialState.FAIL.name, None)
 
 
 def test_a_retry_is_recorded_on_the_trial_run_and_the_parent_run(tmp_path: Path):
-    from recipe_search.progress import ProgressView
-    from recipe_search.retries import RetryRecorder, parent_counts
+    from recipe_search.tune.progress import ProgressView
+    from recipe_search.tune.retries import RetryRecorder, parent_counts
     from recipe_search.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "retries")
@@ -182,7 +181,7 @@ class FakeRay:
 
 @pytest.mark.parametrize("outcome_b", ["pending", "died"])
 def test_a_node_lost_during_the_preflight_is_skipped_not_waited_on(tmp_path: Path, outcome_b):
-    from recipe_search.nodes import check_nodes
+    from recipe_search.tune.nodes import check_nodes
 
     ray = FakeRay(outcome_b)
     notes = check_nodes(ray, tmp_path / "storage", None, 32, 0, timeout=3600, poll=0.01)
@@ -195,7 +194,7 @@ def test_a_node_lost_during_the_preflight_is_skipped_not_waited_on(tmp_path: Pat
 
 def test_a_check_that_raised_on_a_live_node_is_still_a_problem(tmp_path: Path):
     from recipe_search.errors import SearchError
-    from recipe_search.nodes import check_nodes
+    from recipe_search.tune.nodes import check_nodes
 
     ray = FakeRay("raised")
     ray.wait = lambda refs, num_returns, timeout: (list(refs), [])  # B stays alive

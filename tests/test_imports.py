@@ -5,7 +5,9 @@
   ``import trainer.engine as e; e._Run``, ``trainer.data._iter_tar``) or private modules;
   the packages are ``trainer``, ``recipe_search``, ``api`` and ``bench``;
 * ``trainer`` imports no orchestration library (ray, optuna, mlflow, fastapi) and none of the
-  packages built on it (recipe_search, api, bench).
+  packages built on it (recipe_search, api, bench);
+* inside ``recipe_search`` the rooms are layered (:data:`ROOMS`, lowest first, as in
+  docs/architecture.md): a module imports only its own layer and the layers below it.
 
 Also a script: ``.venv/bin/python tests/test_imports.py`` prints every finding and exits 1 if any.
 """
@@ -22,6 +24,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trainer", "recipe_search", "api", "bench")
 ORCHESTRATION = ("ray", "optuna", "mlflow", "fastapi")
+# recipe_search's layers, lowest first: each entry names the rooms (subpackages) and top-level modules
+# of one layer; "" is the package's own __init__. docs/architecture.md gives each room's contract.
+ROOMS = (
+    ("", "errors", "records"),
+    ("config", "paths", "budget", "baselines", "compose", "fingerprint", "study_storage", "samplers",
+     "settings", "state", "tracking"),
+    ("space",),
+    ("verdict",),
+    ("plan", "store"),
+    ("tune",),
+    ("report",),
+    ("search",),
+    ("cli", "__main__"),
+)
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,28 @@ def forbidden_imports(graph: Graph, package: str, forbidden) -> list[str]:
     return out
 
 
+def layer_of(module: str, package: str = "recipe_search", rooms=ROOMS) -> int | None:
+    """The layer of a module of ``package`` (its room or top-level module), None if not listed."""
+    room = module[len(package) + 1:].split(".")[0] if module != package else ""
+    return next((i for i, names in enumerate(rooms) if room in names), None)
+
+
+def layer_violations(graph: Graph, package: str = "recipe_search", rooms=ROOMS) -> list[str]:
+    """``file:line: a -> b`` for each import (any depth) of a higher layer, and each unlisted module."""
+    out = []
+    for importer in sorted(m for m in graph.modules if m == package or m.startswith(package + ".")):
+        where = graph.modules[importer].relative_to(graph.root)
+        mine = layer_of(importer, package, rooms)
+        if mine is None:
+            out.append(f"{where}: not in any layer (add its room to ROOMS and to docs/architecture.md)")
+            continue
+        for target, line in graph.edges(importer).items():
+            theirs = layer_of(target, package, rooms) if target.split(".")[0] == package else None
+            if theirs is not None and theirs > mine:
+                out.append(f"{where}:{line}: {importer} (layer {mine}) imports {target} (layer {theirs})")
+    return out
+
+
 @pytest.fixture(scope="module")
 def graph() -> Graph:
     return build()
@@ -232,6 +270,11 @@ def test_no_private_names_imported_across_packages(graph, package):
 def test_trainer_imports_no_orchestration_library_and_nothing_built_on_it(graph):
     found = forbidden_imports(graph, "trainer", ORCHESTRATION + ("recipe_search", "api", "bench"))
     assert not found, "trainer/ must run alone (python -m trainer):\n" + "\n".join(found)
+
+
+def test_recipe_search_rooms_import_only_their_layer_and_below(graph):
+    found = layer_violations(graph)
+    assert not found, "recipe_search rooms import upward (see ROOMS and docs/architecture.md):\n" + "\n".join(found)
 
 
 # -- the checker itself -----------------------------------------------------------------------
@@ -261,6 +304,12 @@ def test_checker_sees_function_level_cycles_and_private_reads(tmp_path):
     assert [f.split(": ", 1)[1] for f in found] == ["from pkg.b import _hidden  (private: _hidden)",
                                                     "pkg.a._secret", "pkg.sub.x._y"]
     assert private_cross_package(g, "pkg") == []
+    layers = (("", "b"), ("a", "sub"))  # b below a, but b imports a; a's own imports are function-level
+    assert [f.split(": ", 1)[1] for f in layer_violations(g, "pkg", layers)] == [
+        "pkg (layer 0) imports pkg.a (layer 1)", "pkg.b (layer 0) imports pkg.a (layer 1)"]
+    assert [f.split(": ", 1)[1] for f in layer_violations(g, "pkg", (("", "a", "b"),))] == [
+        "not in any layer (add its room to ROOMS and to docs/architecture.md)"] * 3  # pkg.sub, .x, .y
+    assert layer_violations(g, "pkg", (("", "a", "b", "sub"),)) == []
 
 
 def main() -> int:
@@ -269,6 +318,7 @@ def main() -> int:
     for package in PACKAGES:
         problems += private_cross_package(g, package)
     problems += forbidden_imports(g, "trainer", ORCHESTRATION + ("recipe_search", "api", "bench"))
+    problems += layer_violations(g)
     print("\n".join(problems) or "imports ok: no trainer cycle, no private cross-package import, "
                                  "trainer imports no orchestration library")
     return 1 if problems else 0

@@ -308,8 +308,8 @@ def test_the_searcher_names_what_it_tells_optuna():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from recipe_search import events
-    from recipe_search.searcher import RecipeSearcher
+    from recipe_search.tune import events
+    from recipe_search.tune.searcher import RecipeSearcher
 
     class Logger:  # what TrialLogger exposes: Tune trial id -> MLflow run id
         runs = {"t1": "run-1", "b1": "run-b"}

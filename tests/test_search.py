@@ -206,7 +206,7 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     """Same data, budget and seed: both baselines' confirmation runs on seeds 1 and 2 are the same
     computation as in the first search, so the second search re-reports them (figures, curves and
     a tag naming the run they came from) and trains nothing in its confirmation stage."""
-    from recipe_search.reuse import reusable
+    from recipe_search.tune.reuse import reusable
     from recipe_search.records import TAG_VERSION
     from recipe_search.tracking import Tracker
 
@@ -394,7 +394,7 @@ def test_random_search_without_early_stopping_is_a_control(env):
 
 
 def test_the_plan_says_whether_asha_stops_trials():
-    from recipe_search.estimate import estimate
+    from recipe_search.search.estimate import estimate
 
     kw = dict(images_per_sec=100.0, sizes={"classes": 10, "train": 2000, "val": 500, "test": 500}, num_samples=10,
               max_epochs=8, confirm_jobs=9, concurrency=2, device="cpu", cpus_per_trial=1, gpus_per_trial=0)
@@ -429,7 +429,7 @@ def test_a_trial_lost_by_tune_in_a_crash_is_adopted_not_duplicated(tmp_path):
     suggests the same point under a new trial id, whose MLflow run must be the old one."""
     from recipe_search import records
     from recipe_search.tracking import Tracker, point_key
-    from recipe_search.trial import TrialContext
+    from recipe_search.tune.trial import TrialContext
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "adopt")
     parent = tracker.parent_run(records.Search(search_id="s1"), name="search-s1", params={})
@@ -516,7 +516,7 @@ def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
 
     from recipe_search.budget import get_budget
     from recipe_search.errors import SearchError
-    from recipe_search.nodes import PROBE_PREFIX, _probe_node, check_nodes
+    from recipe_search.tune.nodes import PROBE_PREFIX, _probe_node, check_nodes
 
     d = data_args()
     spec = get_budget("tiny").data_spec(d["dataset"], d["data"])
@@ -566,7 +566,7 @@ def test_janitor_strips_weights_of_stopped_and_failed_trials_only(tmp_path):
 
     from ray.tune import Checkpoint
 
-    from recipe_search.janitor import CheckpointJanitor
+    from recipe_search.tune.janitor import CheckpointJanitor
 
     def trial(name: str, last_result: dict):
         d = tmp_path / name
@@ -605,7 +605,7 @@ def test_node_preflight_needs_a_writable_storage(env, tmp_path):
     import ray
 
     from recipe_search.errors import SearchError
-    from recipe_search.nodes import check_nodes
+    from recipe_search.tune.nodes import check_nodes
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

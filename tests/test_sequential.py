@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from recipe_search.sequential import (FUTILE, OPEN, REJECTED, Comparison, Sequential, check_looks,
-                                      nominal_level)
+from recipe_search.verdict.sequential import (FUTILE, OPEN, REJECTED, Comparison, Sequential, check_looks,
+                                              nominal_level)
 from recipe_search.verdict import BETTER, WB, RecipeRuns, choose, decide
 
 

@@ -1,4 +1,4 @@
-"""Per-method parameters in a search space (``methods:``; recipe_search/space_methods.py), their
+"""Per-method parameters in a search space (``methods:``; recipe_search/space/methods.py), their
 define-by-run sampling through Optuna, and the baselines a space runs (baselines.baselines_for)."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe_search.stats import paired_interval, summary
+from recipe_search.verdict.stats import paired_interval, summary
 from recipe_search.store import (
     SCHEMA,
     PromotedRecipe,

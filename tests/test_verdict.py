@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from recipe_search.stats import paired_interval, summary, t_quantile, welch_interval
+from recipe_search.verdict.stats import paired_interval, summary, t_quantile, welch_interval
 from recipe_search.verdict import BELOW_FLOOR, BETTER, NO_LIFT, WB, WF, RecipeRuns, choose, decide
 
 SELECT = [1, 2, 3]
@@ -44,7 +44,7 @@ def verdict_for(winner_test, baseline_test, floor=FLOOR, selection=SEL, looks=LO
 def test_t_quantiles_and_intervals_match_textbook_values():
     assert t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
     assert t_quantile(0.975, 10) == pytest.approx(2.228, abs=1e-3)
-    from recipe_search.stats import _t_quantile_cornish_fisher
+    from recipe_search.verdict.stats import _t_quantile_cornish_fisher
 
     assert _t_quantile_cornish_fisher(0.975, 10) == pytest.approx(2.228, abs=5e-3)
     iv = paired_interval([0.5, 0.6, 0.7], [0.4, 0.45, 0.65])
@@ -66,7 +66,7 @@ def test_the_winner_is_chosen_on_validation_and_reported_on_other_seeds():
 
 
 def test_the_report_seeds_never_overlap_the_select_seeds_or_the_search_seed():
-    from recipe_search.confirm import confirmation_seeds, report_seeds
+    from recipe_search.verdict.confirm import confirmation_seeds, report_seeds
 
     for search_seed in (0, 7, 100):
         sel, rep = confirmation_seeds(search_seed, 3), report_seeds(search_seed, 3, 12)
@@ -145,7 +145,7 @@ def searcher():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from recipe_search.searcher import RecipeSearcher
+    from recipe_search.tune.searcher import RecipeSearcher
 
     space = {"lr": FloatDistribution(0.01, 1.0, log=True)}
     s = RecipeSearcher(space=space, metric="objective", mode="max",

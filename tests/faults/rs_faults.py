@@ -17,9 +17,9 @@ How it reaches every process: this directory holds a ``sitecustomize.py``, which
 imports at start-up from ``PYTHONPATH``. When ``$RS_TEST_FAULTS`` (a spec) or
 ``$RS_TEST_FAULTS_FILE`` (a file holding one, read at each trial's start, so a test can
 change it while Ray's workers live on) is set, it installs an import hook that wraps
-``recipe_search.trial.run_trial`` as the module is imported -- in a ``recipe-search``
+``recipe_search.tune.trial.run_trial`` as the module is imported -- in a ``recipe-search``
 subprocess and in each Ray worker alike (workers inherit the driver's environment;
-``recipe_search.runtime.prepare_environment`` keeps the ``PYTHONPATH`` entries it finds).
+``recipe_search.tune.runtime.prepare_environment`` keeps the ``PYTHONPATH`` entries it finds).
 :func:`process_env` gives the variables that turn it on for processes started afterwards.
 """
 
@@ -38,7 +38,7 @@ from pathlib import Path
 FAULTS_DIR = Path(__file__).resolve().parent
 SPEC_ENV = "RS_TEST_FAULTS"
 FILE_ENV = "RS_TEST_FAULTS_FILE"
-TARGET = "recipe_search.trial"
+TARGET = "recipe_search.tune.trial"
 
 
 class InjectedFault(RuntimeError):
@@ -175,7 +175,7 @@ def _kill_after_epoch(trial_id: str, epoch: int):
 
 
 def patch(module) -> None:
-    """Wrap ``module.run_trial`` (``recipe_search.trial``) with the faults of the current spec."""
+    """Wrap ``module.run_trial`` (``recipe_search.tune.trial``) with the faults of the current spec."""
     original = module.run_trial
     if getattr(original, "_rs_faults", False):
         return
@@ -233,7 +233,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Patch ``recipe_search.trial`` in this process, now or when it is imported."""
+    """Patch ``recipe_search.tune.trial`` in this process, now or when it is imported."""
     if TARGET in sys.modules:
         patch(sys.modules[TARGET])
     elif not any(isinstance(f, _Finder) for f in sys.meta_path):

@@ -227,7 +227,7 @@ def _told_baselines() -> int:
     from recipe_search.budget import get_budget
     from recipe_search.search import baseline_point
     from recipe_search.space import load_space
-    from recipe_search.trial import TrialContext
+    from recipe_search.tune.trial import TrialContext
 
     b = get_budget(BUDGET)
     space = load_space(None, BACKBONE).with_fixed(b.fixed)
