@@ -396,12 +396,14 @@ def test_random_search_without_early_stopping_is_a_control(env):
 def test_the_plan_says_whether_asha_stops_trials():
     from recipe_search.search.estimate import estimate
 
-    kw = dict(images_per_sec=100.0, sizes={"classes": 10, "train": 2000, "val": 500, "test": 500}, num_samples=10,
-              max_epochs=8, confirm_jobs=9, concurrency=2, device="cpu", cpus_per_trial=1, gpus_per_trial=0)
+    kw = dict(rates=100.0, sizes={"classes": 10, "train": 2000, "val": 500, "test": 500}, num_samples=10,
+              baselines=2, max_epochs=8, select_jobs=9, report_looks=(3, 5, 8), concurrency=2, device="cpu",
+              cpus_per_trial=1, gpus_per_trial=0)
     asha, full = estimate(grace_period=2, **kw), estimate(grace_period=None, **kw)
-    assert asha.lines[0].startswith("plan: search 10 trials x <= 8 epochs (ASHA from epoch 2), then confirmation 9")
-    assert full.lines[0].startswith("plan: search 10 trials x 8 epochs (no early stopping), then confirmation 9")
-    assert asha.search_s == full.search_s > 0  # the bound is the same: no trial is stopped in the worst case
+    assert asha.lines[0].startswith("plan: search 10 trials x <= 8 epochs (ASHA from epoch 2), then confirmation "
+                                    "<= 25 runs")
+    assert full.lines[0].startswith("plan: search 10 trials x 8 epochs (no early stopping), then confirmation <= 25")
+    assert asha.search_max_s == full.search_max_s == full.search_s > asha.search_s > 0  # ASHA: expected < bound
 
 
 def test_a_bad_sampler_is_a_clear_error():

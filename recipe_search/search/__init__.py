@@ -139,6 +139,7 @@ class _Session:
     search_rec: records.Search | None = None
     parent_run_id: str = ""
     dataset: Any = None  # the MLflow dataset of the proxy data
+    estimate: Any = None  # estimate.Estimate of this session (None when a resumed GPU search skips it)
 
     @property
     def stage(self) -> str:
@@ -229,26 +230,27 @@ def _trial_context(ss: _Session, ray) -> list[str]:
 
 
 def _plan_line(ss: _Session) -> None:
-    """The plan and its wall-time estimate (measured images/s); a GPU budget on a CPU cluster stops
-    here unless ``--yes``. A resumed GPU search skips the measurement."""
-    from .estimate import estimate, measure_images_per_sec
+    """The plan and its wall-time estimate (measured rates, ``estimate.py``'s cost model); a GPU budget
+    on a CPU cluster stops here unless ``--yes``. A resumed GPU search skips the measurement."""
+    from .estimate import estimate, measure
 
     p, s = ss.p, ss.p.settings
     cpt, gpt, conc, device = ss.resources
     if ss.meta is not None and device != "cpu":
         return
-    # the select phase, then at most the report phase's last look (winner + reference baseline)
-    confirm_jobs = (p.confirm_k + len(ss.ctx.baselines)) * len(ss.seeds) + 2 * p.report_looks[-1]
-    ips = measure_images_per_sec(ss.floor_recipe, ss.proxy, device, ss.ctx.threads)
-    est = estimate(images_per_sec=ips, sizes=ss.proxy.sizes(), num_samples=p.num_samples,
-                   max_epochs=p.max_epochs, confirm_jobs=confirm_jobs, concurrency=conc, device=device,
-                   cpus_per_trial=cpt, gpus_per_trial=gpt, grace_period=p.first_rung)
-    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *est.lines]:
+    rates = measure(ss.floor_recipe, ss.proxy, device, ss.ctx.threads)
+    ss.estimate = estimate(rates=rates, sizes=ss.proxy.sizes(), num_samples=p.num_samples,
+                           baselines=len(ss.ctx.baselines), max_epochs=p.max_epochs,
+                           select_jobs=(p.confirm_k + len(ss.ctx.baselines)) * len(ss.seeds),
+                           report_looks=p.report_looks, concurrency=conc, device=device, cpus_per_trial=cpt,
+                           gpus_per_trial=gpt, grace_period=p.first_rung,
+                           reduction_factor=p.budget.reduction_factor)
+    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines]:
         ss.note(line)
     if device == "cpu" and p.budget.needs_gpu and not s.yes:
         raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
-                          f"{duration(est.total_s)} on the CPU; pass --yes to run it anyway, or use "
-                          "--budget smoke")
+                          f"{duration(ss.estimate.total_s)} on the CPU (at most {duration(ss.estimate.total_max_s)}); "
+                          "pass --yes to run it anyway, or use --budget smoke")
 
 
 def resolved_values(p: Plan, seeds: list[int], fp: dict) -> dict:
@@ -281,6 +283,8 @@ def _open_parent_run(ss: _Session) -> None:
             ss.tracker.log_text(ss.parent_run_id, p.space.to_yaml(), "space.yaml")
             ss.tracker.log_dict(ss.parent_run_id, s.public_dict(), "settings.json")
             ss.tracker.log_dataset(ss.parent_run_id, ss.dataset)
+            if ss.estimate is not None:  # what the plan said, beside what the search will measure
+                ss.tracker.log_metrics(ss.parent_run_id, ss.estimate.metrics())
     except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy errors: the store is unusable
         from ..store import StoreUnavailable
 

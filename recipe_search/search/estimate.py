@@ -1,11 +1,25 @@
 """What a search will cost, said before it starts: the plan and a measured wall-time estimate.
 
-One short training run (one epoch over a few batches of the proxy, with the budget's
-batch size and image size, on the trials' device and thread count) measures this
-machine's images/s. The estimate then counts, per epoch, the training images at that
-rate plus the kNN monitor's forward pass over train + val (about a third of a training
-step's cost per image: one view, no backward, no key encoder), for every trial-epoch
-of the search (an upper bound: ASHA stops some trials early) and of the confirmation.
+One short training run on the proxy (a few batches, with the budget's batch and image size, on the
+trials' device and thread count, its kNN monitor over a few val images) measures this machine's
+training images/s and the seconds per image of an evaluation forward pass. The cost model is the
+profile of a trial (docs/speed.md, section 1: the training step is ~84 % of a ``cpu`` trial, the
+kNN monitor ~13 %, the final evaluation ~3 %), plus the start of each run:
+
+* a run of ``E`` epochs costs ``start + E * (train / ips + f * (2 train + val)) + final``, where
+  ``f * (2 train + val)`` is the monitor of each epoch (precise BN statistics over the train
+  images, then train and val features) and ``final`` the linear probe, plus, in a run that reads
+  the test split, precise BN and the test features;
+* ``start`` (:data:`START_S`): a trial's worker, its imports, the model built, the data read from the
+  node's cache, and Tune's per-trial bookkeeping, measured on the 2-core development machine;
+* the search stage runs every baseline to the end and a sampled trial, under ASHA, past each rung
+  with probability ``1 / reduction_factor`` (its expected epochs; at most every epoch);
+* the confirmation runs the select phase, then the report phase's first look (expected: most
+  verdicts are decided there), at most its last look, and the untrained floor's evaluation per seed;
+* runs share the cluster ``concurrency`` at a time; ``fixed`` (:data:`SEARCH_START_S`) is Ray's
+  start and the driver's work between stages.
+
+The estimate says both the expected wall time and the bound (no trial stopped, every look).
 """
 
 from __future__ import annotations
@@ -15,29 +29,55 @@ from dataclasses import dataclass
 
 from ..tune.progress import duration
 
-EVAL_COST = 1 / 3  # a monitor forward per image, relative to one training image
+START_S = 8.0  # a run's start (worker, imports, model, data from the cache, Tune's bookkeeping), seconds
+SEARCH_START_S = 15.0  # Ray's start and the driver's work between the stages, seconds
+PROBE_VAL = 64  # val images the measuring run's monitor extracts
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What the measuring run found: training images/s, seconds per evaluation image, probe seconds
+    per train image."""
+
+    images_per_sec: float
+    eval_s_per_image: float
+    probe_s_per_image: float = 0.0
 
 
 @dataclass
 class Estimate:
     images_per_sec: float
-    search_s: float  # upper bound (no early stopping)
-    confirm_s: float
+    search_s: float  # expected (ASHA stops trials as its rungs say)
+    confirm_s: float  # expected (the report phase decided at its first look)
     lines: list[str]
+    search_max_s: float = 0.0  # no trial stopped
+    confirm_max_s: float = 0.0  # every look
 
     @property
     def total_s(self) -> float:
-        return self.search_s + self.confirm_s
+        return self.search_s + self.confirm_s + SEARCH_START_S
+
+    @property
+    def total_max_s(self) -> float:
+        return self.search_max_s + self.confirm_max_s + SEARCH_START_S
+
+    def metrics(self) -> dict[str, float]:
+        """The parent run's record of the plan's estimate (compared with ``search_wall_s`` afterwards)."""
+        return {"estimate_s": self.total_s, "estimate_max_s": self.total_max_s,
+                "estimate_search_s": self.search_s, "estimate_confirm_s": self.confirm_s,
+                "estimate_images_per_sec": self.images_per_sec}
 
 
-def measure_images_per_sec(recipe, proxy, device: str, threads: int, batches: int = 3) -> float:
-    """Training images/s of ``recipe`` on ``device`` over ``batches`` batches of ``proxy``."""
+def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates:
+    """Training images/s of ``recipe`` on ``device`` over ``batches`` batches of ``proxy``, and the
+    seconds per image of its monitor's evaluation passes and of its linear probe."""
     import torch
 
     from trainer import ProxyData, train
 
     n = min(proxy.train_x.shape[0], recipe.batch_size * batches)
-    small = ProxyData(proxy.train_x[:n], proxy.train_y[:n], proxy.val_x[:0], proxy.val_y[:0],
+    nv = min(proxy.val_x.shape[0], PROBE_VAL)
+    small = ProxyData(proxy.train_x[:n], proxy.train_y[:n], proxy.val_x[:nv], proxy.val_y[:nv],
                       proxy.test_x[:0], proxy.test_y[:0], list(proxy.class_names), proxy.source)
     probe = recipe.replace(epochs=1, warmup_epochs=0.0, batch_size=min(recipe.batch_size, n),
                            queue_size=max(recipe.queue_size, 2 * min(recipe.batch_size, n)), distill=None)
@@ -46,31 +86,68 @@ def measure_images_per_sec(recipe, proxy, device: str, threads: int, batches: in
         if device == "cpu":
             torch.set_num_threads(threads)
             stack.callback(torch.set_num_threads, saved)
-        result = train(probe, small, device=device, evaluate_test=False)
-    return float(result.metrics.get("images_per_sec") or 0.0)
+        m = train(probe, small, device=device, evaluate_test=False).metrics
+    ips = float(m.get("images_per_sec") or 0.0)
+    eval_images = 2 * n + nv  # precise BN over the train images, then train and val features
+    per_image = float(m.get("knn_time_s") or 0.0) / eval_images if nv else ips and 1 / (3 * ips)
+    return Rates(ips, per_image, float(m.get("probe_time_s") or 0.0) / n)
 
 
-def estimate(*, images_per_sec: float, sizes: dict, num_samples: int, max_epochs: int, confirm_jobs: int,
-             concurrency: int, device: str, cpus_per_trial: float, gpus_per_trial: float,
-             grace_period: int | None) -> Estimate:
-    """The plan as printable lines and the estimated wall time of each stage (``grace_period``: ASHA's
-    first rung, None without early stopping)."""
-    ips = max(images_per_sec, 1e-6)
+def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor: int) -> float:
+    """A sampled trial's expected epochs under ASHA: past each rung (``grace * rf**k`` epochs) with
+    probability ``1 / rf``; every epoch without early stopping."""
+    if not grace_period or grace_period >= max_epochs:
+        return float(max_epochs)
+    total, reached, rung, p = 0.0, 0, grace_period, 1.0
+    while rung < max_epochs:
+        total += p * (rung - reached)
+        reached, rung, p = rung, rung * reduction_factor, p / reduction_factor
+    return total + p * (max_epochs - reached)
+
+
+def run_seconds(rates: Rates, sizes: dict, epochs: float, *, test: bool) -> float:
+    """One run of ``epochs`` epochs (``test``: it reads the test split at the end)."""
+    ips = max(rates.images_per_sec, 1e-6)
     train_n, val_n = sizes["train"], sizes["val"]
-    epoch_s = train_n / ips + (train_n + val_n) * EVAL_COST / ips
+    epoch_s = train_n / ips + rates.eval_s_per_image * (2 * train_n + val_n)
+    final_s = rates.probe_s_per_image * train_n
+    if test:
+        final_s += rates.eval_s_per_image * (train_n + sizes["test"])
+    return START_S + epochs * epoch_s + final_s
+
+
+def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: int = 0, max_epochs: int,
+             select_jobs: int, report_looks: tuple[int, ...] | list[int] = (), concurrency: int, device: str,
+             cpus_per_trial: float, gpus_per_trial: float, grace_period: int | None,
+             reduction_factor: int = 3) -> Estimate:
+    """The plan as printable lines and the estimated wall time of each stage, expected and at most
+    (``grace_period``: ASHA's first rung, None without early stopping)."""
+    if not isinstance(rates, Rates):
+        rates = Rates(float(rates), 1 / (3 * max(float(rates), 1e-6)))
     conc = max(1, concurrency)
-    search_s = num_samples * max_epochs * epoch_s / conc
-    confirm_s = confirm_jobs * max_epochs * epoch_s / conc
+    sampled = max(0, num_samples - baselines)
+    full = run_seconds(rates, sizes, max_epochs, test=False)
+    asha = run_seconds(rates, sizes, expected_epochs(max_epochs, grace_period, reduction_factor), test=False)
+    search_s = (baselines * full + sampled * asha) / conc
+    search_max_s = num_samples * full / conc
+    looks = list(report_looks) or [0]
+    select_s = select_jobs * full
+    report = run_seconds(rates, sizes, max_epochs, test=True)
+    floor = START_S / 2 + rates.eval_s_per_image * (2 * sizes["train"] + sizes["val"] + sizes["test"])
+    confirm_s = (select_s + looks[0] * (2 * report + floor)) / conc
+    confirm_max_s = (select_s + looks[-1] * (2 * report + floor)) / conc
+    confirm_jobs = select_jobs + 2 * looks[-1]
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"
     stopping = f"<= {max_epochs} epochs (ASHA from epoch {grace_period})" if grace_period else \
         f"{max_epochs} epochs (no early stopping)"
-    lines = [
+    est = Estimate(rates.images_per_sec, search_s, confirm_s, [], search_max_s, confirm_max_s)
+    est.lines = [
         f"plan: search {num_samples} trials x {stopping}, "
-        f"then confirmation {confirm_jobs} runs x {max_epochs} epochs; {concurrency} at a time on {device} "
+        f"then confirmation <= {confirm_jobs} runs x {max_epochs} epochs; {concurrency} at a time on {device} "
         f"({each} each)",
-        f"data: {sizes['classes']} classes, {train_n} train / {val_n} val / {sizes['test']} test images "
-        f"(test read only in confirmation)",
-        f"measured {ips:.0f} train images/s per trial -> estimated wall time: search <= {duration(search_s)}, "
-        f"confirmation ~{duration(confirm_s)}, total <= {duration(search_s + confirm_s)}",
+        f"data: {sizes['classes']} classes, {sizes['train']} train / {sizes['val']} val / {sizes['test']} test "
+        f"images (test read only in confirmation)",
+        f"measured {rates.images_per_sec:.0f} train images/s per trial -> estimated wall time ~{duration(est.total_s)} "
+        f"(search ~{duration(search_s)}, confirmation ~{duration(confirm_s)}), at most {duration(est.total_max_s)}",
     ]
-    return Estimate(ips, search_s, confirm_s, lines)
+    return est

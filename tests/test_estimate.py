@@ -1,0 +1,63 @@
+"""The plan's wall-time estimate (recipe_search/search/estimate.py): the cost model's arithmetic, and
+the rates measured by a real short training on real CIFAR-10 images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recipe_search.search.estimate import (SEARCH_START_S, START_S, Rates, estimate, expected_epochs, measure,
+                                           run_seconds)
+
+SIZES = {"classes": 10, "train": 2000, "val": 1000, "test": 10000}
+
+
+def test_expected_epochs_under_asha():
+    # cpu budget: rungs at 2 and 6 of 8 epochs, reduction factor 3
+    assert expected_epochs(8, 2, 3) == pytest.approx(2 + 4 / 3 + 2 / 9)
+    # smoke budget: rungs at 1 and 2 of 3 epochs, reduction factor 2
+    assert expected_epochs(3, 1, 2) == pytest.approx(1 + 1 / 2 + 1 / 4)
+    assert expected_epochs(8, None, 3) == expected_epochs(8, 8, 3) == expected_epochs(8, 20, 3) == 8.0
+
+
+def test_a_run_costs_its_start_epochs_monitor_and_final_evaluation():
+    r = Rates(images_per_sec=200.0, eval_s_per_image=0.001, probe_s_per_image=0.0005)
+    epoch = 2000 / 200 + 0.001 * (2 * 2000 + 1000)  # training, then precise BN + train and val features
+    assert run_seconds(r, SIZES, 8, test=False) == pytest.approx(START_S + 8 * epoch + 0.0005 * 2000)
+    # a confirmation run also re-estimates BN and extracts the test features
+    assert run_seconds(r, SIZES, 8, test=True) - run_seconds(r, SIZES, 8, test=False) == pytest.approx(
+        0.001 * (2000 + 10000))
+
+
+def test_the_estimate_counts_baselines_in_full_and_the_report_phase_between_its_looks():
+    r = Rates(images_per_sec=200.0, eval_s_per_image=0.001)
+    kw = dict(rates=r, sizes=SIZES, num_samples=10, baselines=2, max_epochs=8, select_jobs=9, report_looks=(3, 5, 8),
+              device="cpu", cpus_per_trial=1, gpus_per_trial=0, grace_period=2, reduction_factor=3)
+    one, two = estimate(concurrency=1, **kw), estimate(concurrency=2, **kw)
+    full, sampled = run_seconds(r, SIZES, 8, test=False), run_seconds(r, SIZES, expected_epochs(8, 2, 3), test=False)
+    assert one.search_s == pytest.approx(2 * full + 8 * sampled)
+    assert one.search_max_s == pytest.approx(10 * full)
+    assert two.search_s == pytest.approx(one.search_s / 2)
+    assert one.confirm_s < one.confirm_max_s  # the first look against the last
+    assert one.total_s == pytest.approx(one.search_s + one.confirm_s + SEARCH_START_S)
+    assert "at most" in one.lines[2] and "confirmation <= 25 runs" in one.lines[0]
+    m = one.metrics()
+    assert m["estimate_s"] == one.total_s and m["estimate_max_s"] == one.total_max_s
+
+
+def test_measure_reads_real_rates_from_a_short_training(cifar10_tarball, cifar_cache_dir):
+    from trainer import DataSpec, load_proxy
+
+    from recipe_search.baselines import by_name
+    from recipe_search.compose import compose
+
+    spec = DataSpec(dataset="cifar10", root=str(cifar10_tarball), classes=4, train_per_class=16, val_per_class=16,
+                    test_per_class=1, cache_dir=str(cifar_cache_dir))
+    proxy = load_proxy(spec, 32, seed=0)
+    recipe = compose(dict(by_name("sinfonce-light").values), backbone="mobilenetv3_small_050", image_size=32,
+                     epochs=1, seed=0)[0]
+    r = measure(recipe.replace(batch_size=16), proxy, "cpu", threads=1, batches=2)
+    assert r.images_per_sec > 0 and math.isfinite(r.images_per_sec)
+    assert 0 < r.eval_s_per_image < 1 / r.images_per_sec  # a forward pass costs less than a training image
+    assert r.probe_s_per_image >= 0
