@@ -145,7 +145,8 @@ def fidelity_section(rows: list[dict], out: Path) -> list[str]:
               f"* short val kNN vs long **test probe**: {_corr(main)}; Fisher-z 95% interval of the Spearman "
               f"[{lo:+.2f}, {hi:+.2f}]"
               + (" (the short and the long run of a recipe share their seed, the same initialisation and "
-                 "augmentation stream, which inflates the correlation; independent seeds are the study's next run)"
+                 "augmentation stream, which can inflate the correlation"
+                 + ("; the independent seeds below remove that)" if indep else "; independent seeds are the study's next run)")
                  if shared else ""),
               f"* short val kNN vs long **test kNN**: {_corr(rank_correlations(sv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}",
               f"* val kNN at ASHA's first rung (epoch {rung}) vs long test probe: "
@@ -170,12 +171,24 @@ def _independent(short: dict, indep: dict, rung_val) -> list[str]:
     main = rank_correlations(sv, target)
     lo, hi = fisher_z(main["spearman"], len(names))
     rung = rank_correlations([rung_val(short[n]) for n in names], target)
+    agree = []
+    if len(seeds) >= 2 and all(len(indep[n]) >= 2 for n in names):  # the long target against itself
+        by_seed = {sd: {r["name"]: r["metrics"]["test_probe_top1"] for n in names for r in indep[n] if r["seed"] == sd}
+                   for sd in seeds[:2]}
+        a, b = ([by_seed[sd][n] for n in names] for sd in seeds[:2])
+        agree = [f"* long test probe, seed {seeds[0]} vs seed {seeds[1]} (how well the long target agrees with "
+                 f"itself: the ceiling of any predictor of one long run): {_corr(rank_correlations(a, b))}"]
+    best = sorted(names, key=lambda n: -target[names.index(n)])
+    k = max(1, round(len(names) / 3))
+    at_rung = sorted(names, key=lambda n: -rung_val(short[n]))
+    keeps = [f"* ASHA's first cut (top {k} of {len(names)} at the rung) keeps {len(set(best[:k]) & set(at_rung[:k]))} "
+             f"of the {k} best by this target ({', '.join(best[:k])})"]
     return ["", f"**With independent seeds** (the long runs on seeds {', '.join(map(str, seeds))}, none of them the "
                 f"short run's; target = their mean test probe; {min(per.values())}-{max(per.values())} long seeds per "
                 f"recipe, {len(names)} recipes):", "",
             f"* short val kNN vs long test probe: {_corr(main)}; Fisher-z 95% interval of the Spearman "
             f"[{lo:+.2f}, {hi:+.2f}]",
-            f"* val kNN at ASHA's first rung vs long test probe: {_corr(rung)}"]
+            f"* val kNN at ASHA's first rung vs long test probe: {_corr(rung)}", *agree, *keeps]
 
 
 def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[str]:
