@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def read_back(home: Path) -> dict:
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("recipe-search")
     parent = client.search_runs([exp.experiment_id], filter_string=records.filter(kind="search"))[0]
-    search_id = records.Search.read(parent.data.tags).search_id
+    rec = records.Search.from_run(parent)
+    search_id = rec.search_id
     runs = client.search_runs([exp.experiment_id], filter_string=records.filter(kind="trial", search_id=search_id),
                               max_results=5000)
     m = parent.data.metrics
@@ -81,7 +83,7 @@ def read_back(home: Path) -> dict:
            "estimate_s": m.get("estimate_s"), "estimate_max_s": m.get("estimate_max_s"),
            "estimate_images_per_sec": m.get("estimate_images_per_sec"),
            "report_seeds": m.get("report_seeds"),
-           "verdict": parent.data.tags.get("mlflow.note.content", "")[:0] or parent.data.params.get("verdict")}
+           "verdict": rec.verdict, "served": rec.served}
     if row["search_wall_s"] and row["estimate_s"]:
         row["wall_over_estimate"] = row["search_wall_s"] / row["estimate_s"]
     if row["search_wall_s"] and row["trial_epochs"]:
@@ -98,21 +100,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--layouts", nargs="+", default=["channels_last", "nchw"], choices=sorted(LAYOUTS))
     ap.add_argument("--json", default=None, help="also write the result JSON here")
+    ap.add_argument("--work", default=None, help="keep each run's $RECIPE_SEARCH_HOME under this folder "
+                    "(default: a temporary one, removed after a successful bench)")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more `recipe-search run` options")
     args = ap.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
     if not Path(args.data).exists():
         raise SystemExit(f"--data {args.data}: no such file or directory (the CIFAR-10 tarball or folder)")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="rs-wall-") as tmp:
-        for layout in args.layouts:
-            home = Path(tmp) / layout
-            home.mkdir()
-            rows.append(run_one(args, layout, home))
-            r = rows[-1]
-            print(f"[{layout}] wall {r['search_wall_s']:.0f} s (command {r['command_wall_s']:.0f} s), estimate "
-                  f"~{r['estimate_s'] or float('nan'):.0f} s (at most {r['estimate_max_s'] or float('nan'):.0f} s), "
-                  f"{r['trial_epochs']:.0f} trial-epochs in {r['runs']} runs", flush=True)
+    tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="rs-wall-"))
+    for layout in args.layouts:
+        home = tmp / layout
+        home.mkdir(parents=True, exist_ok=True)
+        rows.append(run_one(args, layout, home))
+        r = rows[-1]
+        print(f"[{layout}] wall {r['search_wall_s']:.0f} s (command {r['command_wall_s']:.0f} s), estimate "
+              f"~{r['estimate_s'] or float('nan'):.0f} s (at most {r['estimate_max_s'] or float('nan'):.0f} s), "
+              f"{r['trial_epochs']:.0f} trial-epochs in {r['runs']} runs; {r['verdict']}", flush=True)
+    if not args.work:
+        shutil.rmtree(tmp, ignore_errors=True)
     out = {"bench": "search_wall", "backbone": args.backbone, "budget": args.budget, "seed": args.seed,
            "num_cpus": args.num_cpus, "load_avg_end": os.getloadavg(), "rows": rows}
     by = {r["layout"]: r for r in rows}

@@ -29,9 +29,12 @@ from dataclasses import dataclass
 
 from ..tune.progress import duration
 
-START_S = 8.0  # a run's start (worker, imports, model, data from the cache, Tune's bookkeeping), seconds
-SEARCH_START_S = 15.0  # Ray's start and the driver's work between the stages, seconds
-PROBE_VAL = 64  # val images the measuring run's monitor extracts
+# Measured on the 2-core development machine (docs/speed.md section 4, a smoke search on idle cores):
+# a trial's duration outside its training and monitor is 3-5 s (its probe included), and Tune
+# adds ~2.5 s per trial between them; Ray's start and the floor are ~5 s before the first trial.
+START_S = 4.0  # a run's start (worker, imports, model, data from the cache, Tune's bookkeeping), seconds
+SEARCH_START_S = 10.0  # Ray's start and the driver's work between the stages, seconds
+PROBE_VAL = 256  # val images the measuring run's monitor extracts (fewer: its fixed costs dominate)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Estimate:
     lines: list[str]
     search_max_s: float = 0.0  # no trial stopped
     confirm_max_s: float = 0.0  # every look
+    eval_s_per_image: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -65,7 +69,7 @@ class Estimate:
         """The parent run's record of the plan's estimate (compared with ``search_wall_s`` afterwards)."""
         return {"estimate_s": self.total_s, "estimate_max_s": self.total_max_s,
                 "estimate_search_s": self.search_s, "estimate_confirm_s": self.confirm_s,
-                "estimate_images_per_sec": self.images_per_sec}
+                "estimate_images_per_sec": self.images_per_sec, "estimate_eval_ms_per_image": 1000 * self.eval_s_per_image}
 
 
 def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates:
@@ -140,7 +144,7 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"
     stopping = f"<= {max_epochs} epochs (ASHA from epoch {grace_period})" if grace_period else \
         f"{max_epochs} epochs (no early stopping)"
-    est = Estimate(rates.images_per_sec, search_s, confirm_s, [], search_max_s, confirm_max_s)
+    est = Estimate(rates.images_per_sec, search_s, confirm_s, [], search_max_s, confirm_max_s, rates.eval_s_per_image)
     est.lines = [
         f"plan: search {num_samples} trials x {stopping}, "
         f"then confirmation <= {confirm_jobs} runs x {max_epochs} epochs; {concurrency} at a time on {device} "
