@@ -46,6 +46,23 @@ def test_the_estimate_counts_baselines_in_full_and_the_report_phase_between_its_
     assert m["estimate_s"] == one.total_s and m["estimate_max_s"] == one.total_max_s
 
 
+def test_one_sided_baselines_cost_at_their_own_rate():
+    r = Rates(images_per_sec=200.0, eval_s_per_image=0.001, one_sided_images_per_sec=400.0, cold_s=0.5)
+    both = run_seconds(r, SIZES, 8, test=False)
+    assert both - run_seconds(r, SIZES, 8, test=False, symmetric=False) == pytest.approx(8 * (2000 / 200 - 2000 / 400))
+    assert both == pytest.approx(START_S + 0.5 + 8 * (2000 / 200 + 0.001 * 5000))  # the cold start counts once
+    kw = dict(rates=r, sizes=SIZES, num_samples=10, baselines=2, max_epochs=8, select_jobs=9, report_looks=(3, 5, 8),
+              device="cpu", cpus_per_trial=1, gpus_per_trial=0, grace_period=2, reduction_factor=3, concurrency=1,
+              select_seeds=3)
+    none, one = estimate(**kw), estimate(one_sided_baselines=1, **kw)
+    saved = both - run_seconds(r, SIZES, 8, test=False, symmetric=False)
+    assert none.search_s - one.search_s == pytest.approx(saved)  # one baseline in the search
+    assert none.search_max_s - one.search_max_s == pytest.approx(saved)
+    # three select seeds of it, and half the reference's cost at each report look
+    assert none.confirm_s - one.confirm_s == pytest.approx(3 * saved + 3 * saved / 2)
+    assert Rates(100.0, 0.001).rate(False) == 100.0  # not measured: the symmetric rate
+
+
 def test_measure_reads_real_rates_from_a_short_training(cifar10_tarball, cifar_cache_dir):
     from trainer import DataSpec, load_proxy
 
@@ -59,5 +76,9 @@ def test_measure_reads_real_rates_from_a_short_training(cifar10_tarball, cifar_c
                      epochs=1, seed=0)[0]
     r = measure(recipe.replace(batch_size=16), proxy, "cpu", threads=1, batches=2)
     assert r.images_per_sec > 0 and math.isfinite(r.images_per_sec)
+    # sinfonce-light's loss is symmetric: its one-sided variant, one pass per pair, trains faster
+    assert r.one_sided_images_per_sec > r.images_per_sec
+    assert r.rate(False) == r.one_sided_images_per_sec and r.rate(True) == r.images_per_sec
+    assert r.cold_s >= 0
     assert 0 < r.eval_s_per_image < 1 / r.images_per_sec  # a forward pass costs less than a training image
     assert r.probe_s_per_image >= 0

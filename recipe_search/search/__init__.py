@@ -239,12 +239,14 @@ def _plan_line(ss: _Session) -> None:
     if ss.meta is not None and device != "cpu":
         return
     rates = measure(ss.floor_recipe, ss.proxy, device, ss.ctx.threads)
+    one_sided = sum(not ss.ctx.recipe_for({"baseline": b.name})[0].symmetric for b in ss.ctx.baselines)
     ss.estimate = estimate(rates=rates, sizes=ss.proxy.sizes(), num_samples=p.num_samples,
                            baselines=len(ss.ctx.baselines), max_epochs=p.max_epochs,
                            select_jobs=(p.confirm_k + len(ss.ctx.baselines)) * len(ss.seeds),
                            report_looks=p.report_looks, concurrency=conc, device=device, cpus_per_trial=cpt,
                            gpus_per_trial=gpt, grace_period=p.first_rung,
-                           reduction_factor=p.budget.reduction_factor)
+                           reduction_factor=p.budget.reduction_factor, one_sided_baselines=one_sided,
+                           select_seeds=len(ss.seeds))
     for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines]:
         ss.note(line)
     if device == "cpu" and p.budget.needs_gpu and not s.yes:

@@ -1,8 +1,9 @@
 """What a search will cost, said before it starts: the plan and a measured wall-time estimate.
 
-One short training run on the proxy (a few batches, with the budget's batch and image size, on the
-trials' device and thread count, its kNN monitor over a few val images) measures this machine's
-training images/s and the seconds per image of an evaluation forward pass. The cost model is the
+Short training runs on the proxy (a warm-up, then a few batches with the budget's batch and image
+size, on the trials' device and thread count, their kNN monitor over a few val images) measure this
+machine's training images/s (of the measured recipe, and of its one-sided variant) and the seconds
+per image of an evaluation forward pass. The cost model is the
 profile of a trial (docs/speed.md, section 1: the training step is ~84 % of a ``cpu`` trial, the
 kNN monitor ~13 %, the final evaluation ~3 %), plus the start of each run:
 
@@ -45,6 +46,12 @@ class Rates:
     images_per_sec: float
     eval_s_per_image: float
     probe_s_per_image: float = 0.0
+    one_sided_images_per_sec: float = 0.0  # a recipe whose loss is not symmetric (one pass per pair); 0: the same
+    cold_s: float = 0.0  # a run's first step beyond a steady one (kernels' and allocator's set-up)
+
+    def rate(self, symmetric: bool = True) -> float:
+        """Training images/s of a symmetric recipe, or of a one-sided one."""
+        return self.images_per_sec if symmetric or not self.one_sided_images_per_sec else self.one_sided_images_per_sec
 
 
 @dataclass
@@ -73,8 +80,13 @@ class Estimate:
 
 
 def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates:
-    """Training images/s of ``recipe`` on ``device`` over ``batches`` batches of ``proxy``, and the
-    seconds per image of its monitor's evaluation passes and of its linear probe."""
+    """Training images/s of ``recipe`` on ``device`` over ``batches`` batches of ``proxy`` (and of its
+    one-sided variant when its loss is symmetric), the seconds per image of its monitor's evaluation
+    passes and of its linear probe, and a run's cold start, as a trial sees them (the faster of two
+    measuring runs): a one-batch warm-up run first (a process's first training pays for its kernels' set-up: a cold measurement read half
+    the trials' rate), its step beyond a steady one kept as ``cold_s``. Measured in this process, one
+    run at a time: trials run in their own processes, and two of them on two cores train at the
+    rate of one alone (docs/speed.md, section 4)."""
     import torch
 
     from trainer import ProxyData, train
@@ -85,16 +97,27 @@ def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates
                       proxy.test_x[:0], proxy.test_y[:0], list(proxy.class_names), proxy.source)
     probe = recipe.replace(epochs=1, warmup_epochs=0.0, batch_size=min(recipe.batch_size, n),
                            queue_size=max(recipe.queue_size, 2 * min(recipe.batch_size, n)), distill=None)
+    b = probe.batch_size
+    warm = ProxyData(small.train_x[:b], small.train_y[:b], small.val_x[:b], small.val_y[:b],
+                     small.test_x, small.test_y, list(proxy.class_names), proxy.source)
     saved = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
         if device == "cpu":
             torch.set_num_threads(threads)
             stack.callback(torch.set_num_threads, saved)
+        first = train(probe, warm, device=device, evaluate_test=False).metrics
         m = train(probe, small, device=device, evaluate_test=False).metrics
+        one = train(probe.replace(symmetric=False), small, device=device, evaluate_test=False).metrics \
+            if probe.symmetric else m
+        again = train(probe, small, device=device, evaluate_test=False).metrics  # the faster of two: a
+        if float(again.get("images_per_sec") or 0.0) > float(m.get("images_per_sec") or 0.0):  # busy start
+            m = again  # (Ray's own processes starting beside it) reads slow, not the trials' rate
     ips = float(m.get("images_per_sec") or 0.0)
+    cold = max(0.0, float(first.get("train_time_s") or 0.0) - b / ips) if ips else 0.0
     eval_images = 2 * n + nv  # precise BN over the train images, then train and val features
     per_image = float(m.get("knn_time_s") or 0.0) / eval_images if nv else ips and 1 / (3 * ips)
-    return Rates(ips, per_image, float(m.get("probe_time_s") or 0.0) / n)
+    return Rates(ips, per_image, float(m.get("probe_time_s") or 0.0) / n,
+                 float(one.get("images_per_sec") or 0.0), cold)
 
 
 def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor: int) -> float:
@@ -109,37 +132,46 @@ def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor:
     return total + p * (max_epochs - reached)
 
 
-def run_seconds(rates: Rates, sizes: dict, epochs: float, *, test: bool) -> float:
-    """One run of ``epochs`` epochs (``test``: it reads the test split at the end)."""
-    ips = max(rates.images_per_sec, 1e-6)
+def run_seconds(rates: Rates, sizes: dict, epochs: float, *, test: bool, symmetric: bool = True) -> float:
+    """One run of ``epochs`` epochs (``test``: it reads the test split at the end; ``symmetric``: its
+    loss runs both views through the query encoder, twice a one-sided run's training)."""
+    ips = max(rates.rate(symmetric), 1e-6)
     train_n, val_n = sizes["train"], sizes["val"]
     epoch_s = train_n / ips + rates.eval_s_per_image * (2 * train_n + val_n)
     final_s = rates.probe_s_per_image * train_n
     if test:
         final_s += rates.eval_s_per_image * (train_n + sizes["test"])
-    return START_S + epochs * epoch_s + final_s
+    return START_S + rates.cold_s + epochs * epoch_s + final_s
 
 
 def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: int = 0, max_epochs: int,
              select_jobs: int, report_looks: tuple[int, ...] | list[int] = (), concurrency: int, device: str,
              cpus_per_trial: float, gpus_per_trial: float, grace_period: int | None,
-             reduction_factor: int = 3) -> Estimate:
+             reduction_factor: int = 3, one_sided_baselines: int = 0, select_seeds: int = 0) -> Estimate:
     """The plan as printable lines and the estimated wall time of each stage, expected and at most
-    (``grace_period``: ASHA's first rung, None without early stopping)."""
+    (``grace_period``: ASHA's first rung, None without early stopping). Sampled trials cost as the
+    measured recipe; ``one_sided_baselines`` of the ``baselines`` train one-sided (at the rate
+    measured for that), in the search and in each of the ``select_seeds`` seeds of the select phase,
+    and the report phase's reference baseline costs their mean."""
     if not isinstance(rates, Rates):
         rates = Rates(float(rates), 1 / (3 * max(float(rates), 1e-6)))
     conc = max(1, concurrency)
     sampled = max(0, num_samples - baselines)
+    one_sided = min(one_sided_baselines, baselines)
     full = run_seconds(rates, sizes, max_epochs, test=False)
+    full_one = run_seconds(rates, sizes, max_epochs, test=False, symmetric=False)
     asha = run_seconds(rates, sizes, expected_epochs(max_epochs, grace_period, reduction_factor), test=False)
-    search_s = (baselines * full + sampled * asha) / conc
-    search_max_s = num_samples * full / conc
+    search_s = ((baselines - one_sided) * full + one_sided * full_one + sampled * asha) / conc
+    search_max_s = ((num_samples - one_sided) * full + one_sided * full_one) / conc
     looks = list(report_looks) or [0]
-    select_s = select_jobs * full
+    select_one = min(select_jobs, one_sided * select_seeds)
+    select_s = (select_jobs - select_one) * full + select_one * full_one
     report = run_seconds(rates, sizes, max_epochs, test=True)
+    share = one_sided / baselines if baselines else 0.0
+    reference = (1 - share) * report + share * run_seconds(rates, sizes, max_epochs, test=True, symmetric=False)
     floor = START_S / 2 + rates.eval_s_per_image * (2 * sizes["train"] + sizes["val"] + sizes["test"])
-    confirm_s = (select_s + looks[0] * (2 * report + floor)) / conc
-    confirm_max_s = (select_s + looks[-1] * (2 * report + floor)) / conc
+    confirm_s = (select_s + looks[0] * (report + reference + floor)) / conc
+    confirm_max_s = (select_s + looks[-1] * (report + reference + floor)) / conc
     confirm_jobs = select_jobs + 2 * looks[-1]
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"
     stopping = f"<= {max_epochs} epochs (ASHA from epoch {grace_period})" if grace_period else \
