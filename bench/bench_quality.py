@@ -5,6 +5,7 @@
     python bench/bench_quality.py search-vs-random   # TPE+ASHA against random search, equal trial-epochs
     python bench/bench_quality.py lift               # one full search: its winner against baselines and floor
     python bench/bench_quality.py aa                 # A/A: a confirmation whose finalist is the baseline renamed
+    python bench/bench_quality.py transfer --backbone efficientnet_b0   # cold search vs warm-started from another
     python bench/bench_quality.py report             # docs/results.md and its PNGs from the raw results
     python bench/bench_quality.py refresh            # re-read recorded searches from MLflow (older rows)
 
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "docs" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift", "aa")
+STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift", "aa", "transfer")
 
 
 # -- the set-up every study shares ---------------------------------------------------------
@@ -239,12 +240,13 @@ def fidelity(setup: Setup) -> None:
     run_jobs(setup, "fidelity", jobs)  # all short runs first: the long ones are 3x the cost
 
 
-def _search(setup: Setup, search_id: str, experiment: str, extra: list[str]) -> dict:
-    """Run (or resume) one ``recipe-search run`` and return its verdict and search-stage cost."""
+def _search(setup: Setup, search_id: str, experiment: str, extra: list[str], backbone: str | None = None) -> dict:
+    """Run (or resume) one ``recipe-search run`` (of ``backbone``, default ``--backbone``) and return
+    its verdict and search-stage cost."""
     from recipe_search.state import read_meta, storage_dir
 
     meta = storage_dir() / search_id / "recipe_search.json"
-    cmd = [sys.executable, "-m", "recipe_search", "run", "--backbone", setup.args.backbone, "--data",
+    cmd = [sys.executable, "-m", "recipe_search", "run", "--backbone", backbone or setup.args.backbone, "--data",
            str(setup.args.data), "--budget", setup.args.budget, "--tracking-uri", setup.tracking_uri,
            "--experiment", experiment,
            "--search-id", search_id, "--no-progress", *extra]
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-seeds", type=seed_list, default=[],
                     help="fidelity: extra seeds for the long runs, e.g. 1,2 (independent of the short run's --seed)")
     ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method; aa: confirmations")
+    ap.add_argument("--source", default="mobilenetv3_small_100", help="transfer: the backbone searched first")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="trainings at once")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: recipe-search's)")
     ap.add_argument("--out", default=str(RESULTS), help="raw results folder (default docs/results)")
@@ -424,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         from quality_aa import aa
 
         aa(setup, run_jobs, load_results, RESULTS)
+        return 0
+    if args.study == "transfer":
+        from bench.quality_transfer import transfer
+
+        transfer(setup, _search, results_path)
         return 0
     {"seed-noise": seed_noise, "fidelity": fidelity, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
     return 0

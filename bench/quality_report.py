@@ -28,6 +28,8 @@ COMMANDS = {
     "lift": "python bench/bench_quality.py lift",
     "simulation": "python bench/simulate_verdicts.py --sims 5000",
     "aa": "python bench/bench_quality.py aa --repeats 3",
+    "transfer": "python bench/bench_quality.py transfer --backbone efficientnet_b0 --source mobilenetv3_small_100 "
+                "--repeats 3",
 }
 
 
@@ -431,6 +433,11 @@ def write_report(results: Path, target: Path) -> None:
     doc += simulation_section(results)
     doc += ["", "## 6. The verdict under the null, for real (A/A)", "", f"`{COMMANDS['aa']}`", ""]
     doc += aa_section(results)
+    from bench.quality_transfer import transfer_section
+
+    doc += ["", "## 7. Warm start across backbones: cold against warm-started searches", "",
+            f"`{COMMANDS['transfer']}`", ""]
+    doc += transfer_section(_load(results, "transfer"))
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

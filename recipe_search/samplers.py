@@ -24,6 +24,23 @@ def _tpe(seed: int, n_startup: int, constant_liar: bool) -> Any:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, constant_liar=constant_liar)
 
 
+def _tpe_multivariate(seed: int, n_startup: int, constant_liar: bool) -> Any:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, constant_liar=constant_liar,
+                                          multivariate=True, group=True)
+
+
+def _local(seed: int, n_startup: int, constant_liar: bool) -> Any:
+    from .incumbent import IncumbentSampler
+
+    return IncumbentSampler(_tpe(seed, n_startup, constant_liar), share=0.5, radius=0.1, seed=seed + 1)
+
+
 def _random(seed: int, n_startup: int, constant_liar: bool) -> Any:
     import optuna
 
@@ -46,6 +63,10 @@ class Sampler:
 
 SAMPLERS: dict[str, Sampler] = {
     "tpe": Sampler("tpe", "tpe", model_based=True, make=_tpe),
+    "tpe-mv": Sampler("tpe-mv", "tpe-mv", model_based=True, make=_tpe_multivariate,
+                      help="multivariate TPE: the parameters modelled jointly, grouped by method"),
+    "local": Sampler("local", "local", model_based=True, make=_local,
+                     help="half the trials near the incumbent (baselines, warm start and trials so far), half TPE's"),
     "random": Sampler("random", "random", model_based=False, make=_random, help="a random-search control"),
 }
 DEFAULT = "tpe"  # the CLI's default, and what a search recorded before --sampler existed used
@@ -68,5 +89,5 @@ def label(name: str | None) -> str:
 
 
 def cli_help() -> str:
-    """``tpe | random (a random-search control)``."""
+    """``tpe | tpe-mv (...) | local (...) | random (a random-search control)``."""
     return " | ".join(f"{s.name} ({s.help})" if s.help else s.name for s in SAMPLERS.values())

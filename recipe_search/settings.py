@@ -119,6 +119,12 @@ class SearchSettings:
         True, "a confirmation run an earlier search of the experiment finished (same data, budget, recipe, seed "
               "and version) is reported again, not re-trained",
         flag="--reuse-confirmations/--no-reuse-confirmations")
+    warm_start: bool = setting(
+        True, "start the sampler from other backbones' results in the store on this dataset (their served "
+              "recipes and best trials, enqueued after the baselines; at most a third of the sampled trials)",
+        flag="--warm-start/--no-warm-start")
+    warm_start_from: str | None = setting(
+        None, "the dataset whose results the warm start reads (default: this search's --dataset)")
 
     # -- derived forms ------------------------------------------------------------------
     def to_dict(self) -> dict:

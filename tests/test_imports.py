@@ -28,7 +28,7 @@ ORCHESTRATION = ("ray", "optuna", "mlflow", "fastapi")
 # of one layer; "" is the package's own __init__. docs/architecture.md gives each room's contract.
 ROOMS = (
     ("", "errors", "records"),
-    ("config", "paths", "budget", "baselines", "compose", "fingerprint", "study_storage", "samplers",
+    ("config", "paths", "budget", "baselines", "compose", "fingerprint", "study_storage", "samplers", "incumbent",
      "settings", "state", "tracking"),
     ("space",),
     ("verdict",),

@@ -410,7 +410,7 @@ def test_a_bad_sampler_is_a_clear_error():
     from recipe_search.errors import SearchError
     from recipe_search.plan import plan
 
-    with pytest.raises(SearchError, match="--sampler must be one of tpe, random, got 'grid'"):
+    with pytest.raises(SearchError, match="--sampler must be one of tpe, tpe-mv, local, random, got 'grid'"):
         plan(SearchSettings(backbone=BACKBONE, budget="tiny", sampler="grid", **data_args()))
 
 
@@ -683,3 +683,39 @@ def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_s
     first = a.verdict.seeds[:a.verdict.looks[0]]
     test = lambda o: [r.summary("test_probe_top1", first).values for r in o.report]  # noqa: E731
     assert test(a) != test(b)  # the report phase did read the (different) test labels
+
+
+def test_a_search_of_another_backbone_starts_from_the_first_ones_results(e2e):
+    """Issue 22, warm start: a search of another backbone on the same data starts, right after its
+    baselines, from the first search's best finished trial (or served recipe), says so in its plan,
+    names the source on the trial's MLflow run and records it on the parent run and provenance."""
+    from recipe_search.search.warm_start import trial_key
+
+    home, first = e2e
+    other = "mobilenetv3_small_075"
+    finished = [t for t in first.trials if t.stage == "search" and not t.baseline and t.status == "completed"]
+    assert finished or (first.verdict and first.verdict.served), "the first search left nothing to start from"
+    notes = []
+    o = run_search(SearchSettings(backbone=other, budget="tiny", num_samples=3, max_epochs=1, seed=4, **data_args()),
+                   progress=False, on_note=notes.append)
+    assert o.status == "finished"
+    line = next(n for n in notes if n.startswith("warm start:"))
+    assert line.startswith("warm start: the first 1 sampled trial(s)") and f"{BACKBONE}'s" in line, line
+    c = client(home)
+    warm = json.loads(Path(c.download_artifacts(o.parent_run_id, "warm_start.json", str(home / "dl"))).read_text())
+    assert len(warm) == 1 and warm[0]["backbone"] == BACKBONE and warm[0]["dataset"] == first.fingerprint["dataset"]
+    # a finished sampled trial of BACKBONE (this module's searches of it, the first one's among them), or the
+    # recipe served for it
+    store = RecipeStore(o.tracking_uri)
+    sources = {t.run_id for t in store.finished_trials(first.fingerprint["dataset"])
+               if t.backbone == BACKBONE and not t.baseline}
+    sources |= {r.source_run_id or r.run_id for r in store.list() if r.backbone == BACKBONE}
+    assert {t.run_id for t in finished} <= sources and warm[0]["run_id"] in sources
+    assert c.get_run(o.parent_run_id).data.params["warm_start_points"] == "1"
+    sampled = [t for t in o.trials if t.stage == "search" and not t.baseline]
+    assert len(sampled) == 1 and sampled[0].point == trial_key(warm[0]["point"])
+    tags = c.get_run(sampled[0].run_id).data.tags
+    assert tags["rs.sampler"] == "warm" and f"warm start from {BACKBONE}'s" in tags["rs.notes"]
+    served = RecipeStore(o.tracking_uri).get(other)
+    if served is not None:  # a served recipe's provenance names its search's warm start
+        assert served.provenance["settings"]["warm_start"] == warm

@@ -38,6 +38,7 @@ The names re-exported below keep ``from recipe_search.search import ...`` workin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class _Session:
     parent_run_id: str = ""
     dataset: Any = None  # the MLflow dataset of the proxy data
     estimate: Any = None  # estimate.Estimate of this session (None when a resumed GPU search skips it)
+    warm: list = field(default_factory=list)  # warm_start.WarmPoint: the sampler's first points
 
     @property
     def stage(self) -> str:
@@ -159,6 +161,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
     with ray_session(p.settings.ray_address, p.settings.num_cpus) as ray:
         notes = _trial_context(ss, ray)
         _plan_line(ss)
+        _warm_start(ss)
         _open_parent_run(ss)
         prior_wall_s = _save_state(ss)
         for n in notes:
@@ -171,6 +174,7 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
         cpt, gpt, conc, device = ss.resources
         runner = StageRunner(p, ss.ctx, ss.tracker, ss.parent_run_id, ss.search_rec.trial_base(), ss.dataset, conc,
                              cpt, gpt, device, console, progress, floor)
+        runner.warm = [(w.label(), w.point) for w in ss.warm]
         t_tune = time.monotonic()
         stage = ss.stage
         if stage == "search":
@@ -255,6 +259,24 @@ def _plan_line(ss: _Session) -> None:
                           "pass --yes to run it anyway, or use --budget smoke")
 
 
+def _warm_start(ss: _Session) -> None:
+    """The sampler's first points from other backbones' results (``warm_start.py``), chosen when the
+    search starts; a resumed search reads them back from its state."""
+    from ..store import RecipeStore
+    from .warm_start import WarmPoint, describe, trial_key, warm_points, warm_share
+
+    p, s = ss.p, ss.p.settings
+    source = s.warm_start_from or s.dataset
+    if ss.meta is not None and "warm_start" in ss.meta:
+        ss.warm = [WarmPoint(**d) for d in ss.meta["warm_start"]]
+    elif s.warm_start:
+        skip = [baseline_point(p.space, ss.ctx, b.name) for b in ss.ctx.baselines]
+        ss.warm = warm_points(RecipeStore(p.tracking_uri), backbone=s.backbone, dataset=source, space=p.space,
+                              limit=warm_share(p.num_samples - len(ss.ctx.baselines)), skip=skip)
+    ss.ctx = dataclasses.replace(ss.ctx, warm={trial_key(w.point): w.label() for w in ss.warm})
+    ss.note(describe(ss.warm, source, enabled=s.warm_start))
+
+
 def resolved_values(p: Plan, seeds: list[int], fp: dict) -> dict:
     """What the plan resolved beyond the settings (the budget's defaults, the seeds, the space's
     sources, the data's fingerprint): one source for the parent run's params and the provenance."""
@@ -277,13 +299,14 @@ def _open_parent_run(ss: _Session) -> None:
     params = {**{k: v for k, v in s.public_dict().items() if v is not None}, **resolved,
               **{f"budget.{k}": v for k, v in p.budget.to_dict().items()
                  if k not in ("name", "max_epochs", "num_samples", "confirm_k", "confirm_seeds")},
-              **{f"data.{k}": v for k, v in ss.fp["sizes"].items()}}
+              **{f"data.{k}": v for k, v in ss.fp["sizes"].items()}, "warm_start_points": len(ss.warm)}
     ss.dataset = mlflow_dataset(ss.fp, s.data)
     try:
         ss.parent_run_id = ss.tracker.parent_run(ss.search_rec, name=f"search-{s.search_id}", params=params)
         if ss.meta is None:
             ss.tracker.log_text(ss.parent_run_id, p.space.to_yaml(), "space.yaml")
             ss.tracker.log_dict(ss.parent_run_id, s.public_dict(), "settings.json")
+            ss.tracker.log_dict(ss.parent_run_id, [w.to_dict() for w in ss.warm], "warm_start.json")
             ss.tracker.log_dataset(ss.parent_run_id, ss.dataset)
             if ss.estimate is not None:  # what the plan said, beside what the search will measure
                 ss.tracker.log_metrics(ss.parent_run_id, ss.estimate.metrics())
@@ -303,7 +326,7 @@ def _save_state(ss: _Session) -> float:
     ss.meta = {**(ss.meta or {"created": now}), "search_id": s.search_id, "backbone": s.backbone,
                "experiment": s.experiment, "tracking_uri": ss.p.tracking_uri, "parent_run_id": ss.parent_run_id,
                "status": "running", "stage": stage, "settings": s.to_dict(), "updated": now,
-               "fingerprint": ss.fp["digest"]}
+               "fingerprint": ss.fp["digest"], "warm_start": [w.to_dict() for w in ss.warm]}
     ss.meta.pop("dir", None)
     ss.save()
     return prior_wall_s
@@ -363,7 +386,8 @@ def _conclude(ss: _Session, outcome: SearchOutcome, confirmed) -> None:
         resolved = resolved_values(p, seeds, ss.fp)
         settings = {k: resolved[k] for k in ("num_samples", "max_epochs", "image_size", "confirm_k",
                                              "confirm_seeds", "report_looks")}
-        settings.update(seed=s.seed, data=s.data, report_seeds=outcome.verdict.seeds)
+        settings.update(seed=s.seed, data=s.data, report_seeds=outcome.verdict.seeds,
+                        warm_start=[w.to_dict() for w in ss.warm])
         prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
                           confirmation=outcome.confirmation, report=outcome.report, fingerprint=ss.fp,
                           search_id=s.search_id, parent_run_id=ss.parent_run_id, experiment=s.experiment,

@@ -82,14 +82,8 @@ class RecipeStore:
     trusted) or ``off`` (``search_runs`` on every read).
     """
 
-    def __init__(
-        self,
-        tracking_uri: str | None = None,
-        experiment: str = STORE_EXPERIMENT,
-        *,
-        create: bool = True,
-        snapshot: str = "auto",
-    ) -> None:
+    def __init__(self, tracking_uri: str | None = None, experiment: str = STORE_EXPERIMENT, *,
+                 create: bool = True, snapshot: str = "auto") -> None:
         if snapshot not in SNAPSHOT_MODES:
             raise ValueError(f"snapshot must be one of {', '.join(SNAPSHOT_MODES)}, got {snapshot!r}")
         self.snapshot = snapshot
@@ -338,13 +332,18 @@ class RecipeStore:
         return sorted({r.backbone for r in self.list()})
 
     def trials(self, backbone: str, limit: int = 20) -> list[TrialRun]:
-        """The trial leaderboard of ``backbone``: trial runs (:class:`records.Trial`)
-        of ``backbone`` in any active experiment, best ``val_knn_top1``
-        first (runs without it last). Confirmation trials are included (``stage``)."""
+        """The trial leaderboard of ``backbone`` (:class:`records.Trial` runs in any active experiment,
+        confirmation runs included), best ``val_knn_top1`` first (runs without it last)."""
         if not records.filterable(backbone) or limit < 1:
             return []
         with self._wrap():
             return trial_leaderboard(self._connect(), backbone, limit)
+
+    def finished_trials(self, dataset: str, limit: int = 200) -> list[TrialRun]:
+        """Search-stage trials of any backbone on ``dataset`` that ran to the end, best val first."""
+        with self._wrap():
+            return trial_leaderboard(self._connect(), None, limit, dataset=dataset, stage=records.Trial.STAGE,
+                                     status="completed") if records.filterable(dataset) and limit > 0 else []
 
     # -- writes ------------------------------------------------------------------------
     @contextlib.contextmanager

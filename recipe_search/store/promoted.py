@@ -76,6 +76,10 @@ class TrialRun:
     params: dict[str, str]
     search_id: str | None
     start_time: str | None  # ISO-8601 UTC
+    backbone: str | None = None
+    dataset: str | None = None
+    baseline: str | None = None  # a baseline's trial: its name
+    recipe: dict | None = None  # what it trained (the trial's recipe tag; None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def to_trial(run: Run) -> TrialRun:
         search_id=rec.search_id or rec.parent_run_id,
         start_time=None if not start else _dt.datetime.fromtimestamp(
             start / 1000, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        backbone=rec.backbone, dataset=rec.dataset, baseline=rec.baseline, recipe=rec.recipe_dict,
     )
 
 
@@ -189,10 +194,11 @@ def validate_promotion(
     return rec.to_dict(), metrics_f, scores_t, (backbone, dataset, fingerprint)  # type: ignore[return-value]
 
 
-def trial_leaderboard(client, backbone: str, limit: int) -> list[TrialRun]:
-    """The trial runs (:class:`records.Trial`) of ``backbone`` in every active experiment, best
+def trial_leaderboard(client, backbone: str | None, limit: int, **where: str) -> list[TrialRun]:
+    """The trial runs (:class:`records.Trial`) of ``backbone`` (None: of every backbone) in every
+    active experiment, narrowed by ``where`` (:func:`records.filter`'s keywords), best
     ``val_knn_top1`` first (runs without it last), at most ``limit``."""
-    flt = records.filter(kind=records.TRIAL, backbone=backbone)
+    flt = records.filter(kind=records.TRIAL, **({"backbone": backbone} if backbone else {}), **where)
     exp_ids: list[str] = []
     token = None
     while True:

@@ -6,6 +6,9 @@
   and then at exactly those values (``add_evaluated_point``); a baseline outside the
   space (MoCo-v2's plain head in a BN-head-only space, say) is not told at all,
   rather than told at a projected point it never ran.
+* **Then the warm start's points** (``warm``: other backbones' results, ``search/warm_start.py``),
+  enqueued in the study (``enqueue_trial``, user attribute ``warm_start`` naming the source):
+  Optuna asks them before it samples, and models their results like any trial's.
 * **Every trial reaches Optuna ranked on the same quantity**, the validation
   objective (val kNN top-1; see ``trial.py``):
 
@@ -71,9 +74,10 @@ class RecipeSearcher(OptunaSearch):
     OBJECTIVE_NAME = "val_knn_top1"  # the objective's name in the study (Optuna's metric name)
 
     def __init__(self, *args, baselines: list[tuple[str, dict | None]] = (), search_id: str | None = None,
-                 study_attrs: dict | None = None, distributions=None, **kwargs):
+                 study_attrs: dict | None = None, distributions=None, warm: list[tuple[str, dict]] = (), **kwargs):
         self._search_id = search_id  # set before OptunaSearch.__init__, which creates the study
         self._study_attrs = dict(study_attrs or {})
+        self._warm = [(label, dict(point)) for label, point in warm]  # enqueued when the study is set up
         super().__init__(*args, **kwargs)
         self._baselines = [(name, None if p is None else dict(p)) for name, p in baselines]
         self._distributions = distributions  # point -> its distributions (a define-by-run space has no dict)
@@ -91,6 +95,8 @@ class RecipeSearcher(OptunaSearch):
                 self._ot_study.set_user_attr(key, value)
         except Exception as e:  # noqa: BLE001 - names are a convenience, never a reason to fail
             log.warning("could not name the Optuna study's objective and attributes: %s", e)
+        for label, point in getattr(self, "_warm", []):  # asked for first once the baselines are issued
+            self._ot_study.enqueue_trial(point, user_attrs={"warm_start": label}, skip_if_exists=True)
 
     def trial_attrs(self, trial_id: str, baseline: str | None = None) -> dict[str, str]:
         """The user attributes of a trial told to Optuna (see the module's docstring)."""

@@ -58,6 +58,7 @@ class StageRunner:
         self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         self.trainable = None
         self.failed: str | None = None  # the search stage stopped: its first wave failed alike (one line)
+        self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), enqueued after the baselines
 
     def _make_trainable(self, finished: tuple[dict, dict]):
         """The trainable with the context shipped to the workers (the trials a crash finished
@@ -128,7 +129,7 @@ class StageRunner:
             for name, point in baselines:
                 if point is None:
                     note(f"baseline {name} is not a point of the space: the sampler is not told its result")
-            num_samples, sampler_seed = p.num_samples, s.seed
+            num_samples, sampler_seed, warm = p.num_samples, s.seed, list(self.warm)
             # named for Optuna's tools (optuna-dashboard): the study, its objective, its trials (searcher.py)
             study_kwargs = dict(study_name=study_name(s.search_id), search_id=s.search_id, study_attrs={
                 "search_id": s.search_id, "backbone": s.backbone, "mlflow_experiment": s.experiment,
@@ -143,13 +144,13 @@ class StageRunner:
                         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
                     if existing.trials:  # the baselines ran already (those outside the space untold)
                         done += sum(1 for _, point in baselines if point is None)
-                        baselines = []
+                        baselines, warm = [], []  # the warm points are in the shared study already
                     num_samples = max(1, p.num_samples - done)
                     sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
             sampler = get_sampler(s.sampler).build(sampler_seed, n_startup, constant_liar=self.conc > 1)
             searcher = RecipeSearcher(space=p.space.sampler_space(), metric=OBJECTIVE, mode="max",
-                                      sampler=sampler, baselines=baselines,
+                                      sampler=sampler, baselines=baselines, warm=warm,
                                       distributions=p.space.optuna_space, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
                                           grace_period=p.first_rung,

@@ -70,6 +70,7 @@ class TrialContext:
     baselines: tuple[Baseline, ...] = ()
     checkpoint_every: int = 1  # epochs between the checkpoints a trial reports (0: none mid-trial)
     sampler: str = DEFAULT_LABEL  # its label (samplers.py): names the sampled trials in MLflow and the progress view
+    warm: dict = field(default_factory=dict)  # point_key of a warm-start point -> its source (search/warm_start.py)
     extra: dict = field(default_factory=dict)
 
     def baseline_for(self, config: dict) -> Baseline | None:

@@ -1,0 +1,127 @@
+"""Warm start across backbones, measured: a search of ``--backbone`` cold against the same search
+warm-started from the results of ``--source`` on the same data.
+
+``python bench/bench_quality.py transfer --backbone efficientnet_b0 --source mobilenetv3_small_100 --repeats 3``
+
+1. One search of the source backbone (seed :data:`SOURCE_SEED`) at the same budget and data, in
+   the study's own MLflow store (``$RECIPE_SEARCH_HOME/quality/transfer/mlflow.db`` unless
+   ``--tracking-uri`` names one), so that what the warm start reads is exactly that search: its
+   served recipe, if any, and its finished trials (``recipe_search/search/warm_start.py``).
+2. Repeat ``r`` (seed ``REPEAT_SEED + r``): the target searched cold (``--no-warm-start``), then
+   warm (the default), same seed, so that the two differ only in the warm start.
+
+Each search is a row of ``docs/results/transfer.jsonl`` (resumable: a finished search is not run
+again). The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
+search trial that ran all its epochs), the trial-epochs each search spent until a trial reached
+it (:func:`reached_at`: trials in start order, each trial's epochs counted), and what each served.
+The goal (issue 22): warm reaches it in at most half the cold search's trial-epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+STUDY = "transfer"
+SOURCE_SEED = 600
+REPEAT_SEED = 700
+
+
+def reached_at(trials: list[dict], target: float) -> int | None:
+    """Trial-epochs spent (trials in start order) when a completed trial first reached ``target``
+    val kNN; None when none did."""
+    spent = 0
+    for t in trials:
+        spent += len(t.get("val_knn") or [])
+        if t.get("status") == "completed" and t.get("val_knn") and t["val_knn"][-1] >= target:
+            return spent
+    return None
+
+
+def incumbent(trials: list[dict]) -> float | None:
+    """The best final val kNN of a completed search trial."""
+    finals = [t["val_knn"][-1] for t in trials if t.get("status") == "completed" and t.get("val_knn")]
+    return max(finals) if finals else None
+
+
+def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
+    from mlflow import MlflowClient
+
+    from recipe_search import records
+
+    c = MlflowClient(tracking_uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()],
+                         records.filter(kind=records.SEARCH, search_id=search_id))
+    if not runs:
+        return []
+    return json.loads(Path(c.download_artifacts(runs[0].info.run_id, "warm_start.json")).read_text())
+
+
+def transfer(setup, search, results_path) -> None:
+    """Run the study (see the module's docstring): ``search`` is ``bench_quality._search``."""
+    from recipe_search import config
+
+    if not setup.args.tracking_uri:
+        home = config.home() / "quality" / STUDY
+        home.mkdir(parents=True, exist_ok=True)
+        setup.tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
+    path = results_path(STUDY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["key"] for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())} \
+        if path.exists() else set()
+    a = setup.args
+    plan = [("source", a.source, SOURCE_SEED, ["--no-warm-start"], None)]
+    for r in range(a.repeats):
+        plan += [(f"cold-r{r}", a.backbone, REPEAT_SEED + r, ["--no-warm-start"], r),
+                 (f"warm-r{r}", a.backbone, REPEAT_SEED + r, [], r)]
+    for key, backbone, seed, extra, rep in plan:
+        if key in done:
+            continue
+        sid = f"q-tr-{a.budget}-{backbone}-{key}"
+        t0 = time.monotonic()
+        out = search(setup, sid, "quality-transfer", ["--seed", str(seed), *extra], backbone=backbone)
+        out.update(key=key, method=key.split("-")[0], repeat=rep, seed=seed, backbone=backbone, source=a.source,
+                   budget=a.budget, wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
+                   warm_start=_warm_sources(setup.tracking_uri, sid))
+        with path.open("a") as f:
+            f.write(json.dumps(out) + "\n")
+        print(f"[transfer] {key} ({backbone}): {out['trial_epochs']} trial-epochs, incumbent val kNN "
+              f"{incumbent(out['search_trials'])}, {len(out['warm_start'])} warm point(s)", flush=True)
+
+
+def transfer_section(rows: list[dict]) -> list[str]:
+    """docs/results.md's section: per repeat, trial-epochs to the cold incumbent, cold and warm."""
+    if not rows:
+        return ["Not run yet."]
+    by = {r["key"]: r for r in rows}
+    src = by.get("source")
+    out = []
+    if src:
+        out += [f"Source: one `{src['backbone']}` search (seed {src['seed']}, {src['trial_epochs']} trial-epochs, "
+                f"verdict `{src['verdict'].get('verdict')}`), the only results in the study's store.", ""]
+    out += ["| repeat | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | warm: trial-epochs to it "
+            "(of total) | warm / cold | warm points | served: cold | warm |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    ratios = []
+    for rep in sorted({r["repeat"] for r in rows if r.get("repeat") is not None}):
+        cold, warm = by.get(f"cold-r{rep}"), by.get(f"warm-r{rep}")
+        if not cold or not warm:
+            continue
+        target = incumbent(cold["search_trials"])
+        if target is None:
+            continue
+        c, w = reached_at(cold["search_trials"], target), reached_at(warm["search_trials"], target)
+        ratio = (w / c) if w is not None and c else None
+        if ratio is not None:
+            ratios.append(ratio)
+        served = lambda r: f"{r['verdict'].get('served') or 'nothing'} ({r['verdict'].get('verdict')})"  # noqa: E731
+        out.append(f"| {rep} | {100 * target:.1f} | {c} ({cold['trial_epochs']}) | "
+                   f"{'not reached' if w is None else w} ({warm['trial_epochs']}) | "
+                   f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])} | "
+                   f"{served(cold)} | {served(warm)} |")
+    n = sum(1 for r in rows if r["key"].startswith("warm-"))
+    met = sum(1 for x in ratios if x <= 0.5)
+    out += ["", f"Goal: warm reaches the cold incumbent in at most half the trial-epochs: met in {met} of {n} "
+                f"repeats (a repeat where warm never reached it counts as missed)."]
+    return out
