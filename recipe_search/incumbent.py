@@ -33,6 +33,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
+
 class IncumbentSampler(BaseSampler):
     """``share`` of the trials near the incumbent (within ``radius`` of each range), the rest by
     ``base`` (TPE), which also models every result."""

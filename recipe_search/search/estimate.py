@@ -83,10 +83,10 @@ def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates
     """Training images/s of ``recipe`` on ``device`` over ``batches`` batches of ``proxy`` (and of its
     one-sided variant when its loss is symmetric), the seconds per image of its monitor's evaluation
     passes and of its linear probe, and a run's cold start, as a trial sees them (the faster of two
-    measuring runs): a one-batch warm-up run first (a process's first training pays for its kernels' set-up: a cold measurement read half
-    the trials' rate), its step beyond a steady one kept as ``cold_s``. Measured in this process, one
-    run at a time: trials run in their own processes, and two of them on two cores train at the
-    rate of one alone (docs/speed.md, section 4)."""
+    measuring runs): a one-batch warm-up run first (a process's first training pays for its kernels'
+    set-up: a cold measurement read half the trials' rate), its step beyond a steady one kept as
+    ``cold_s``. Measured in this process, one run at a time: trials run in their own processes, and
+    two of them on two cores train at the rate of one alone (docs/speed.md, section 4)."""
     import torch
 
     from trainer import ProxyData, train

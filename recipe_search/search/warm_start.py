@@ -16,15 +16,17 @@ by the nearest one); points equal to a baseline's or to an earlier warm point ar
 most a third of the sampled trials are warm points (:func:`warm_share`): the rest explore, and
 TPE models the warm points' results like any other trial. ``--no-warm-start`` turns it off;
 ``--warm-start-from DATASET`` reads another dataset's results instead (a new dataset can start
-from CIFAR-10's). The sources are printed with the plan and recorded in the search's provenance
-(``warm_start`` in its parent run's ``provenance.json``).
+from CIFAR-10's). The sources are printed with the plan, recorded on the search's parent run
+(``warm_start.json``, param ``warm_start_points``) and in a served recipe's provenance
+(``settings.warm_start``); each warm trial's run is named ``warm`` with its source in ``rs.notes``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
+
+from ..tracking import point_key
 
 PER_SEARCH = 2  # trials of one earlier search taken before the next search's best
 
@@ -57,12 +59,8 @@ def warm_share(sampled: int) -> int:
     return math.ceil(max(0, sampled) / 3)
 
 
-def _key(point: dict) -> str:
-    return json.dumps(point, sort_keys=True, default=str)
-
-
 def trial_key(point: dict) -> str:
-    """The ``point_key`` of the trial that runs ``point`` (Tune nests a dotted name's value)."""
+    """The :func:`point_key` of the trial that runs ``point`` (Tune nests a dotted name's value)."""
     nested: dict = {}
     for name, value in point.items():
         *heads, last = name.split(".")
@@ -70,7 +68,7 @@ def trial_key(point: dict) -> str:
         for h in heads:
             d = d.setdefault(h, {})
         d[last] = value
-    return json.dumps(nested, sort_keys=True, default=str)
+    return point_key(nested)
 
 
 def as_point(space, recipe: dict) -> dict | None:
@@ -92,14 +90,14 @@ def warm_points(store, *, backbone: str, dataset: str, space, limit: int,
     ``dataset`` (see the module's docstring), none equal to a point in ``skip`` (the baselines')."""
     if limit < 1:
         return []
-    seen = {_key(p) for p in skip if p}
+    seen = {point_key(p) for p in skip if p}
     out: list[WarmPoint] = []
 
     def take(recipe: dict | None, **src) -> None:
         point = as_point(space, recipe) if recipe else None
-        if point is None or _key(point) in seen or len(out) >= limit:
+        if point is None or point_key(point) in seen or len(out) >= limit:
             return
-        seen.add(_key(point))
+        seen.add(point_key(point))
         out.append(WarmPoint(point=point, dataset=dataset, **src))
 
     for rec in store.list():

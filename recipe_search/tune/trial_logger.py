@@ -50,9 +50,9 @@ class TrialLogger:
             return run_id
         recipe, notes, base, error = self._recipe(trial)
         job = (trial.config or {}).get(JOB_KEY)
-        warm = None if base is not None or job is not None else getattr(self.ctx, "warm", {}).get(
-            point_key(trial.config or {}))
-        label = f"baseline-{base.name}" if base is not None else "warm" if warm else self.ctx.sampler
+        warm = None if base is not None or job is not None else self.ctx.warm.get(point_key(trial.config or {}))
+        sampler = "warm" if warm else self.ctx.sampler
+        label = f"baseline-{base.name}" if base is not None else sampler
         if warm:
             notes = [*notes, f"warm start from {warm}"]
         if job is not None:
@@ -60,7 +60,7 @@ class TrialLogger:
         rec = dataclasses.replace(
             self.base, stage=records.Trial.STAGE, baseline=base.name if base is not None else None,
             seed=recipe.seed if recipe is not None else None, status="running", notes="; ".join(notes) or None,
-            sampler=("warm" if warm else self.ctx.sampler) if base is None and job is None else None,
+            sampler=sampler if base is None and job is None else None,
             point=point_key(trial.config), recipe=recipe.to_json(indent=None) if recipe is not None else None)
         if job is not None:
             rec = rec.confirmation(job=job["name"], phase=job.get("phase", "report"))
