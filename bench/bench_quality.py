@@ -6,6 +6,7 @@
     python bench/bench_quality.py lift               # one full search: its winner against baselines and floor
     python bench/bench_quality.py aa                 # A/A: a confirmation whose finalist is the baseline renamed
     python bench/bench_quality.py transfer --backbone efficientnet_b0   # cold search vs warm-started from another
+    python bench/bench_quality.py samplers --samplers tpe,random   # samplers at equal compute, paired repeats
     python bench/bench_quality.py report             # docs/results.md and its PNGs from the raw results
     python bench/bench_quality.py refresh            # re-read recorded searches from MLflow (older rows)
 
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "docs" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift", "aa", "transfer")
+STUDIES = ("seed-noise", "fidelity", "search-vs-random", "lift", "aa", "transfer", "samplers")
 
 
 # -- the set-up every study shares ---------------------------------------------------------
@@ -237,6 +238,11 @@ def fidelity(setup: Setup) -> None:
     jobs += [setup.job("fidelity", f"{name}-e{long_}-s{ls}", name, role, setup.recipe(cfg, ls, long_), length="long",
                        point=cfg, rung=setup.budget.grace_period)
              for ls in setup.args.long_seeds if ls != seed for name, role, cfg in configs]
+    # seeds as a fidelity: more short runs on seeds no long run used, so that k short seeds (k x the budget's
+    # epochs) can be set against one long seed (the same trial-epochs) as predictors of the long seeds' mean
+    jobs += [setup.job("fidelity", f"{name}-e{short}-s{ss}", name, role, setup.recipe(cfg, ss, short), length="short",
+                       point=cfg, rung=setup.budget.grace_period)
+             for ss in setup.args.short_seeds if ss != seed for name, role, cfg in configs]
     run_jobs(setup, "fidelity", jobs)  # all short runs first: the long ones are 3x the cost
 
 
@@ -401,8 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-factor", type=int, default=3, help="fidelity: the long run's epochs / the budget's")
     ap.add_argument("--long-seeds", type=seed_list, default=[],
                     help="fidelity: extra seeds for the long runs, e.g. 1,2 (independent of the short run's --seed)")
+    ap.add_argument("--short-seeds", type=seed_list, default=[],
+                    help="fidelity: extra seeds for the short runs, e.g. 3,4 (seeds as a fidelity: k short seeds "
+                         "against one long seed at equal trial-epochs; use seeds --long-seeds does not)")
     ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method; aa: confirmations")
     ap.add_argument("--source", default="mobilenetv3_small_100", help="transfer: the backbone searched first")
+    ap.add_argument("--samplers", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                    default=["tpe", "random"], help="samplers: the methods compared, e.g. tpe,tpe-mv,local,random")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="trainings at once")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: recipe-search's)")
     ap.add_argument("--out", default=str(RESULTS), help="raw results folder (default docs/results)")
@@ -418,10 +429,19 @@ def main(argv: list[str] | None = None) -> int:
 
         refresh(args.tracking_uri or config.default_tracking_uri())
         return 0
+    if set(args.short_seeds) & set(args.long_seeds):
+        ap.error("--short-seeds and --long-seeds must not share a seed (the long seeds are the target)")
     if args.seeds < 2 or args.recipes < 4 or args.long_factor < 2 or args.repeats < 1 or args.jobs < 1:
         ap.error("--seeds >= 2, --recipes >= 4, --long-factor >= 2, --repeats >= 1, --jobs >= 1")
     if not Path(args.data).exists():
         ap.error(f"--data {args.data} does not exist")
+    if args.study == "samplers":
+        from recipe_search.samplers import SAMPLERS
+
+        unknown = [m for m in args.samplers if m not in SAMPLERS]
+        if unknown or len(args.samplers) < 2 or len(set(args.samplers)) != len(args.samplers):
+            ap.error(f"--samplers must name at least two distinct samplers of {', '.join(SAMPLERS)}, "
+                     f"got {','.join(args.samplers)}")
     setup = Setup(args)
     if args.study == "aa":
         from quality_aa import aa
@@ -432,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.quality_transfer import transfer
 
         transfer(setup, _search, results_path)
+        return 0
+    if args.study == "samplers":
+        from bench.quality_samplers import samplers
+
+        samplers(setup, _search, results_path)
         return 0
     {"seed-noise": seed_noise, "fidelity": fidelity, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
     return 0

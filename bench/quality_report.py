@@ -11,13 +11,14 @@ A study with no results yet says so.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from bench.quality_plots import fidelity_plot, lift_plot, search_plot, seed_noise_plot
-from bench.quality_stats import fisher_z, holm, paired_p, rank_correlations
+from bench.quality_fidelity import fidelity_section
+from bench.quality_format import _iv, _load, _ms, _pct, _wall
+from bench.quality_plots import lift_plot, search_plot, seed_noise_plot
+from bench.quality_stats import holm, paired_p
 from recipe_search.verdict.stats import paired_interval, summary
 
 METRICS = ("val_knn_top1", "val_probe_top1", "test_probe_top1", "test_knn_top1")
@@ -28,39 +29,10 @@ COMMANDS = {
     "lift": "python bench/bench_quality.py lift",
     "simulation": "python bench/simulate_verdicts.py --sims 5000",
     "aa": "python bench/bench_quality.py aa --repeats 3",
+    "samplers": "python bench/bench_quality.py samplers --samplers tpe,random --repeats 5",
     "transfer": "python bench/bench_quality.py transfer --backbone efficientnet_b0 --source mobilenetv3_small_100 "
                 "--repeats 3",
 }
-
-
-def _load(results: Path, study: str) -> list[dict]:
-    path = results / f"{study.replace('-', '_')}.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
-
-
-def _ms(values: list[float]) -> str:
-    s = summary(values)
-    return f"{_pct(s.mean)} ± {_pct(s.std)}"
-
-
-def _iv(iv) -> str:
-    return f"{100 * iv.mean:+.1f} [{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]"
-
-
-def _wall(rows: list[dict]) -> str:
-    total = sum(r.get("wall_s", 0) for r in rows)
-    return f"{total / 60:.0f} CPU-thread-minutes of training" if total else "n/a"
-
-
-def _corr(c: dict) -> str:
-    return (f"Spearman {c['spearman']:+.2f} [{c['spearman_ci'][0]:+.2f}, {c['spearman_ci'][1]:+.2f}], "
-            f"Kendall {c['kendall']:+.2f} [{c['kendall_ci'][0]:+.2f}, {c['kendall_ci'][1]:+.2f}] (n = {c['n']})")
 
 
 # -- seed noise ----------------------------------------------------------------------------------
@@ -103,115 +75,6 @@ def seed_noise_section(rows: list[dict], out: Path) -> list[str]:
                       + (", ".join(f"{a} - {b} on {m}" for (a, b, m), p in adj.items() if p < 0.05) or "none")
                       + "; every other interval in the table is exploratory."]
     return lines + ["", seed_noise_plot(names, by, out)]
-
-
-# -- fidelity --------------------------------------------------------------------------------------
-
-def fidelity_section(rows: list[dict], out: Path) -> list[str]:
-    rows = [r for r in rows if r["status"] == "completed"]
-    short = {r["name"]: r for r in rows if r.get("length") == "short"}
-    # the long run on the short run's seed (the original design), and those on other seeds (independent)
-    long_ = {r["name"]: r for r in rows if r.get("length") == "long"
-             and (r["name"] not in short or r.get("seed") == short[r["name"]].get("seed"))}
-    indep: dict[str, list[dict]] = {}
-    for r in rows:
-        if r.get("length") == "long" and r["name"] in short and r.get("seed") != short[r["name"]].get("seed"):
-            indep.setdefault(r["name"], []).append(r)
-    both = sorted(set(short) & set(long_))
-    lines = [f"{len(short)} short and {len(long_)} long runs completed ({_wall(rows)})."]
-    if not short:
-        return lines
-    e_short = short[next(iter(short))]["epochs"]
-    e_long = long_[both[0]]["epochs"] if both else 3 * e_short
-    rung = short[next(iter(short))].get("rung", 2)  # ASHA's first rung (the budget's grace_period)
-    lines += ["", f"| recipe | short ({e_short} ep) val kNN | at epoch {rung} (ASHA rung) | long ({e_long} ep) "
-                  "val kNN | long test probe | long test kNN |", "|---|---|---|---|---|---|"]
-
-    def rung_val(r):
-        h = [x for x in r["history"] if x["epoch"] == rung]
-        return h[0]["val_knn_top1"] if h else float("nan")
-
-    for n in sorted(short, key=lambda n: -short[n]["metrics"]["val_knn_top1"]):
-        lg = long_.get(n, {}).get("metrics", {})
-        lines.append(f"| {n} | {_pct(short[n]['metrics']['val_knn_top1'])} | {_pct(rung_val(short[n]))} | "
-                     f"{_pct(lg.get('val_knn_top1', float('nan')))} | {_pct(lg.get('test_probe_top1', float('nan')))} | "
-                     f"{_pct(lg.get('test_knn_top1', float('nan')))} |")
-    if len(both) < 4:
-        return lines + ["", f"Rank correlations need at least 4 recipes with both runs; {len(both)} so far."]
-    sv = [short[n]["metrics"]["val_knn_top1"] for n in both]
-    rv = [rung_val(short[n]) for n in both]
-    main = rank_correlations(sv, [long_[n]['metrics']['test_probe_top1'] for n in both])
-    lo, hi = fisher_z(main["spearman"], len(both))
-    shared = all(short[n].get("seed") == long_[n].get("seed") for n in both)
-    lines += ["", f"Rank correlation over the {len(both)} recipes with both runs (95% bootstrap intervals):", "",
-              f"* short val kNN vs long **test probe**: {_corr(main)}; Fisher-z 95% interval of the Spearman "
-              f"[{lo:+.2f}, {hi:+.2f}]"
-              + (" (the short and the long run of a recipe share their seed, the same initialisation and "
-                 "augmentation stream, which can inflate the correlation"
-                 + ("; the independent seeds below remove that)" if indep else "; independent seeds are the study's next run)")
-                 if shared else ""),
-              f"* short val kNN vs long **test kNN**: {_corr(rank_correlations(sv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}",
-              f"* val kNN at ASHA's first rung (epoch {rung}) vs long test probe: "
-              f"{_corr(rank_correlations(rv, [long_[n]['metrics']['test_probe_top1'] for n in both]))}",
-              f"* val kNN at the rung vs long test kNN: {_corr(rank_correlations(rv, [long_[n]['metrics']['test_knn_top1'] for n in both]))}"]
-    lines += _independent(short, indep, rung_val)
-    lines += ["", *_asha_keeps(both, short, long_, rung_val)]
-    return lines + ["", fidelity_plot(both, sv, rv, long_, (e_short, rung, e_long), out)]
-
-
-def _independent(short: dict, indep: dict, rung_val) -> list[str]:
-    """The correlation against long runs on seeds the short run did not use (mean over them)."""
-    names = sorted(n for n in short if indep.get(n))
-    if not names:
-        return []
-    seeds = sorted({r["seed"] for n in names for r in indep[n]})
-    per = {n: len(indep[n]) for n in names}
-    if len(names) < 4:
-        return ["", f"Independent seeds: {len(names)} recipes have long runs on other seeds so far (need 4)."]
-    target = [float(np.mean([r["metrics"]["test_probe_top1"] for r in indep[n]])) for n in names]
-    sv = [short[n]["metrics"]["val_knn_top1"] for n in names]
-    main = rank_correlations(sv, target)
-    lo, hi = fisher_z(main["spearman"], len(names))
-    rung = rank_correlations([rung_val(short[n]) for n in names], target)
-    agree = []
-    if len(seeds) >= 2 and all(len(indep[n]) >= 2 for n in names):  # the long target against itself
-        by_seed = {sd: {r["name"]: r["metrics"]["test_probe_top1"] for n in names for r in indep[n] if r["seed"] == sd}
-                   for sd in seeds[:2]}
-        a, b = ([by_seed[sd][n] for n in names] for sd in seeds[:2])
-        agree = [f"* long test probe, seed {seeds[0]} vs seed {seeds[1]} (how well the long target agrees with "
-                 f"itself: the ceiling of any predictor of one long run): {_corr(rank_correlations(a, b))}"]
-    best = sorted(names, key=lambda n: -target[names.index(n)])
-    k = max(1, round(len(names) / 3))
-    at_rung = sorted(names, key=lambda n: -rung_val(short[n]))
-    keeps = [f"* ASHA's first cut (top {k} of {len(names)} at the rung) keeps {len(set(best[:k]) & set(at_rung[:k]))} "
-             f"of the {k} best by this target ({', '.join(best[:k])})"]
-    return ["", f"**With independent seeds** (the long runs on seeds {', '.join(map(str, seeds))}, none of them the "
-                f"short run's; target = their mean test probe; {min(per.values())}-{max(per.values())} long seeds per "
-                f"recipe, {len(names)} recipes):", "",
-            f"* short val kNN vs long test probe: {_corr(main)}; Fisher-z 95% interval of the Spearman "
-            f"[{lo:+.2f}, {hi:+.2f}]",
-            f"* val kNN at ASHA's first rung vs long test probe: {_corr(rung)}", *agree, *keeps]
-
-
-def _asha_keeps(names: list[str], short: dict, long_: dict, rung_val) -> list[str]:
-    """Would ASHA's first cut keep the recipes that are best after long training? Its rung
-    promotes the top 1/reduction_factor by val kNN; compare that set with the top recipes by
-    the long runs' test probe (and the same cut made at the short run's end)."""
-    from recipe_search.budget import BUDGETS
-
-    budget = short[names[0]].get("budget", "cpu")
-    rf = BUDGETS[budget].reduction_factor if budget in BUDGETS else 3
-    k = max(1, round(len(names) / rf))
-    best = sorted(names, key=lambda n: -long_[n]["metrics"]["test_probe_top1"])
-    at_rung = sorted(names, key=lambda n: -rung_val(short[n]))
-    at_end = sorted(names, key=lambda n: -short[n]["metrics"]["val_knn_top1"])
-    top = set(best[:k])
-    return [f"ASHA's first cut (reduction factor {rf}: the top {k} of {len(names)} by val kNN at the rung go on) "
-            f"keeps **{len(top & set(at_rung[:k]))} of the {k}** recipes that are best by long-run test probe "
-            f"({', '.join(best[:k])}; a random cut keeps {k * k / len(names):.1f} on average); the same cut on the short runs' final val kNN keeps "
-            f"{len(top & set(at_end[:k]))} of {k}. The long-run best, `{best[0]}`, ranks "
-            f"{at_rung.index(best[0]) + 1} of {len(names)} at the rung and {at_end.index(best[0]) + 1} at the "
-            "short run's end (baselines are never stopped by the search's ASHA, `asha.BaselineSafeASHA`)."]
 
 
 # -- search against random search ----------------------------------------------------------------
@@ -438,6 +301,11 @@ def write_report(results: Path, target: Path) -> None:
     doc += ["", "## 7. Warm start across backbones: cold against warm-started searches", "",
             f"`{COMMANDS['transfer']}`", ""]
     doc += transfer_section(_load(results, "transfer"))
+    from bench.quality_samplers import samplers_section
+
+    doc += ["", "## 8. Samplers at equal compute: what each search ends with, paired repeats", "",
+            f"`{COMMANDS['samplers']}`", ""]
+    doc += samplers_section(_load(results, "samplers"))
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

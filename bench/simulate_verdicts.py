@@ -71,7 +71,7 @@ def draw(rng, recipe: dict, rho: float, n: int, shift: float = 0.0) -> np.ndarra
     return out
 
 
-def old_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int]:
+def old_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int, int]:
     rec, rho = fitted["recipes"], fitted["rho"]
     seeds = 3
     runs = {"t1": draw(rng, rec["sinfonce-light"], rho, seeds, lift),
@@ -80,15 +80,15 @@ def old_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int]
     floor = rng.normal(rec["floor"]["mean"][1], rec["floor"]["std"][1], seeds)
     winner = max(runs, key=lambda k: runs[k][:, 0].mean())
     if winner != "t1":
-        return False, None, 3 * seeds
+        return False, None, 3 * seeds, seeds
     best = max(("sinfonce-light", "mocov2"), key=lambda k: runs[k][:, 1].mean())
     wb = paired_interval(runs["t1"][:, 1], runs[best][:, 1])
     wf = paired_interval(runs["t1"][:, 1], floor)
     reported = float(runs["t1"][:, 1].mean() - runs["sinfonce-light"][:, 1].mean())
-    return wb.low > 0 and wf.low > 0, reported, 3 * seeds
+    return wb.low > 0 and wf.low > 0, reported, 3 * seeds, seeds
 
 
-def new_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int]:
+def new_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int, int]:
     rec, rho = fitted["recipes"], fitted["rho"]
     sel_seeds = list(range(1, SELECT_SEEDS + 1))
     names = {"t1": ("finalist", rec["sinfonce-light"], lift), "sinfonce-light": ("baseline", rec["sinfonce-light"], 0.0),
@@ -108,8 +108,8 @@ def new_design(rng, fitted: dict, lift: float) -> tuple[bool, float | None, int]
     v = decide(sel, report, floor, rseeds, LOOKS, n_images=N_TEST_IMAGES)
     used = 3 * SELECT_SEEDS + len(sel.report_names) * len(v.seeds)
     if sel.winner != "t1":
-        return False, None, used
-    return v.verdict == BETTER, v.lift["best_baseline"].mean if "best_baseline" in v.lift else None, used
+        return False, None, used, len(v.seeds)
+    return v.verdict == BETTER, v.lift["best_baseline"].mean if "best_baseline" in v.lift else None, used, len(v.seeds)
 
 
 def run(fitted: dict, sims: int, seed: int) -> dict:
@@ -117,11 +117,12 @@ def run(fitted: dict, sims: int, seed: int) -> dict:
     for lift in (0.0, 0.03, 0.06):
         for name, fn in (("old", old_design), ("new", new_design)):
             rng = np.random.default_rng(seed)
-            better, reported, runs = 0, [], []
+            better, reported, runs, stops = 0, [], [], []
             for _ in range(sims):
-                b, rep, used = fn(rng, fitted, lift)
+                b, rep, used, seeds = fn(rng, fitted, lift)
                 better += b
                 runs.append(used)
+                stops.append(seeds)
                 if rep is not None:
                     reported.append(rep)
             rate = better / sims
@@ -132,7 +133,11 @@ def run(fitted: dict, sims: int, seed: int) -> dict:
                 "winner_is_finalist": len(reported) / sims,
                 "mean_reported_lift": float(np.mean(reported)) if reported else None,
                 "reported_lift_se": float(np.std(reported, ddof=1) / math.sqrt(len(reported))) if len(reported) > 1
-                else None, "mean_runs": float(np.mean(runs))}
+                else None, "mean_runs": float(np.mean(runs)),
+                # the share of verdicts decided at each look (the report seeds they used): the plan's estimate
+                # of a confirmation's cost (recipe_search/search/estimate.py, REPORT_STOP_SHARE) is read from these
+                "report_seeds": float(np.mean(stops)),
+                "stop_share": {str(k): float(np.mean(np.array(stops) == k)) for k in sorted(set(stops))}}
     return out
 
 
@@ -153,12 +158,14 @@ def main(argv=None) -> int:
            "wall_s": round(time.perf_counter() - t0, 1)}
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"model: val/test correlation within a recipe {fitted['rho']:+.2f}")
-    print(f"{'design':8} {'true lift':>9} {'better rate [95% CI]':>24} {'mean reported lift':>19} {'runs':>6}")
+    print(f"{'design':8} {'true lift':>9} {'better rate [95% CI]':>24} {'mean reported lift':>19} {'runs':>6}"
+          f" {'report seeds':>12}  stopped at look (seeds: share)")
     for r in res.values():
         lo, hi = r["better_rate_ci"]
         rep = "-" if r["mean_reported_lift"] is None else f"{100 * r['mean_reported_lift']:+.2f}"
         print(f"{r['design']:8} {100 * r['true_lift']:+9.1f} {100 * r['better_rate']:7.2f}% "
-              f"[{100 * lo:5.2f}, {100 * hi:5.2f}]% {rep:>19} {r['mean_runs']:6.1f}")
+              f"[{100 * lo:5.2f}, {100 * hi:5.2f}]% {rep:>19} {r['mean_runs']:6.1f} {r['report_seeds']:12.2f}  "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in r["stop_share"].items()))
     print(f"wrote {a.out} in {doc['wall_s']}s")
     return 0
 

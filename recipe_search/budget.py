@@ -56,6 +56,10 @@ class Budget:
     confirm_k: int = 3  # finalists confirmed beside both baselines
     confirm_seeds: int = 3  # select phase: fresh seeds per confirmed recipe (val only)
     report_looks: tuple = (3, 5, 8)  # report phase: seed counts at which the verdict is tested
+    # the share of verdicts decided at each look, for the plan's estimate of a confirmation's cost (the rest at
+    # the last); empty: all at the first. Read off the verdict simulation (bench/simulate_verdicts.py,
+    # docs/results/verdict_simulation.json), or off the verdicts measured at the budget
+    report_stop_share: tuple = ()
     needs_gpu: bool = False  # sized for a GPU: a CPU cluster runs it only with --yes
 
     @property
@@ -108,6 +112,10 @@ class Budget:
         }
 
 
+# verdicts decided at looks 3, 5, 8 of the cpu budget, simulated from its measured seed noise (the mean over a true
+# lift of 0, +3 and +6 points: 0.26/0.46/0.28, 0.20/0.46/0.34, 0.12/0.49/0.39; docs/results/verdict_simulation.json)
+CPU_STOP_SHARE = (0.19, 0.47, 0.34)
+
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         name="smoke",
@@ -115,6 +123,7 @@ BUDGETS: dict[str, Budget] = {
         classes=10, train_per_class=64, val_per_class=40, test_per_class=200,
         image_size=32, max_epochs=3, num_samples=6, grace_period=1, reduction_factor=2,
         gpus_per_trial=0.25, confirm_k=1, confirm_seeds=2, report_looks=(3, 5),
+        report_stop_share=(1.0,),  # every smoke verdict measured was futile at the first look (docs/speed.md s4)
         fixed={"batch_size": 64, "queue_size": 512},
     ),
     "cpu": Budget(
@@ -123,12 +132,14 @@ BUDGETS: dict[str, Budget] = {
         classes=10, train_per_class=200, val_per_class=100, test_per_class=0,
         image_size=32, max_epochs=8, num_samples=10, grace_period=2, reduction_factor=3,
         gpus_per_trial=0.25, confirm_k=1, confirm_seeds=3, report_looks=(3, 5, 8),
+        report_stop_share=CPU_STOP_SHARE,
         fixed={"batch_size": 64, "queue_size": 1024},
     ),
     "proxy": Budget(
         name="proxy",
         description="GPU proxy search: 10 classes x 500 images, 32 px, 30 epochs, 40 trials",
         classes=10, train_per_class=500, val_per_class=200, test_per_class=0, report_looks=(3, 5, 8, 12),
+        report_stop_share=CPU_STOP_SHARE,  # a stand-in: no proxy verdict measured yet
         image_size=32, max_epochs=30, num_samples=40, grace_period=5, reduction_factor=3,
         gpus_per_trial=0.25, checkpoint_every=5,  # at ASHA's rungs (5, 15, 30): see docs/capacity.md
         fixed={}, needs_gpu=True,

@@ -84,6 +84,10 @@ class SearchSettings:
     ray_address: str | None = setting(None, "join this Ray cluster instead of starting one")
     experiment: str = setting(DEFAULT_EXPERIMENT, "MLflow experiment of the search runs")
     seed: int = setting(0, "seed of the sampler and of every trial", low=0, integer=True)
+    sampler_seed: int | None = setting(
+        None, "the sampler's own seed (default: --seed); the trials and the confirmation train on --seed's seeds "
+              "either way, so searches that differ only in it draw other recipes on the same training seeds",
+        low=0, integer=True)
     force: bool = setting(False, "promote the best trial even if not better", flag="--force")
     search_id: str | None = setting(None, "name the search (or pick the one to --resume)")
     num_cpus: int | None = setting(None, "CPUs of the local Ray cluster (default: all)", low=1, integer=True)

@@ -8,6 +8,7 @@ import torch
 import trainer.engine as engine
 from trainer import DataSpec, ProxyData, Recipe, StopTraining, train
 from trainer.engine import random_init_metrics
+from trainer.errors import RecipeError
 from trainer.losses import SInfoNCELoss
 from trainer.probe import linear_probe
 
@@ -143,6 +144,26 @@ def test_evaluate_test_false_never_reads_the_test_split(tmp_path, tiny_data):
     full_floor = random_init_metrics(recipe, tiny_data, device="cpu")
     assert set(full_floor) == set(floor) | {"test_probe_top1", "test_knn_top1"}
     assert all(full_floor[k] == floor[k] for k in floor if k != "probe_time_s")
+
+
+def test_a_run_monitored_only_after_its_last_epoch_learns_and_scores_exactly_the_same(tmp_path, tiny_data):
+    """monitor="last" (a confirmation run) skips the kNN monitor of every epoch but the last: the
+    monitor leaves the training state alone, so the weights, losses and every final metric are the
+    same to the bit; the skipped epochs report no val kNN; a bad value is a clear error."""
+    recipe = Recipe(**TINY)
+    every = train(recipe, tiny_data, out_dir=tmp_path / "every", device="cpu")
+    last = train(recipe, tiny_data, out_dir=tmp_path / "last", device="cpu", monitor="last")
+    a = torch.load(tmp_path / "every" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "last" / "checkpoint.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [h["loss"] for h in every.history] == [h["loss"] for h in last.history]
+    assert ["val_knn_top1" in h for h in last.history] == [False, False, True]
+    for key in (*FINAL_KEYS, "loss", "probe_l2", "epochs_completed"):
+        assert every.metrics[key] == last.metrics[key], key
+    assert sum(h["knn_time_s"] for h in last.history) < sum(h["knn_time_s"] for h in every.history)
+    with pytest.raises(RecipeError, match="monitor must be one of every, last, got 'some'"):
+        train(recipe, tiny_data, device="cpu", monitor="some")
 
 
 def test_data_seed_fixes_the_subset_while_the_recipe_seed_varies_the_training(tiny_data, monkeypatch):

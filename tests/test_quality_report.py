@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.quality_report import rank_correlations, search_section, write_report
+from bench.quality_report import search_section, write_report
+from bench.quality_stats import rank_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 

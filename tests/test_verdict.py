@@ -187,3 +187,15 @@ def test_the_sampler_sees_every_trial_on_one_objective(searcher):
     told = [t for t in trials if t.params == {"lr": 0.06}]               # sinfonce-light at its own lr
     assert len(told) == 1 and told[0].state == TrialState.COMPLETE and told[0].value == 0.40
     assert len(trials) == 5  # mocov2 (a plain head outside this space) was never told
+
+
+def test_a_finalist_above_the_floor_without_a_reference_baseline_is_no_lift_and_nothing_is_served():
+    """Every baseline failed on the select seeds (no val figure): the finalist is reported against
+    the floor alone; clearly above it, the verdict still cannot claim a lift over baselines that
+    never finished, and serves nothing."""
+    failed = [RecipeRuns("mocov2", "baseline", {"lr": 0.1}, {}),
+              RecipeRuns("sinfonce-light", "baseline", {"lr": 0.1}, {})]
+    v = verdict_for((0.60, 0.62, 0.61, 0.60, 0.62), None, selection=[SEL[0], *failed])
+    assert v.selection.reference is None and v.winner == "t1"
+    assert v.lift["floor"].low > 0 and WB not in v.comparisons
+    assert (v.verdict, v.served) == (NO_LIFT, None)

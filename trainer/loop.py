@@ -34,6 +34,9 @@ from .optim import build_optimizer, set_lr
 from .recipe import Recipe
 
 EpochCallback = Callable[[dict], None]
+# when the kNN monitor runs: every epoch (the val curve ASHA and the progress view read), or only after the
+# last (a run whose only use of val is its final figure: a confirmation run); the last epoch's always runs
+MONITOR = ("every", "last")
 
 
 class StopTraining(Exception):
@@ -172,7 +175,8 @@ def _atomic_json(path: Path, obj) -> None:
 
 def fit(recipe: Recipe, proxy: ProxyData, *, device: torch.device, teacher: Teacher | None = None,
         out_dir: str | os.PathLike | None = None, on_epoch: EpochCallback | None = None, resume: bool = True,
-        compile: bool = False, stop_after: int | None = None, evaluate_test: bool = True) -> TrainResult:
+        compile: bool = False, stop_after: int | None = None, evaluate_test: bool = True,
+        monitor: str = "every") -> TrainResult:
     """Pretrain ``recipe`` on ``proxy`` (distilling from ``teacher`` when given); return the status, final
     metrics and per-epoch history. The arguments are :func:`trainer.engine.train`'s, which see.
 
@@ -183,6 +187,8 @@ def fit(recipe: Recipe, proxy: ProxyData, *, device: torch.device, teacher: Teac
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _atomic_json(out / "recipe.json", recipe.to_dict())
+    if monitor not in MONITOR:
+        raise RecipeError(f"monitor must be one of {', '.join(MONITOR)}, got {monitor!r}")
     run = TrainingRun(recipe, proxy, device, out, compile, teacher)
     ckpt = out / "checkpoint.pt" if out is not None else None
     if resume and ckpt is not None and ckpt.exists():
@@ -196,11 +202,14 @@ def fit(recipe: Recipe, proxy: ProxyData, *, device: torch.device, teacher: Teac
             status, error = "diverged", f"non-finite loss ({loss}) in epoch {run.epoch + 1}"
             break
         t0 = time.perf_counter()
-        knn = run.knn()
+        # the monitor leaves the training state as it found it (evaluation_stats), so skipping it changes nothing
+        # that is learned; the last epoch's is always run (the final evaluation reuses its features)
+        watch = monitor == "every" or run.epoch + 1 >= recipe.epochs
+        knn = {"val_knn_top1": run.knn()} if watch else {}
         knn_seconds = time.perf_counter() - t0
         run.epoch += 1
         progress = run.epoch / recipe.epochs
-        report = {"epoch": run.epoch, "epochs": recipe.epochs, "loss": loss, "val_knn_top1": knn,
+        report = {"epoch": run.epoch, "epochs": recipe.epochs, "loss": loss, **knn,
                   "lr": run.optimizer.param_groups[0]["lr"], "images_per_sec": images_per_epoch / seconds,
                   "epoch_time_s": seconds, "knn_time_s": knn_seconds, "elapsed_s": run.train_time,
                   "smoothing": schedules.smoothing(progress, recipe.smoothing, recipe.smoothing_ramp),
@@ -235,7 +244,7 @@ def _final_metrics(run: TrainingRun, status: str, evaluate_test: bool = True) ->
     h = run.history
     metrics = {"epochs_completed": run.epoch, "train_time_s": run.train_time,
                "loss": h[-1]["loss"] if h else float("nan"),
-               "val_knn_top1": h[-1]["val_knn_top1"] if h else float("nan"),
+               "val_knn_top1": h[-1].get("val_knn_top1", float("nan")) if h else float("nan"),
                "images_per_sec": (run.epoch * run.steps_per_epoch * run.recipe.batch_size / run.train_time
                                   if run.train_time > 0 and run.epoch else float("nan"))}
     if run.distiller is not None:

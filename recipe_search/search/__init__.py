@@ -250,7 +250,10 @@ def _plan_line(ss: _Session) -> None:
                            report_looks=p.report_looks, concurrency=conc, device=device, cpus_per_trial=cpt,
                            gpus_per_trial=gpt, grace_period=p.first_rung,
                            reduction_factor=p.budget.reduction_factor, one_sided_baselines=one_sided,
-                           select_seeds=len(ss.seeds))
+                           select_seeds=len(ss.seeds),
+                           # the budget's measured stopping looks, unless --report-looks changed the looks
+                           report_stop_share=p.budget.report_stop_share
+                           if tuple(p.report_looks) == tuple(p.budget.report_looks) else ())
     for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines]:
         ss.note(line)
     if device == "cpu" and p.budget.needs_gpu and not s.yes:

@@ -7,16 +7,19 @@ per image of an evaluation forward pass. The cost model is the
 profile of a trial (docs/speed.md, section 1: the training step is ~84 % of a ``cpu`` trial, the
 kNN monitor ~13 %, the final evaluation ~3 %), plus the start of each run:
 
-* a run of ``E`` epochs costs ``start + E * (train / ips + f * (2 train + val)) + final``, where
-  ``f * (2 train + val)`` is the monitor of each epoch (precise BN statistics over the train
-  images, then train and val features) and ``final`` the linear probe, plus, in a run that reads
-  the test split, precise BN and the test features;
+* a run of ``E`` epochs costs ``start + E * train / ips + M * f * (2 train + val) + final``, where
+  ``f * (2 train + val)`` is the monitor of an epoch (precise BN statistics over the train
+  images, then train and val features), run every epoch of a search trial (``M = E``) and after
+  the last only in a confirmation run (``M = 1``), and ``final`` the linear probe, plus, in a run
+  that reads the test split, precise BN and the test features;
 * ``start`` (:data:`START_S`): a trial's worker, its imports, the model built, the data read from the
   node's cache, and Tune's per-trial bookkeeping, measured on the 2-core development machine;
 * the search stage runs every baseline to the end and a sampled trial, under ASHA, past each rung
-  with probability ``1 / reduction_factor`` (its expected epochs; at most every epoch);
-* the confirmation runs the select phase, then the report phase's first look (expected: most
-  verdicts are decided there), at most its last look, and the untrained floor's evaluation per seed;
+  with the chance Ray's cut-off leaves it given the results recorded there before it (above
+  ``1 / reduction_factor`` in a small search; :func:`expected_epochs`);
+* the confirmation runs the select phase, then the report phase's expected seeds (the budget's
+  share of verdicts decided at each look, read off the verdict simulation: at the ``cpu`` budget
+  5.6 seeds of looks 3, 5, 8), at most its last look, and the untrained floor's evaluation per seed;
 * runs share the cluster ``concurrency`` at a time; ``fixed`` (:data:`SEARCH_START_S`) is Ray's
   start and the driver's work between stages.
 
@@ -26,6 +29,7 @@ The estimate says both the expected wall time and the bound (no trial stopped, e
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 
 from ..tune.progress import duration
@@ -58,7 +62,7 @@ class Rates:
 class Estimate:
     images_per_sec: float
     search_s: float  # expected (ASHA stops trials as its rungs say)
-    confirm_s: float  # expected (the report phase decided at its first look)
+    confirm_s: float  # expected (the report phase's expected seeds)
     lines: list[str]
     search_max_s: float = 0.0  # no trial stopped
     confirm_max_s: float = 0.0  # every look
@@ -120,39 +124,93 @@ def measure(recipe, proxy, device: str, threads: int, batches: int = 3) -> Rates
                  float(one.get("images_per_sec") or 0.0), cold)
 
 
-def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor: int) -> float:
-    """A sampled trial's expected epochs under ASHA: past each rung (``grace * rf**k`` epochs) with
-    probability ``1 / rf``; every epoch without early stopping."""
+def _cutoff(recorded: list[float], q: float) -> float:
+    """Ray's ASHA cut-off: the ``q`` quantile of the results recorded at a rung (numpy's linear rule)."""
+    v = sorted(recorded)
+    pos = q * (len(v) - 1)
+    lo = int(pos)
+    return v[lo] + (pos - lo) * (v[min(lo + 1, len(v) - 1)] - v[lo])
+
+
+def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor: int, *, sampled: int = 0,
+                    baselines: int = 0, sims: int = 2000, seed: int = 0) -> float:
+    """A sampled trial's expected epochs under ASHA (rungs at ``grace * rf**k`` epochs), every epoch
+    without early stopping. ``sampled=0``: the large-search limit, past each rung with chance ``1/rf``.
+
+    Otherwise Ray's rule played out ``sims`` times (seeded: the same figure every time) for a search
+    whose ``baselines`` run first and reach every rung (never stopped, they set the cut-offs) and whose
+    ``sampled`` trials follow in turn: a trial's result at a rung is recorded there and it stops when it
+    is below the ``1 - 1/rf`` quantile of the results recorded before it (the first goes on). A trial
+    keeps its rank from rung to rung (a recipe's early val kNN ranks like its end: docs/results.md,
+    section 2). A small search promotes more than ``1/rf`` of its trials: the ``cpu`` budget's 8
+    sampled trials average ~4.1 epochs of 8, not the limit's 3.6 (tests/test_estimate.py checks it
+    against Ray's own scheduler)."""
     if not grace_period or grace_period >= max_epochs:
         return float(max_epochs)
-    total, reached, rung, p = 0.0, 0, grace_period, 1.0
+    rungs = []
+    rung = grace_period
     while rung < max_epochs:
-        total += p * (rung - reached)
-        reached, rung, p = rung, rung * reduction_factor, p / reduction_factor
-    return total + p * (max_epochs - reached)
+        rungs.append(rung)
+        rung *= reduction_factor
+    if sampled <= 0:
+        total, reached, p = 0.0, 0, 1.0
+        for rung in rungs:
+            total += p * (rung - reached)
+            reached, p = rung, p / reduction_factor
+        return total + p * (max_epochs - reached)
+    rng, q, total = random.Random(seed), 1 - 1 / reduction_factor, 0
+    for _ in range(sims):
+        recorded = [[rng.random() for _ in range(baselines)]]
+        recorded += [list(recorded[0]) for _ in rungs[1:]]  # the baselines reach every rung
+        for _ in range(sampled):
+            score, reached, epochs = rng.random(), 0, max_epochs
+            for k, rung in enumerate(rungs):
+                cut = _cutoff(recorded[k], q) if recorded[k] else None
+                recorded[k].append(score)
+                if cut is not None and score < cut:
+                    epochs = rung
+                    break
+            total += epochs
+    return total / (sims * sampled)
 
 
-def run_seconds(rates: Rates, sizes: dict, epochs: float, *, test: bool, symmetric: bool = True) -> float:
+def expected_seeds(looks: list[int] | tuple[int, ...], stop_share: tuple[float, ...] | list[float] = ()) -> float:
+    """The report phase's expected seeds: ``looks[i]`` with chance ``stop_share[i]``, the rest of the
+    chance at the last look (no share: the first look)."""
+    if not stop_share:
+        return float(looks[0])
+    shares = [max(0.0, float(x)) for x in stop_share[:len(looks)]]
+    rest = max(0.0, 1.0 - sum(shares))
+    return sum(p * n for p, n in zip(shares, looks)) + rest * looks[-1]
+
+
+def run_seconds(rates: Rates, sizes: dict, epochs: float, *, test: bool, symmetric: bool = True,
+                monitored: float | None = None) -> float:
     """One run of ``epochs`` epochs (``test``: it reads the test split at the end; ``symmetric``: its
-    loss runs both views through the query encoder, twice a one-sided run's training)."""
+    loss runs both views through the query encoder, twice a one-sided run's training; ``monitored``:
+    the epochs with a kNN monitor, all by default, 1 for a confirmation run)."""
     ips = max(rates.rate(symmetric), 1e-6)
     train_n, val_n = sizes["train"], sizes["val"]
-    epoch_s = train_n / ips + rates.eval_s_per_image * (2 * train_n + val_n)
+    monitor_s = rates.eval_s_per_image * (2 * train_n + val_n)
     final_s = rates.probe_s_per_image * train_n
     if test:
         final_s += rates.eval_s_per_image * (train_n + sizes["test"])
-    return START_S + rates.cold_s + epochs * epoch_s + final_s
+    watched = epochs if monitored is None else min(epochs, monitored)
+    return START_S + rates.cold_s + epochs * train_n / ips + watched * monitor_s + final_s
 
 
 def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: int = 0, max_epochs: int,
              select_jobs: int, report_looks: tuple[int, ...] | list[int] = (), concurrency: int, device: str,
              cpus_per_trial: float, gpus_per_trial: float, grace_period: int | None,
-             reduction_factor: int = 3, one_sided_baselines: int = 0, select_seeds: int = 0) -> Estimate:
+             reduction_factor: int = 3, one_sided_baselines: int = 0, select_seeds: int = 0,
+             report_stop_share: tuple[float, ...] | list[float] = ()) -> Estimate:
     """The plan as printable lines and the estimated wall time of each stage, expected and at most
     (``grace_period``: ASHA's first rung, None without early stopping). Sampled trials cost as the
     measured recipe; ``one_sided_baselines`` of the ``baselines`` train one-sided (at the rate
     measured for that), in the search and in each of the ``select_seeds`` seeds of the select phase,
-    and the report phase's reference baseline costs their mean."""
+    and the report phase's reference baseline costs their mean. ``report_stop_share``: the share of
+    verdicts decided at each of the ``report_looks`` (the budget's, from the verdict simulation; the
+    rest at the last look; empty: all at the first) gives the report phase's expected seeds."""
     if not isinstance(rates, Rates):
         rates = Rates(float(rates), 1 / (3 * max(float(rates), 1e-6)))
     conc = max(1, concurrency)
@@ -160,17 +218,21 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
     one_sided = min(one_sided_baselines, baselines)
     full = run_seconds(rates, sizes, max_epochs, test=False)
     full_one = run_seconds(rates, sizes, max_epochs, test=False, symmetric=False)
-    asha = run_seconds(rates, sizes, expected_epochs(max_epochs, grace_period, reduction_factor), test=False)
+    asha = run_seconds(rates, sizes, expected_epochs(max_epochs, grace_period, reduction_factor, sampled=sampled,
+                                                     baselines=baselines), test=False)
     search_s = ((baselines - one_sided) * full + one_sided * full_one + sampled * asha) / conc
     search_max_s = ((num_samples - one_sided) * full + one_sided * full_one) / conc
     looks = list(report_looks) or [0]
     select_one = min(select_jobs, one_sided * select_seeds)
-    select_s = (select_jobs - select_one) * full + select_one * full_one
-    report = run_seconds(rates, sizes, max_epochs, test=True)
+    # a confirmation run monitors its last epoch only (trainer monitor="last")
+    select_s = (select_jobs - select_one) * run_seconds(rates, sizes, max_epochs, test=False, monitored=1) + \
+        select_one * run_seconds(rates, sizes, max_epochs, test=False, symmetric=False, monitored=1)
+    report = run_seconds(rates, sizes, max_epochs, test=True, monitored=1)
     share = one_sided / baselines if baselines else 0.0
-    reference = (1 - share) * report + share * run_seconds(rates, sizes, max_epochs, test=True, symmetric=False)
+    reference = (1 - share) * report + share * run_seconds(rates, sizes, max_epochs, test=True, symmetric=False,
+                                                           monitored=1)
     floor = START_S / 2 + rates.eval_s_per_image * (2 * sizes["train"] + sizes["val"] + sizes["test"])
-    confirm_s = (select_s + looks[0] * (report + reference + floor)) / conc
+    confirm_s = (select_s + expected_seeds(looks, report_stop_share) * (report + reference + floor)) / conc
     confirm_max_s = (select_s + looks[-1] * (report + reference + floor)) / conc
     confirm_jobs = select_jobs + 2 * looks[-1]
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"

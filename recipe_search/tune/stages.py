@@ -129,7 +129,8 @@ class StageRunner:
             for name, point in baselines:
                 if point is None:
                     note(f"baseline {name} is not a point of the space: the sampler is not told its result")
-            num_samples, sampler_seed, warm = p.num_samples, s.seed, list(self.warm)
+            base_seed = s.seed if s.sampler_seed is None else s.sampler_seed
+            num_samples, sampler_seed, warm = p.num_samples, base_seed, list(self.warm)
             # named for Optuna's tools (optuna-dashboard): the study, its objective, its trials (searcher.py)
             study_kwargs = dict(study_name=study_name(s.search_id), search_id=s.search_id, study_attrs={
                 "search_id": s.search_id, "backbone": s.backbone, "mlflow_experiment": s.experiment,
@@ -146,7 +147,7 @@ class StageRunner:
                         done += sum(1 for _, point in baselines if point is None)
                         baselines, warm = [], []  # the warm points are in the shared study already
                     num_samples = max(1, p.num_samples - done)
-                    sampler_seed = s.seed + done  # a fresh RNG stream: not the first driver's points again
+                    sampler_seed = base_seed + done  # a fresh RNG stream: not the first driver's points again
                     note(f"Optuna study {study_name(s.search_id)}: {done} trials done, {num_samples} to go")
             sampler = get_sampler(s.sampler).build(sampler_seed, n_startup, constant_liar=self.conc > 1)
             searcher = RecipeSearcher(space=p.space.sampler_space(), metric=OBJECTIVE, mode="max",

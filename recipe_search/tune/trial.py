@@ -156,12 +156,18 @@ def _run(config: dict, ctx: TrialContext, trial_id: str) -> None:
         from ..verdict.confirm import REPORT, job_phase
 
         job = config.get(JOB_KEY)  # only the report phase reads the test split
-        _train_and_report(ctx, recipe, out_dir, confirm=job is not None and job_phase(job) == REPORT)
+        _train_and_report(ctx, recipe, out_dir, confirm=job is not None and job_phase(job) == REPORT,
+                          monitor="every" if job is None else "last")
     finally:  # every reported checkpoint is already persisted by Tune
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm: bool = False) -> None:
+def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm: bool = False,
+                      monitor: str = "every") -> None:
+    """Train ``recipe``, reporting each epoch to Tune. ``confirm``: a report-phase run (it reads the test
+    split). ``monitor="last"``: a confirmation run, whose only use of val is its final figure, runs the kNN
+    monitor after its last epoch only (the same weights and final metrics; a search trial's ASHA and progress
+    view need it every epoch)."""
     from ray import tune
 
     from trainer.engine import train
@@ -179,7 +185,8 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm:
 
     def on_epoch(report: dict[str, Any]) -> None:
         metrics = _numeric(report)
-        metrics["objective"] = metrics.get("val_knn_top1", 0.0)
+        if "val_knn_top1" in metrics or monitor == "every":  # an epoch without the monitor reports no objective
+            metrics["objective"] = metrics.get("val_knn_top1", 0.0)
         metrics["trial_elapsed_s"] = time.perf_counter() - t0
         epoch = int(report.get("epoch", 0))
         if not ctx.checkpoint_every or epoch % ctx.checkpoint_every:  # 0: only the final report's
@@ -190,7 +197,7 @@ def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(stage)))
 
     result = train(recipe, ctx.data, out_dir=str(out_dir), device=ctx.device, on_epoch=on_epoch,
-                   resume=True, data_seed=ctx.seed, evaluate_test=confirm)
+                   resume=True, data_seed=ctx.seed, evaluate_test=confirm, monitor=monitor)
     if result.status == "diverged":  # a result, not an error: the sampler ranks it last
         with system_calls():
             tune.report({**_numeric(result.metrics), "objective": 0.0, "diverged": 1.0, "final": 1.0,

@@ -258,7 +258,8 @@ def _stop(sel: Selection, d: dict[str, Decision], *, last: bool) -> str:
 def _verdict(sel: Selection, d: dict[str, Decision], score: Summary, floor: Summary) -> str:
     if score.mean <= floor.mean:
         return BELOW_FLOOR
-    if sel.winner_role == "finalist" and d[WB].state == REJECTED and d[WF].state == REJECTED:
+    # no reference baseline (every baseline failed on the select seeds): no lift over them can be shown
+    if sel.winner_role == "finalist" and WB in d and d[WB].state == REJECTED and d[WF].state == REJECTED:
         return BETTER
     return NO_LIFT
 

@@ -229,7 +229,7 @@ def _figures(c: dict, victim: tuple[str, int], t_kill: float, kill_s: float, wal
     parent = client.search_runs([exp.experiment_id], "tags.`rs.kind` = 'search' and tags.`rs.search_id` = 'chaos'")[0]
     trial_id, epoch = victim
     run = next(r for r in runs if r.data.tags.get("rs.trial_id") == trial_id)
-    hist = sorted(client.get_metric_history(run.info.run_id, "val_knn_top1"), key=lambda m: m.step)
+    hist = sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
     at = {m.step: m.timestamp / 1000 for m in hist}
     epoch_s = statistics.median(m.value for m in client.get_metric_history(run.info.run_id, "epoch_time_s"))
     gap = at[epoch + 1] - at[epoch] if epoch + 1 in at else None

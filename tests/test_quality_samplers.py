@@ -1,0 +1,107 @@
+"""bench/quality_samplers.py: the sampler comparison's design (independent sampler seeds, shared
+training seeds) and its figures (what each search ends with, its regret on common report seeds,
+wins/ties/losses against random search); the seeds-as-fidelity statistic; and, in the slow suite, a
+real two-sampler repeat at the tiny budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.quality_samplers import compare, repeat_scores, sampler_seed, samplers_section
+from bench.quality_stats import spearman_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def _row(method: str, rep: int, served: str | None, confirmed: dict, verdict: str = "no_significant_lift") -> dict:
+    return {"key": f"{method}-r{rep}", "method": method, "repeat": rep, "seed": 800 + rep, "sampler_seed": 1,
+            "trial_epochs": 30, "wall_s": 60.0, "confirmed": confirmed,
+            "verdict": {"verdict": verdict, "served": served, "best_baseline": "sinfonce-light"}}
+
+
+def _c(role: str, seeds: list[int], tests: list[float]) -> dict:
+    return {"role": role, "report_seeds": seeds, "test_probe_top1": tests}
+
+
+def test_every_method_and_repeat_has_its_own_sampler_seed():
+    seeds = [sampler_seed(r, i) for r in range(10) for i in range(4)]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_scores_and_regret_are_read_on_the_seeds_every_reported_recipe_has():
+    base = _c("baseline", [4, 5, 6], [0.20, 0.22, 0.24])
+    tpe = _row("tpe", 0, "a1", {"a1": _c("finalist", [4, 5, 6, 7, 8], [0.30, 0.28, 0.26, 0.9, 0.9]),
+                                "sinfonce-light": base})
+    rnd = _row("random", 0, None, {"b1": _c("finalist", [4, 5, 6], [0.25, 0.25, 0.25]), "sinfonce-light": base})
+    s = repeat_scores([tpe, rnd])
+    assert s["seeds"] == [4, 5, 6]  # seeds 7 and 8 (only a1 has them) are left out
+    assert s["best"] == "tpe:a1" and s["best_score"] == pytest.approx(0.28)
+    # random served nothing: it ends with the reference baseline, whose score the two searches share
+    assert s["methods"]["random"]["outcome"] == "sinfonce-light"
+    assert s["methods"]["random"]["regret"] == pytest.approx(0.28 - 0.22)
+    assert s["methods"]["tpe"]["regret"] == 0.0
+
+
+def test_wins_ties_and_losses_against_random_with_a_sign_test():
+    def rep(t: float, r: float, same: bool = False) -> dict:
+        return {"methods": {"tpe": {"outcome": "x" if same else "t", "score": t},
+                            "random": {"outcome": "x" if same else "r", "score": r}}}
+
+    c = compare([rep(0.3, 0.2), rep(0.3, 0.2), rep(0.3, 0.2), rep(0.3, 0.2), rep(0.25, 0.25, same=True)], "tpe")
+    assert (c["wins"], c["ties"], c["losses"], c["n"]) == (4, 1, 0, 5)
+    assert c["sign_p"] == pytest.approx(0.125)  # 4 of 4 untied: 2 * 0.5**4
+    assert c["mean"] == pytest.approx(0.08) and c["ci"][0] < 0.08 < c["ci"][1]
+    assert compare([rep(0.1, 0.2)], "tpe")["losses"] == 1
+
+
+def test_the_section_says_not_run_and_marks_an_incomplete_repeat():
+    assert samplers_section([]) == ["Not run yet."]
+    base = _c("baseline", [4, 5, 6], [0.2, 0.2, 0.2])
+    rows = [_row("tpe", 0, "a", {"a": _c("finalist", [4, 5, 6], [0.3, 0.3, 0.3]), "sinfonce-light": base},
+                 verdict="better_than_baselines"),
+            _row("random", 0, "sinfonce-light", {"sinfonce-light": base}),
+            _row("tpe", 1, "sinfonce-light", {"sinfonce-light": base})]  # repeat 1: random has not run yet
+    text = "\n".join(samplers_section(rows))
+    assert "| 0 | tpe | 1 | 30 | better_than_baselines | tpe:a | 30.0 | 0.0 |" in text
+    assert "| 1 | tpe | 1 | 30 | no_significant_lift | sinfonce-light | n/a | n/a |" in text
+    assert "1 / 0 / 0 of 1" in text and "1 of 2" in text  # against random; better_than_baselines once
+
+
+def test_spearman_difference_of_two_predictors_of_one_target():
+    y = list(range(12))
+    same = spearman_difference(y, y, y)
+    assert same["difference"] == 0.0 and same["ci"] == (0.0, 0.0)
+    shuffled = [3, 7, 1, 10, 0, 5, 11, 2, 8, 4, 9, 6]
+    d = spearman_difference(y, shuffled, y)
+    assert d["difference"] > 0.5 and d["ci"][0] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA.exists(), reason="the shared CIFAR-10 is not beside the repository")
+def test_a_real_repeat_draws_other_recipes_on_the_same_training_seeds(tmp_path):
+    """Two real searches (tpe, random) of one repeat at the tiny budget: the same --seed, their own
+    --sampler-seed, other sampled recipes, and the second reuses the first's baseline confirmation runs."""
+    env = {**os.environ, "RECIPE_SEARCH_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "bench/bench_quality.py", "samplers", "--budget", "tiny", "--repeats", "1",
+           "--samplers", "tpe,random", "--data", str(DATA), "--out", str(tmp_path / "results")]
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
+    rows = [json.loads(x) for x in (tmp_path / "results" / "samplers.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["tpe", "random"]
+    assert rows[0]["seed"] == rows[1]["seed"] and rows[0]["sampler_seed"] != rows[1]["sampler_seed"]
+    points = [{t["point"] for t in r["search_trials"] if t["point"]} for r in rows]
+    assert points[0] and points[1] and not points[0] & points[1]  # independent draws
+    for r in rows:
+        assert all(c["select_seeds"] == rows[0]["confirmed"]["mocov2"]["select_seeds"]
+                   for c in r["confirmed"].values() if c["select_seeds"])
+    s = repeat_scores(rows)
+    assert s is not None and set(s["methods"]) == {"tpe", "random"}
+    # run again: nothing left to do, the rows stay as they are
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=600)
+    assert len((tmp_path / "results" / "samplers.jsonl").read_text().splitlines()) == 2
