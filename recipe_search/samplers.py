@@ -41,6 +41,15 @@ def _local(seed: int, n_startup: int, constant_liar: bool) -> Any:
     return IncumbentSampler(_tpe(seed, n_startup, constant_liar), share=0.5, radius=0.1, seed=seed + 1)
 
 
+def _gp(seed: int, n_startup: int, constant_liar: bool) -> Any:
+    import optuna
+
+    # Gaussian-process BO (Optuna's own, on torch); parameters outside the space every trial shares
+    # (a method's own, drawn only with it) come from a seeded random sampler
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup, warn_independent_sampling=False,
+                                     independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
 def _random(seed: int, n_startup: int, constant_liar: bool) -> Any:
     import optuna
 
@@ -67,6 +76,8 @@ SAMPLERS: dict[str, Sampler] = {
                       help="multivariate TPE: the parameters modelled jointly, grouped by method"),
     "local": Sampler("local", "local", model_based=True, make=_local,
                      help="half the trials near the incumbent (baselines, warm start and trials so far), half TPE's"),
+    "gp": Sampler("gp", "gp", model_based=True, make=_gp,
+                  help="Gaussian-process Bayesian optimisation (Optuna's GPSampler)"),
     "random": Sampler("random", "random", model_based=False, make=_random, help="a random-search control"),
 }
 DEFAULT = "tpe"  # the CLI's default, and what a search recorded before --sampler existed used

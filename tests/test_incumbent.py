@@ -71,5 +71,23 @@ def test_bad_arguments_and_the_registry():
     assert isinstance(get_sampler("local").build(0, 3, True), IncumbentSampler)
     assert get_sampler("tpe-mv").build(0, 3, False)._multivariate
     assert all(SAMPLERS[n].model_based for n in ("tpe", "tpe-mv", "local")) and not SAMPLERS["random"].model_based
-    with pytest.raises(SearchError, match="tpe, tpe-mv, local, random"):
+    with pytest.raises(SearchError, match="tpe, tpe-mv, local, gp, random"):
         get_sampler("grid")
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_registered_sampler_proposes_valid_seeded_points_of_the_space(name):
+    """Each --sampler on a real Optuna study over a space of the kinds a recipe space has (log
+    float, float, int, categorical): 14 valid points, seeded (the same points twice)."""
+    def run():
+        study = optuna.create_study(direction="maximize", sampler=SAMPLERS[name].build(3, 4, False))
+        study.optimize(space, n_trials=14)
+        return study
+
+    study = run()
+    for t in study.trials:
+        p = t.params
+        assert 0.01 <= p["lr"] <= 1.0 and 0.05 <= p["temperature"] <= 0.5 and 0 <= p["smoothing_k"] <= 64
+        assert isinstance(p["smoothing_k"], int) and p["proj_hidden_dim"] in (256, 512, 1024, 2048)
+    assert [t.params for t in run().trials] == [t.params for t in study.trials]
+    assert math.isfinite(study.best_value)

@@ -415,7 +415,7 @@ def test_a_bad_sampler_is_a_clear_error():
     from recipe_search.errors import SearchError
     from recipe_search.plan import plan
 
-    with pytest.raises(SearchError, match="--sampler must be one of tpe, tpe-mv, local, random, got 'grid'"):
+    with pytest.raises(SearchError, match="--sampler must be one of tpe, tpe-mv, local, gp, random, got 'grid'"):
         plan(SearchSettings(backbone=BACKBONE, budget="tiny", sampler="grid", **data_args()))
 
 
