@@ -29,9 +29,13 @@ PINNED = {
 def test_a_mocov2_run_gives_the_values_measured_before_the_method_seam(tiny_data, name):
     changes, want = PINNED[name]
     res = train(Recipe(**TINY, **changes), tiny_data, device="cpu", evaluate_test=False)
-    assert [h["loss"] for h in res.history] == pytest.approx(want["losses"], rel=1e-6, abs=1e-6)
-    assert res.metrics["val_knn_top1"] == want["val_knn_top1"]
-    assert res.metrics["val_probe_top1"] == want["val_probe_top1"]
+    # pinned on the AMD EPYC machine that computed them; another CPU's kernels (an AVX-512 Xeon) sum in
+    # another order and part after the first steps (0.4 % in the loss of epoch 2 of sinfonce), so across
+    # machines the pin is to 1 %, and a val figure to one of the 16 val images; the side-by-side test
+    # below checks the seam bit for bit on whatever machine runs it
+    assert [h["loss"] for h in res.history] == pytest.approx(want["losses"], rel=1e-2)
+    assert res.metrics["val_knn_top1"] == pytest.approx(want["val_knn_top1"], abs=1 / 16 + 1e-9)
+    assert res.metrics["val_probe_top1"] == pytest.approx(want["val_probe_top1"], abs=1 / 16 + 1e-9)
     assert [h["key_momentum"] for h in res.history] and "method" not in json.loads(Recipe(**TINY).to_json())
 
 

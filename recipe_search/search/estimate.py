@@ -232,7 +232,8 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
     reference = (1 - share) * report + share * run_seconds(rates, sizes, max_epochs, test=True, symmetric=False,
                                                            monitored=1)
     floor = START_S / 2 + rates.eval_s_per_image * (2 * sizes["train"] + sizes["val"] + sizes["test"])
-    confirm_s = (select_s + expected_seeds(looks, report_stop_share) * (report + reference + floor)) / conc
+    seeds = expected_seeds(looks, report_stop_share)
+    confirm_s = (select_s + seeds * (report + reference + floor)) / conc
     confirm_max_s = (select_s + looks[-1] * (report + reference + floor)) / conc
     confirm_jobs = select_jobs + 2 * looks[-1]
     each = f"{gpus_per_trial:g} GPU" if device == "cuda" else f"{cpus_per_trial:g} CPU"
@@ -246,6 +247,7 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
         f"data: {sizes['classes']} classes, {sizes['train']} train / {sizes['val']} val / {sizes['test']} test "
         f"images (test read only in confirmation)",
         f"measured {rates.images_per_sec:.0f} train images/s per trial -> estimated wall time ~{duration(est.total_s)} "
-        f"(search ~{duration(search_s)}, confirmation ~{duration(confirm_s)}), at most {duration(est.total_max_s)}",
+        f"(search ~{duration(search_s)}, confirmation ~{duration(confirm_s)} with ~{seeds:.1f} report seeds "
+        f"expected), at most {duration(est.total_max_s)}",
     ]
     return est
