@@ -213,39 +213,6 @@ def seed_noise(setup: Setup) -> None:
     run_jobs(setup, "seed-noise", jobs)
 
 
-def sampled_points(setup: Setup, n: int) -> list[dict]:
-    """``n`` points drawn from the space by Optuna's RandomSampler (seeded: the same every run)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=setup.args.seed))
-    space = setup.plan.space.optuna_space()
-    return [study.ask(space).params for _ in range(n)]
-
-
-def fidelity(setup: Setup) -> None:
-    baselines = setup.ctx.baselines
-    configs = [(b.name, "baseline", {"baseline": b.name}) for b in baselines]
-    configs += [(f"random-{i:02d}", "sampled", p)
-                for i, p in enumerate(sampled_points(setup, setup.args.recipes - len(baselines)))]
-    short, long_ = setup.plan.max_epochs, setup.plan.max_epochs * setup.args.long_factor
-    seed = setup.args.seed
-    jobs = [setup.job("fidelity", f"{name}-e{short}", name, role, setup.recipe(cfg, seed, short), length="short",
-                      point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
-    jobs += [setup.job("fidelity", f"{name}-e{long_}", name, role, setup.recipe(cfg, seed, long_), length="long",
-                       point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
-    # long runs on seeds the short run did not use: the target of the independent-seed correlation
-    jobs += [setup.job("fidelity", f"{name}-e{long_}-s{ls}", name, role, setup.recipe(cfg, ls, long_), length="long",
-                       point=cfg, rung=setup.budget.grace_period)
-             for ls in setup.args.long_seeds if ls != seed for name, role, cfg in configs]
-    # seeds as a fidelity: more short runs on seeds no long run used, so that k short seeds (k x the budget's
-    # epochs) can be set against one long seed (the same trial-epochs) as predictors of the long seeds' mean
-    jobs += [setup.job("fidelity", f"{name}-e{short}-s{ss}", name, role, setup.recipe(cfg, ss, short), length="short",
-                       point=cfg, rung=setup.budget.grace_period)
-             for ss in setup.args.short_seeds if ss != seed for name, role, cfg in configs]
-    run_jobs(setup, "fidelity", jobs)  # all short runs first: the long ones are 3x the cost
-
-
 def _search(setup: Setup, search_id: str, experiment: str, extra: list[str], backbone: str | None = None) -> dict:
     """Run (or resume) one ``recipe-search run`` (of ``backbone``, default ``--backbone``) and return
     its verdict and search-stage cost."""
@@ -458,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
 
         samplers(setup, _search, results_path)
         return 0
-    {"seed-noise": seed_noise, "fidelity": fidelity, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
+    if args.study == "fidelity":
+        from bench.quality_fidelity import fidelity
+
+        fidelity(setup, run_jobs)
+        return 0
+    {"seed-noise": seed_noise, "search-vs-random": search_vs_random, "lift": lift}[args.study](setup)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The proxy-fidelity section of docs/results.md (``python bench/bench_quality.py fidelity``): does a
+"""The proxy-fidelity study and its section of docs/results.md (``python bench/bench_quality.py fidelity``): does a
 short run's val kNN rank recipes as their long runs' test probe does, with the shared seed, with
 independent long seeds, at ASHA's first rung, and with more short seeds in place of a longer run
 (seeds as a fidelity, at equal trial-epochs)."""
@@ -13,6 +13,44 @@ from bench.quality_format import _corr, _pct, _wall
 from bench.quality_plots import fidelity_plot
 from bench.quality_stats import fisher_z, rank_correlations, spearman_difference
 
+
+# -- the study -------------------------------------------------------------------------------------
+
+def sampled_points(setup, n: int) -> list[dict]:
+    """``n`` points drawn from the space by Optuna's RandomSampler (seeded: the same every run)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=setup.args.seed))
+    space = setup.plan.space.optuna_space()
+    return [study.ask(space).params for _ in range(n)]
+
+
+def fidelity(setup, run_jobs) -> None:
+    """Run the study (``bench_quality.py fidelity``): ``run_jobs`` is ``bench_quality.run_jobs``."""
+    baselines = setup.ctx.baselines
+    configs = [(b.name, "baseline", {"baseline": b.name}) for b in baselines]
+    configs += [(f"random-{i:02d}", "sampled", p)
+                for i, p in enumerate(sampled_points(setup, setup.args.recipes - len(baselines)))]
+    short, long_ = setup.plan.max_epochs, setup.plan.max_epochs * setup.args.long_factor
+    seed = setup.args.seed
+    jobs = [setup.job("fidelity", f"{name}-e{short}", name, role, setup.recipe(cfg, seed, short), length="short",
+                      point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
+    jobs += [setup.job("fidelity", f"{name}-e{long_}", name, role, setup.recipe(cfg, seed, long_), length="long",
+                       point=cfg, rung=setup.budget.grace_period) for name, role, cfg in configs]
+    # long runs on seeds the short run did not use: the target of the independent-seed correlation
+    jobs += [setup.job("fidelity", f"{name}-e{long_}-s{ls}", name, role, setup.recipe(cfg, ls, long_), length="long",
+                       point=cfg, rung=setup.budget.grace_period)
+             for ls in setup.args.long_seeds if ls != seed for name, role, cfg in configs]
+    # seeds as a fidelity: more short runs on seeds no long run used, so that k short seeds (k x the budget's
+    # epochs) can be set against one long seed (the same trial-epochs) as predictors of the long seeds' mean
+    jobs += [setup.job("fidelity", f"{name}-e{short}-s{ss}", name, role, setup.recipe(cfg, ss, short), length="short",
+                       point=cfg, rung=setup.budget.grace_period)
+             for ss in setup.args.short_seeds if ss != seed for name, role, cfg in configs]
+    run_jobs(setup, "fidelity", jobs)  # all short runs first: the long ones are 3x the cost
+
+
+# -- the section -----------------------------------------------------------------------------------
 
 def _is_extra_short(r: dict) -> bool:
     """A short run on an extra seed (``--short-seeds``; key ``<name>-e<epochs>-s<seed>``)."""
