@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from bench.quality_format import _load
+
 STUDY = "samplers"
 REPEAT_SEED = 800
 CONTROL = "random"
@@ -43,17 +45,13 @@ def sampler_seed(repeat: int, index: int) -> int:
     return 5000 + 100 * repeat + index
 
 
-def _load(path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
 def samplers(setup, search, results_path) -> None:
     """Run the study (see the module's docstring): ``search`` is ``bench_quality._search``."""
     a = setup.args
     methods = list(a.samplers)
     path = results_path(STUDY)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in _load(path)}
+    done = {r["key"] for r in _load(path.parent, STUDY)}
     for rep in range(a.repeats):
         for i, method in enumerate(methods):
             key = f"{method}-r{rep}"

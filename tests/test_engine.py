@@ -163,7 +163,8 @@ def test_a_run_monitored_only_after_its_last_epoch_learns_and_scores_exactly_the
         assert every.metrics[key] == last.metrics[key], key
     assert sum(h["knn_time_s"] for h in last.history) < sum(h["knn_time_s"] for h in every.history)
     with pytest.raises(RecipeError, match="monitor must be one of every, last, got 'some'"):
-        train(recipe, tiny_data, device="cpu", monitor="some")
+        train(recipe, tiny_data, out_dir=tmp_path / "bad", device="cpu", monitor="some")
+    assert not (tmp_path / "bad").exists()  # rejected before anything is written
 
 
 def test_data_seed_fixes_the_subset_while_the_recipe_seed_varies_the_training(tiny_data, monkeypatch):

@@ -183,12 +183,12 @@ def fit(recipe: Recipe, proxy: ProxyData, *, device: torch.device, teacher: Teac
     Writes ``recipe.json`` into ``out_dir`` first, then the checkpoint and ``history.json`` after every
     epoch (before ``on_epoch`` runs), ``metrics.json`` at the end and ``encoder.pt`` when completed.
     """
+    if monitor not in MONITOR:  # before anything is written
+        raise RecipeError(f"monitor must be one of {', '.join(MONITOR)}, got {monitor!r}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _atomic_json(out / "recipe.json", recipe.to_dict())
-    if monitor not in MONITOR:
-        raise RecipeError(f"monitor must be one of {', '.join(MONITOR)}, got {monitor!r}")
     run = TrainingRun(recipe, proxy, device, out, compile, teacher)
     ckpt = out / "checkpoint.pt" if out is not None else None
     if resume and ckpt is not None and ckpt.exists():

@@ -143,7 +143,7 @@ def expected_epochs(max_epochs: int, grace_period: int | None, reduction_factor:
     is below the ``1 - 1/rf`` quantile of the results recorded before it (the first goes on). A trial
     keeps its rank from rung to rung (a recipe's early val kNN ranks like its end: docs/results.md,
     section 2). A small search promotes more than ``1/rf`` of its trials: the ``cpu`` budget's 8
-    sampled trials average ~4.1 epochs of 8, not the limit's 3.6 (tests/test_estimate.py checks it
+    sampled trials average ~4.2 epochs of 8, not the limit's 3.6 (tests/test_estimate.py checks it
     against Ray's own scheduler)."""
     if not grace_period or grace_period >= max_epochs:
         return float(max_epochs)
@@ -224,13 +224,14 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
     search_max_s = ((num_samples - one_sided) * full + one_sided * full_one) / conc
     looks = list(report_looks) or [0]
     select_one = min(select_jobs, one_sided * select_seeds)
-    # a confirmation run monitors its last epoch only (trainer monitor="last")
-    select_s = (select_jobs - select_one) * run_seconds(rates, sizes, max_epochs, test=False, monitored=1) + \
-        select_one * run_seconds(rates, sizes, max_epochs, test=False, symmetric=False, monitored=1)
-    report = run_seconds(rates, sizes, max_epochs, test=True, monitored=1)
+
+    def confirm_run(test: bool, symmetric: bool = True) -> float:  # monitored after its last epoch only
+        return run_seconds(rates, sizes, max_epochs, test=test, symmetric=symmetric, monitored=1)
+
+    select_s = (select_jobs - select_one) * confirm_run(False) + select_one * confirm_run(False, symmetric=False)
+    report = confirm_run(True)
     share = one_sided / baselines if baselines else 0.0
-    reference = (1 - share) * report + share * run_seconds(rates, sizes, max_epochs, test=True, symmetric=False,
-                                                           monitored=1)
+    reference = (1 - share) * report + share * confirm_run(True, symmetric=False)
     floor = START_S / 2 + rates.eval_s_per_image * (2 * sizes["train"] + sizes["val"] + sizes["test"])
     seeds = expected_seeds(looks, report_stop_share)
     confirm_s = (select_s + seeds * (report + reference + floor)) / conc
