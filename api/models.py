@@ -186,7 +186,7 @@ class TrialCounts(BaseModel):
 class BestTrial(BaseModel):
     trial_id: str | None = None
     run_id: str
-    kind: str = Field(..., description="tpe or `baseline <name>`")
+    kind: str = Field(..., description="the sampler that proposed it (`tpe`, `random`, ...) or `baseline <name>`")
     val_knn_top1: float = Field(..., description="Its val kNN top-1 (the search's objective).")
 
 

@@ -306,6 +306,11 @@ def write_report(results: Path, target: Path) -> None:
     doc += ["", "## 8. Samplers at equal compute: what each search ends with, paired repeats", "",
             f"`{COMMANDS['samplers']}`", ""]
     doc += samplers_section(_load(results, "samplers"))
+    from bench.quality_race import race_section
+
+    doc += ["", "## 9. Racing the select phase (`--race`), replayed on the recorded select phases", "",
+            "`python bench/bench_quality.py report` (from section 8's rows, seed by seed)", ""]
+    doc += race_section(_load(results, "samplers"))
     target.write_text("\n".join(doc) + "\n")
     print(f"wrote {target}")
 

@@ -119,6 +119,9 @@ class SearchSettings:
     sampler: str = setting(DEFAULT_SAMPLER, f"Optuna sampler: {sampler_help()}")
     early_stopping: bool = setting(True, "ASHA stops poor trials early on the validation objective",
                                    flag="--early-stopping/--no-early-stopping")
+    race: bool = setting(
+        False, "select phase as a race: seeds in rounds of 1, 2, 4, ...; a finalist whose mean val over the "
+               "seeds so far is below the best baseline's stops (the baselines run every seed)", flag="--race")
     reuse_confirmations: bool = setting(
         True, "a confirmation run an earlier search of the experiment finished (same data, budget, recipe, seed "
               "and version) is reported again, not re-trained",

@@ -28,7 +28,7 @@ def test_every_setting_is_a_run_option_and_nothing_else_is():
     SearchSettings(backbone="efficientnet_b0", budget="cpu", num_samples=12, seed=7, report_looks=[3, 5, 8],
                    early_stopping=False, reuse_confirmations=False, force=True, download=True, yes=True,
                    time_budget=90.5, gpus_per_trial=0.25, data="/data/c10.tar.gz", sampler="random",
-                   confirm_seeds=4, checkpoint_every=0, study_storage="sqlite:////tmp/o.db"),
+                   confirm_seeds=4, checkpoint_every=0, study_storage="sqlite:////tmp/o.db", race=True),
 ])
 def test_argv_round_trips_through_the_run_command(settings):
     """SearchSettings -> to_argv() -> the real `run` parser -> from_cli() gives the same settings."""

@@ -81,11 +81,12 @@ def _print_confirmation(o, console: Console) -> None:
     for col in ("recipe", "role", "val kNN", "chosen"):
         table.add_column(col, overflow="fold")
     roles = {r.name: r.role for r in o.confirmation}
-    for name in sel.ranking + sel.incomplete:
+    for name in sel.ranking + sel.incomplete + list(sel.raced_out):
         val = sel.val.get(name)
         mark = "winner" if name == sel.winner else "reference baseline" if name == sel.reference else ""
-        table.add_row(name, roles.get(name, "?"), val.fmt() if val else "incomplete (a seed failed)", mark,
-                      style="bold" if name == sel.winner else None)
+        text = val.fmt() if val else (f"raced out: {sel.raced_out[name]}" if name in sel.raced_out
+                                      else "incomplete (a seed failed)")
+        table.add_row(name, roles.get(name, "?"), text, mark, style="bold" if name == sel.winner else None)
     console.print(table)
     if v is None:
         return

@@ -49,6 +49,7 @@ from .. import __version__, records
 from ..baselines import FLOOR_BASELINE, baselines_for, by_name
 from ..verdict.confirm import confirmation_seeds, floor_metrics, plan_jobs
 from ..verdict.confirmation import run_confirmation
+from ..verdict.race import rounds
 from ..errors import ResumeError, SearchError
 from ..tune.progress import duration
 from ..plan import DEFAULT_EXPERIMENT, Plan, SearchSettings, plan, prepare_data
@@ -254,7 +255,10 @@ def _plan_line(ss: _Session) -> None:
                            # the budget's measured stopping looks, unless --report-looks changed the looks
                            report_stop_share=p.budget.report_stop_share
                            if tuple(p.report_looks) == tuple(p.budget.report_looks) else ())
-    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines]:
+    race = ([f"race: the select phase runs its seeds in rounds {' then '.join(map(str, rounds(ss.seeds)))}; a "
+             "finalist whose mean val over the seeds so far is below the best baseline's stops there (the "
+             "estimate counts every select run)"] if s.race else [])
+    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines, *race]:
         ss.note(line)
     if device == "cpu" and p.budget.needs_gpu and not s.yes:
         raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
@@ -389,7 +393,7 @@ def _conclude(ss: _Session, outcome: SearchOutcome, confirmed) -> None:
         resolved = resolved_values(p, seeds, ss.fp)
         settings = {k: resolved[k] for k in ("num_samples", "max_epochs", "image_size", "confirm_k",
                                              "confirm_seeds", "report_looks")}
-        settings.update(seed=s.seed, data=s.data, report_seeds=outcome.verdict.seeds,
+        settings.update(seed=s.seed, data=s.data, report_seeds=outcome.verdict.seeds, race=s.race,
                         warm_start=[w.to_dict() for w in ss.warm])
         prov = provenance(backbone=s.backbone, dataset=s.dataset, budget=s.budget, verdict=outcome.verdict,
                           confirmation=outcome.confirmation, report=outcome.report, fingerprint=ss.fp,

@@ -101,6 +101,7 @@ class Selection:
     incomplete: list[str]
     seeds: list[int]
     val: dict[str, Summary]  # every eligible recipe's val score over the select seeds
+    raced_out: dict[str, str] = field(default_factory=dict)  # --race: finalists stopped early, and why
 
     @property
     def report_names(self) -> list[str]:
@@ -110,6 +111,7 @@ class Selection:
     def to_dict(self) -> dict:
         return {"winner": self.winner, "winner_role": self.winner_role, "reference": self.reference,
                 "ranking": list(self.ranking), "incomplete": list(self.incomplete), "seeds": list(self.seeds),
+                "raced_out": dict(self.raced_out),
                 "metric": SELECT_METRIC, "val": {k: v.to_dict() for k, v in self.val.items()},
                 "note": "exploratory: chooses the winner; no interval here is part of the verdict"}
 

@@ -5,7 +5,8 @@ Nothing before the report phase reads the test split (``verdict.py`` has the des
 * **select** -- the ``confirm_k`` best searched recipes (by the final val objective) and both
   baselines, each trained from scratch with ``confirm_seeds`` fresh seeds (the seed changes
   initialisation, augmentation and batch order; the proxy subset stays the search's), at the
-  budget's full epochs, evaluated on val only (:func:`plan_jobs`);
+  budget's full epochs, evaluated on val only (:func:`plan_jobs`); with ``--race`` in rounds of
+  seeds, a finalist below the best baseline after a round stopping there (``race.py``);
 * **report** -- the selected winner and reference baseline on further fresh seeds, added look
   by look, evaluated on val and test (:func:`report_jobs`); the untrained encoder is evaluated
   at the same seeds' initial weights (:func:`floor_metrics`), so every lift is paired by seed.

@@ -17,6 +17,7 @@ from .confirm import REPORT, SELECT, floor_metrics, recipes_of, report_jobs, rep
 from .promote import confirmation_runs, summarize
 from ..state import CONFIRM_SUFFIX, write_meta
 from . import RecipeRuns, Selection, Verdict, choose, decide
+from .race import FAILED, rounds, survivors
 
 
 @dataclass
@@ -41,18 +42,24 @@ def run_confirmation(runner, *, p, meta: dict, meta_path: Path, exp_dir: Path, f
     search_id = s.search_id
     jobs, seeds = meta["jobs"], meta["seeds"]
     out = Confirmed()
+    recipes = recipes_of(jobs)
     if meta.get("stage") == "confirmation":  # the select phase: val only
-        out.restored, out.interrupted = runner.confirm(exp_dir.with_name(search_id + CONFIRM_SUFFIX), jobs,
-                                                       resume, note, what="confirmation (select on val)")
+        if s.race:
+            meta["raced_out"] = _race(runner, out, jobs, seeds, recipes, exp_dir, search_id, tracker, resume, note)
+        else:
+            out.restored, out.interrupted = runner.confirm(exp_dir.with_name(search_id + CONFIRM_SUFFIX), jobs,
+                                                           resume, note, what="confirmation (select on val)")
         if out.interrupted:
             return out
         meta["stage"] = "report"
         write_meta(meta_path, meta)
-    recipes = recipes_of(jobs)
     out.select = confirmation_runs(summarize(tracker, search_id), recipes, SELECT)
     out.selection = choose(out.select, seeds)
     if out.selection is None:
         return out
+    raced = meta.get("raced_out") or {}
+    out.selection.raced_out = dict(raced)
+    out.selection.incomplete = [n for n in out.selection.incomplete if n not in raced]
     looks = tuple(meta.setdefault("looks", list(p.report_looks)))
     rseeds = report_seeds(s.seed, len(seeds), looks[-1])
     meta["report_seeds"] = rseeds
@@ -84,6 +91,35 @@ def run_confirmation(runner, *, p, meta: dict, meta_path: Path, exp_dir: Path, f
         note(f"look at {n} report seeds: not decided yet ({_open(out.verdict)}); adding seeds")
     write_meta(meta_path, meta)
     return out
+
+
+def _race(runner, out: Confirmed, jobs: list[dict], seeds: list[int], recipes: list[dict], exp_dir: Path,
+          search_id: str, tracker, resume: bool, note) -> dict[str, str] | None:
+    """The select phase as a race (``race.py``): round by round, the recipes still in it on the
+    round's seeds; returns the finalists raced out and why (None when interrupted)."""
+    racing, raced, done = {r["name"] for r in recipes}, {}, []
+    for i, chunk in enumerate(rounds(seeds)):
+        done += chunk
+        round_jobs = [j for j in jobs if j["name"] in racing and j["seed"] in chunk]
+        select = confirmation_runs(summarize(tracker, search_id), recipes, SELECT)
+        if not _complete(select, round_jobs):
+            name = search_id + CONFIRM_SUFFIX + ("" if i == 0 else f"-{len(done)}")
+            restored, out.interrupted = runner.confirm(
+                exp_dir.with_name(name), round_jobs, resume if i == 0 else True, note,
+                what=f"confirmation (select on val, race round {i + 1}: {len(done)} of {len(seeds)} seeds, "
+                     f"{len(racing)} recipes)")
+            out.restored |= restored
+            if out.interrupted:
+                return None
+            select = confirmation_runs(summarize(tracker, search_id), recipes, SELECT)
+        if len(done) == len(seeds):
+            break
+        on, stopped = survivors([r for r in select if r.name in racing], done)
+        for name, why in stopped.items():
+            note(f"race: finalist {name} stops after {len(done)} seed(s): {why}")
+        racing = set(on)
+        raced.update({n: why for n, why in stopped.items() if why != FAILED})
+    return raced
 
 
 def _complete(report: list[RecipeRuns], jobs: list[dict]) -> bool:

@@ -139,6 +139,8 @@ def provenance(*, backbone: str, dataset: str, budget: str, verdict: Verdict, co
         row = {"name": r.name, "role": r.role, "recipe": r.recipe}
         s = r.summary("val_knn_top1", verdict.selection.seeds)
         row["select_val_knn_top1"] = s.to_dict() if s is not None else None
+        if r.name in verdict.selection.raced_out:  # --race: its select figure is over the seeds it ran
+            row["raced_out"] = verdict.selection.raced_out[r.name]
         rep = reported.get(r.name)
         for m in ("test_probe_top1", "test_knn_top1", "val_knn_top1", "val_probe_top1"):
             s = rep.summary(m, verdict.seeds) if rep is not None else None
