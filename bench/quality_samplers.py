@@ -21,6 +21,13 @@ that reached the report phase and the baselines) minus its own. Against random s
 wins, ties (both served the same recipe, or the same score) and losses over the repeats, a two-sided
 sign test, and the mean paired difference with a t interval over the repeats.
 
+A second figure separates the sampler from the verdict's power: each search's *candidate*, the
+recipe its select phase chose on val (its winner, served or not), scored the same way. When no
+search of a repeat shows a lift its verdict can detect, every method ends with the reference
+baseline and the outcomes tie by construction; the candidates still differ when the samplers found
+different recipes. The candidate comparison is reported beside the outcome one, never instead of it:
+a candidate the verdict did not serve is what the user is *not* told to use.
+
 Each search is a row of ``docs/results/samplers.jsonl`` as it finishes (resumable: a finished search
 is not run again; an unfinished one resumes).
 """
@@ -105,24 +112,29 @@ def repeat_scores(rows: list[dict]) -> dict | None:
         key = _recipe_key(row, name) if name else None
         if key not in score:
             return None
+        winner = row["verdict"].get("winner") or name
+        cand = _recipe_key(row, winner)
         out["methods"][row["method"]] = {"outcome": key, "score": score[key], "regret": score[best] - score[key],
+                                         "candidate": cand, "candidate_score": score.get(cand),
                                          "verdict": row["verdict"].get("verdict"),
                                          "trial_epochs": row["trial_epochs"], "wall_s": row.get("wall_s")}
     return out
 
 
-def compare(repeats: list[dict], method: str, control: str = CONTROL) -> dict:
+def compare(repeats: list[dict], method: str, control: str = CONTROL, what: str = "outcome") -> dict:
     """``method`` against ``control`` over the repeats both ran: wins, ties, losses, the two-sided sign
-    test's p and the mean paired difference of scores with a 95% t interval."""
+    test's p and the mean paired difference of scores with a 95% t interval; ``what`` is ``outcome``
+    (what each search ends with) or ``candidate`` (its select winner)."""
+    field = "score" if what == "outcome" else "candidate_score"
     from scipy.stats import binomtest, t
 
     diffs, ties = [], 0
     for r in repeats:
         m, c = r["methods"].get(method), r["methods"].get(control)
-        if m is None or c is None:
+        if m is None or c is None or m.get(field) is None or c.get(field) is None:
             continue
-        d = m["score"] - c["score"]
-        if m["outcome"] == c["outcome"] or d == 0:
+        d = m[field] - c[field]
+        if m[what] == c[what] or d == 0:
             ties += 1
             d = 0.0
         diffs.append(d)
@@ -135,6 +147,12 @@ def compare(repeats: list[dict], method: str, control: str = CONTROL) -> dict:
             "ci": (mean - half, mean + half)}
 
 
+def _versus(c: dict) -> tuple[str, str, str]:
+    lo, hi = c["ci"]
+    return (f"{c['wins']} / {c['ties']} / {c['losses']} of {c['n']}", f"{c['sign_p']:.2f}",
+            f"{100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if c["n"] > 1 else "n/a")
+
+
 def samplers_section(rows: list[dict]) -> list[str]:
     """docs/results.md's section: per repeat and method, what it served, its score and regret; then
     each method against random search."""
@@ -145,7 +163,8 @@ def samplers_section(rows: list[dict]) -> list[str]:
     for r in rows:
         by_rep.setdefault(r["repeat"], []).append(r)
     out = ["| repeat | method | sampler seed | trial-epochs | verdict | ends with | test probe (common report seeds) "
-           "| regret |", "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: |"]
+           "| regret | candidate (select winner) | its test probe |",
+           "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: | --- | ---: |"]
     complete = []
     for rep in sorted(by_rep):
         got = by_rep[rep]
@@ -153,8 +172,11 @@ def samplers_section(rows: list[dict]) -> list[str]:
         for r in got:
             m = (scores or {}).get("methods", {}).get(r["method"])
             score, regret = ("n/a", "n/a") if not m else (f"{100 * m['score']:.1f}", f"{100 * m['regret']:.1f}")
+            cand = m["candidate"] if m else r["verdict"].get("winner") or "n/a"
+            cscore = f"{100 * m['candidate_score']:.1f}" if m and m.get("candidate_score") is not None else "n/a"
             out.append(f"| {rep} | {r['method']} | {r.get('sampler_seed')} | {r['trial_epochs']} | "
-                       f"{r['verdict'].get('verdict')} | {m['outcome'] if m else outcome(r)} | {score} | {regret} |")
+                       f"{r['verdict'].get('verdict')} | {m['outcome'] if m else outcome(r)} | {score} | {regret} | "
+                       f"{cand} | {cscore} |")
         if scores:
             complete.append(scores)
     wall = sum(r.get("wall_s") or 0 for r in rows)
@@ -163,21 +185,26 @@ def samplers_section(rows: list[dict]) -> list[str]:
                 "repeat reported, minus the outcome's, on the same report seeds."]
     better = {m: sum(1 for r in rows if r["method"] == m and r["verdict"].get("verdict") == "better_than_baselines")
               for m in methods}
-    out += ["", "| method | mean regret | served a recipe shown better than the baselines | against random: "
-                "wins / ties / losses | sign test p | mean difference [95% t interval] |",
-            "| --- | ---: | ---: | --- | ---: | --- |"]
+    mdes = {m: [r["verdict"]["mde"] for r in rows if r["method"] == m and r["verdict"].get("mde") is not None
+                and r["verdict"].get("winner_role") == "finalist"] for m in methods}  # its lift over the baseline
+    out += ["", "| method | mean regret | served a recipe shown better than the baselines | smallest detectable "
+                "lift (mean) | against random: wins / ties / losses | sign test p | mean difference [95% t interval] "
+                "| candidates against random: wins / ties / losses | sign test p | mean difference [95% t interval] |",
+            "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: | --- |"]
     for m in methods:
         regrets = [r["methods"][m]["regret"] for r in complete if m in r["methods"]]
         mean_regret = f"{100 * float(np.mean(regrets)):.1f}" if regrets else "n/a"
+        mde = f"{100 * float(np.mean(mdes[m])):.1f}" if mdes[m] else "n/a"
         if m == CONTROL or CONTROL not in methods:
-            vs = ("(the control)", "", "")
+            vs = ("(the control)", "", "", "(the control)", "", "")
         else:
-            c = compare(complete, m)
-            lo, hi = c["ci"]
-            vs = (f"{c['wins']} / {c['ties']} / {c['losses']} of {c['n']}", f"{c['sign_p']:.2f}",
-                  f"{100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if c["n"] > 1 else "n/a")
-        out.append(f"| {m} | {mean_regret} | {better[m]} of {sum(1 for r in rows if r['method'] == m)} | "
-                   f"{vs[0]} | {vs[1]} | {vs[2]} |")
-    out += ["", "Goal (issue 22): the default beats random search in at least 4 of 5 repeats, and serves a recipe "
+            vs = _versus(compare(complete, m)) + _versus(compare(complete, m, what="candidate"))
+        out.append(f"| {m} | {mean_regret} | {better[m]} of {sum(1 for r in rows if r['method'] == m)} | {mde} | "
+                   + " | ".join(vs) + " |")
+    out += ["", "Candidate: the recipe a search's select phase chose on val, served or not (a baseline when "
+                "none of its finalists beat them on val). Smallest detectable lift: the lift over the better "
+                "baseline that a verdict's test had 80% power to detect at the seeds it ran, averaged over the "
+                "searches whose winner was a finalist (n/a: no search of the method got that far).",
+            "", "Goal (issue 22): the default beats random search in at least 4 of 5 repeats, and serves a recipe "
                 "shown better than the better baseline in at least one."]
     return out

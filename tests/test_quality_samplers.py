@@ -61,6 +61,26 @@ def test_wins_ties_and_losses_against_random_with_a_sign_test():
     assert compare([rep(0.1, 0.2)], "tpe")["losses"] == 1
 
 
+def test_candidates_separate_what_a_sampler_found_from_what_the_verdict_served():
+    """Both searches serve the baseline (no detectable lift), so their outcomes tie; their select
+    winners were other recipes, scored on the same common report seeds: tpe's candidate won."""
+    base = _c("baseline", [4, 5, 6], [0.20, 0.22, 0.24])
+    tpe = _row("tpe", 0, None, {"a1": _c("finalist", [4, 5, 6], [0.26, 0.26, 0.26]), "sinfonce-light": base})
+    rnd = _row("random", 0, None, {"b1": _c("finalist", [4, 5, 6], [0.21, 0.21, 0.21]), "sinfonce-light": base})
+    tpe["verdict"].update(winner="a1", winner_role="finalist", mde=0.18)
+    rnd["verdict"].update(winner="b1", winner_role="baseline", mde=0.05)  # its mde is a lift over the floor
+    s = repeat_scores([tpe, rnd])
+    assert s["methods"]["tpe"]["candidate"] == "tpe:a1"
+    assert s["methods"]["random"]["candidate_score"] == pytest.approx(0.21)
+    assert compare([s], "tpe")["ties"] == 1  # what the user ends with: the same baseline
+    c = compare([s], "tpe", what="candidate")
+    assert (c["wins"], c["ties"], c["losses"]) == (1, 0, 0) and c["mean"] == pytest.approx(0.05)
+    text = "\n".join(samplers_section([tpe, rnd]))
+    assert "| sinfonce-light | 22.0 | 4.0 | tpe:a1 | 26.0 |" in text
+    assert "| tpe | 4.0 | 0 of 1 | 18.0 | 0 / 1 / 0 of 1 | 1.00 | n/a | 1 / 0 / 0 of 1 | 1.00 | n/a |" in text
+    assert "| random | 4.0 | 0 of 1 | n/a | (the control) |" in text
+
+
 def test_the_section_says_not_run_and_marks_an_incomplete_repeat():
     assert samplers_section([]) == ["Not run yet."]
     base = _c("baseline", [4, 5, 6], [0.2, 0.2, 0.2])
