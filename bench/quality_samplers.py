@@ -172,7 +172,8 @@ def samplers_section(rows: list[dict]) -> list[str]:
         for r in got:
             m = (scores or {}).get("methods", {}).get(r["method"])
             score, regret = ("n/a", "n/a") if not m else (f"{100 * m['score']:.1f}", f"{100 * m['regret']:.1f}")
-            cand = m["candidate"] if m else r["verdict"].get("winner") or "n/a"
+            winner = r["verdict"].get("winner")
+            cand = m["candidate"] if m else _recipe_key(r, winner) if winner else "n/a"
             cscore = f"{100 * m['candidate_score']:.1f}" if m and m.get("candidate_score") is not None else "n/a"
             out.append(f"| {rep} | {r['method']} | {r.get('sampler_seed')} | {r['trial_epochs']} | "
                        f"{r['verdict'].get('verdict')} | {m['outcome'] if m else outcome(r)} | {score} | {regret} | "
