@@ -1,11 +1,12 @@
 """What the benchmarks share: the torch device set-up of the step benches, the integration
-tests' throwaway services (PostgreSQL, an MLflow server, ...) and the one JSON line (plus an
-optional ``--json`` file) each bench ends with."""
+tests' throwaway services (PostgreSQL, an MLflow server, ...), the one JSON line (plus an
+optional ``--json`` file) each bench ends with, and the one line naming the machine a figure came from."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,3 +45,15 @@ def emit(result: dict, json_path: str | None = None) -> dict:
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
     return result
+
+
+def machine() -> str:
+    """This machine in one line: cores, CPU model, GPU, torch and Python versions."""
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"

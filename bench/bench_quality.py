@@ -151,16 +151,9 @@ def _write_machine() -> None:
     path = RESULTS / "machine.json"
     if path.exists():
         return
-    import platform
+    from bench._common import machine
 
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    path.write_text(json.dumps({"machine": f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}, "
-                                           f"Python {platform.python_version()}",
-                                "date": time.strftime("%Y-%m-%d")}, indent=2))
+    path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 
 def run_jobs(setup: Setup, study: str, jobs: list[dict]) -> list[dict]:

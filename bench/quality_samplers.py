@@ -54,6 +54,8 @@ def sampler_seed(repeat: int, index: int) -> int:
 
 def samplers(setup, search, results_path) -> None:
     """Run the study (see the module's docstring): ``search`` is ``bench_quality._search``."""
+    from bench._common import machine
+
     a = setup.args
     methods = list(a.samplers)
     path = results_path(STUDY)
@@ -70,7 +72,8 @@ def samplers(setup, search, results_path) -> None:
                          ["--seed", str(seed), "--sampler", method, "--sampler-seed", str(sseed),
                           "--no-warm-start"])
             out.update(key=key, method=method, repeat=rep, seed=seed, sampler_seed=sseed, budget=a.budget,
-                       backbone=a.backbone, wall_s=out.pop("search_wall_s") or time.monotonic() - t0)
+                       backbone=a.backbone, wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
+                       machine=machine())
             with path.open("a") as f:
                 f.write(json.dumps(out) + "\n")
             print(f"[samplers] {key}: {out['trial_epochs']} trial-epochs, verdict {out['verdict'].get('verdict')}, "
@@ -181,6 +184,8 @@ def samplers_section(rows: list[dict]) -> list[str]:
         if scores:
             complete.append(scores)
     wall = sum(r.get("wall_s") or 0 for r in rows)
+    machines = sorted({r.get("machine") or "not recorded" for r in rows})
+    out += ["", f"Measured on: {'; '.join(machines)}."]
     out += ["", f"{len(rows)} searches, {len(complete)} complete repeats, {wall / 3600:.1f} h of search wall time "
                 "(each search with its confirmation). Regret: the best score among every recipe a search of the "
                 "repeat reported, minus the outcome's, on the same report seeds."]

@@ -92,6 +92,9 @@ def test_the_section_says_not_run_and_marks_an_incomplete_repeat():
     assert "| 0 | tpe | 1 | 30 | better_than_baselines | tpe:a | 30.0 | 0.0 |" in text
     assert "| 1 | tpe | 1 | 30 | no_significant_lift | sinfonce-light | n/a | n/a |" in text
     assert "1 / 0 / 0 of 1" in text and "1 of 2" in text  # against random; better_than_baselines once
+    assert "Measured on: not recorded." in text
+    rows[0]["machine"] = "2 cores (Some CPU)"
+    assert "Measured on: 2 cores (Some CPU); not recorded." in "\n".join(samplers_section(rows))
 
 
 def test_spearman_difference_of_two_predictors_of_one_target():
