@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                          "against one long seed at equal trial-epochs; use seeds --long-seeds does not)")
     ap.add_argument("--repeats", type=int, default=3, help="search-vs-random: repeats per method; aa: confirmations")
     ap.add_argument("--source", default="mobilenetv3_small_100", help="transfer: the backbone searched first")
+    ap.add_argument("--search-args", default="",
+                    help="transfer: recipe-search run options for every search of the study (recorded in each row), "
+                         "e.g. '--confirm-k 1 --confirm-seeds 2 --report-looks 3' for a lighter confirmation")
     ap.add_argument("--samplers", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                     default=["tpe", "random"], help="samplers: the methods compared, e.g. tpe,tpe-mv,local,random")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="trainings at once")

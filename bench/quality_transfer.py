@@ -20,6 +20,7 @@ The goal (issue 22): warm reaches it in at most half the cold search's trial-epo
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
 
 def transfer(setup, search, results_path) -> None:
     """Run the study (see the module's docstring): ``search`` is ``bench_quality._search``."""
+    from bench._common import machine
     from recipe_search import config
 
     if not setup.args.tracking_uri:
@@ -71,6 +73,7 @@ def transfer(setup, search, results_path) -> None:
     done = {r["key"] for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())} \
         if path.exists() else set()
     a = setup.args
+    shared = shlex.split(a.search_args or "")  # every search of the study, source included
     plan = [("source", a.source, SOURCE_SEED, ["--no-warm-start"], None)]
     for r in range(a.repeats):
         plan += [(f"cold-r{r}", a.backbone, REPEAT_SEED + r, ["--no-warm-start"], r),
@@ -80,9 +83,11 @@ def transfer(setup, search, results_path) -> None:
             continue
         sid = f"q-tr-{a.budget}-{backbone}-{key}"
         t0 = time.monotonic()
-        out = search(setup, sid, "quality-transfer", ["--seed", str(seed), *extra], backbone=backbone)
+        out = search(setup, sid, "quality-transfer", ["--seed", str(seed), *shared, *extra],
+                     backbone=backbone)
         out.update(key=key, method=key.split("-")[0], repeat=rep, seed=seed, backbone=backbone, source=a.source,
-                   budget=a.budget, wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
+                   budget=a.budget, search_args=" ".join(shared), machine=machine(),
+                   wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
                    warm_start=_warm_sources(setup.tracking_uri, sid))
         with path.open("a") as f:
             f.write(json.dumps(out) + "\n")
@@ -100,6 +105,7 @@ def transfer_section(rows: list[dict]) -> list[str]:
     if src:
         out += [f"Source: one `{src['backbone']}` search (seed {src['seed']}, {src['trial_epochs']} trial-epochs, "
                 f"verdict `{src['verdict'].get('verdict')}`), the only results in the study's store.", ""]
+    out += [f"Run as: `{command(rows)}`", ""]
     out += ["| repeat | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | warm: trial-epochs to it "
             "(of total) | warm / cold | warm points | served: cold | warm |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
@@ -120,8 +126,23 @@ def transfer_section(rows: list[dict]) -> list[str]:
                    f"{'not reached' if w is None else w} ({warm['trial_epochs']}) | "
                    f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])} | "
                    f"{served(cold)} | {served(warm)} |")
+    walls = ", ".join(f"{r['key']} {r['wall_s'] / 60:.0f}" for r in rows if r.get("wall_s"))
+    out += ["", f"Wall time per search (min, search and confirmation): {walls}."]
     n = sum(1 for r in rows if r["key"].startswith("warm-"))
     met = sum(1 for x in ratios if x <= 0.5)
     out += ["", f"Goal: warm reaches the cold incumbent in at most half the trial-epochs: met in {met} of {n} "
                 f"repeats (a repeat where warm never reached it counts as missed)."]
+    machines = sorted({r.get("machine") or "not recorded" for r in rows})
+    out += ["", f"Measured on: {'; '.join(machines)}."]
     return out
+
+
+def command(rows: list[dict]) -> str:
+    """The study's command as its rows were run: target, source, repeats run and the shared search options."""
+    target = next((r.get("backbone") for r in rows if r.get("repeat") is not None), None)
+    source = next((r.get("backbone") for r in rows if r["key"] == "source"), None)
+    repeats = len({r["repeat"] for r in rows if r.get("repeat") is not None})
+    args = next((r.get("search_args") for r in rows if r.get("search_args")), "")
+    return " ".join(x for x in ["python bench/bench_quality.py transfer", target and f"--backbone {target}",
+                                source and f"--source {source}", f"--repeats {max(1, repeats)}",
+                                args and f"--search-args '{args}'"] if x)

@@ -49,12 +49,20 @@ def child_runs(home: Path, search_id: str):
                          order_by=["attributes.start_time ASC"])
 
 
+E2E_NOTES: list[str] = []  # what the e2e search printed
+
+
 @pytest.fixture(scope="module")
 def e2e(env):
     settings = SearchSettings(backbone=BACKBONE, budget="tiny", num_samples=4, seed=0, report_looks=[2, 3],
                               **data_args())  # two looks (the tiny budget has one): the sequential path
-    outcome = run_search(settings, progress=False)
+    outcome = run_search(settings, progress=False, on_note=E2E_NOTES.append)
     return env, outcome
+
+
+def test_the_budget_line_shows_the_confirmation_as_run_not_the_budgets_default(e2e):
+    line = next(n for n in E2E_NOTES if "confirmation: select on val" in n)
+    assert "seeds added at 2, 3 until decided" in line, line  # --report-looks 2,3, not the tiny budget's (2,)
 
 
 def test_search_confirms_on_fresh_seeds_and_ends_with_a_verdict(e2e):

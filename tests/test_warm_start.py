@@ -121,9 +121,13 @@ def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
     verdict = {"verdict": "no_significant_lift", "served": None}
     rows = [{"key": "source", "backbone": "mobilenetv3_small_100", "seed": 600, "trial_epochs": 20,
              "verdict": verdict, "repeat": None},
-            {"key": "cold-r0", "repeat": 0, "trial_epochs": 7, "search_trials": cold, "verdict": verdict},
+            {"key": "cold-r0", "repeat": 0, "trial_epochs": 7, "search_trials": cold, "verdict": verdict,
+             "backbone": "mobilenetv3_large_100", "search_args": "--confirm-k 1", "wall_s": 600, "machine": "2 cores"},
             {"key": "warm-r0", "repeat": 0, "trial_epochs": 4, "search_trials": warm, "verdict": verdict,
              "warm_start": [{"backbone": "mobilenetv3_small_100"}]}]
     text = "\n".join(transfer_section(rows))
     assert "| 0 | 30.0 | 5 (7) | 2 (4) | 0.40 | 1 |" in text and "met in 1 of 1 repeats" in text
+    assert ("Run as: `python bench/bench_quality.py transfer --backbone mobilenetv3_large_100 --source "
+            "mobilenetv3_small_100 --repeats 1 --search-args '--confirm-k 1'`") in text
+    assert "cold-r0 10" in text and "Measured on: 2 cores; not recorded." in text
     assert transfer_section([]) == ["Not run yet."]

@@ -258,7 +258,10 @@ def _plan_line(ss: _Session) -> None:
     race = ([f"race: the select phase runs its seeds in rounds {' then '.join(map(str, rounds(ss.seeds)))}; a "
              "finalist whose mean val over the seeds so far is below the best baseline's stops there (the "
              "estimate counts every select run)"] if s.race else [])
-    for line in [p.budget.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines, *race]:
+    # the budget as this search runs it: --confirm-k, --confirm-seeds and --report-looks replace its own
+    effective = dataclasses.replace(p.budget, confirm_k=p.confirm_k, confirm_seeds=p.confirm_seeds,
+                                    report_looks=tuple(p.report_looks))
+    for line in [effective.summary(int(ss.proxy.test_y.numel())), *ss.estimate.lines, *race]:
         ss.note(line)
     if device == "cpu" and p.budget.needs_gpu and not s.yes:
         raise SearchError(f"--budget {p.budget.name} is sized for a GPU and this cluster has none: estimated "
