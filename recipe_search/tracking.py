@@ -38,6 +38,8 @@ FINAL_KEYS = ("val_probe_top1", "train_probe_top1", "probe_l2", "probe_time_s",
               "test_probe_top1", "test_knn_top1", "train_time_s", "epochs_completed", "mean_images_per_sec",
               "duration_s")
 FINAL_MARK = "epochs_completed"  # present once a trial's final report is logged
+# a report run's per-image test correctness (trainer.per_image), one bit per test image: the paired image noise
+CORRECT_ARTIFACT = "test_probe_correct.txt"
 MAX_TAG = 5000
 
 
@@ -179,6 +181,25 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
+
+    def read_text(self, run_id: str, artifact_file: str) -> str | None:
+        """A text artifact of the run; None when the run has none of that name."""
+        import tempfile
+
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if not self._has(run_id, artifact_file):
+                return None
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(self.client.download_artifacts(run_id, artifact_file, tmp)).read_text()
+        except (OSError, MlflowException):
+            return None
+
+    def _has(self, run_id: str, artifact_file: str) -> bool:
+        parent = str(Path(artifact_file).parent)
+        listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
+        return any(f.path == artifact_file for f in listed)
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_text(run_id, json.dumps(obj, indent=2, default=_json_default), artifact_file)

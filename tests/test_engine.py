@@ -142,7 +142,7 @@ def test_evaluate_test_false_never_reads_the_test_split(tmp_path, tiny_data):
     floor = random_init_metrics(recipe, sealed, device="cpu", evaluate_test=False)
     assert set(floor) == {"val_knn_top1", "val_probe_top1", "train_probe_top1", "probe_l2", "probe_time_s"}
     full_floor = random_init_metrics(recipe, tiny_data, device="cpu")
-    assert set(full_floor) == set(floor) | {"test_probe_top1", "test_knn_top1"}
+    assert set(full_floor) == set(floor) | {"test_probe_top1", "test_knn_top1", "test_probe_correct"}
     assert all(full_floor[k] == floor[k] for k in floor if k != "probe_time_s")
 
 
@@ -197,6 +197,27 @@ def test_linear_probe_without_a_test_split():
     assert without.test_top1 is None and 0.0 <= with_test.test_top1 <= 1.0
     assert (without.val_top1, without.train_top1, without.l2) == (with_test.val_top1, with_test.train_top1,
                                                                    with_test.l2)
+
+
+def test_the_probe_records_which_test_images_it_got_right(tiny_data):
+    """``test_probe_correct`` (one bit per test image, packed) agrees with ``test_probe_top1``; the
+    floor carries it too, and an evaluation that never reads the test split has none."""
+    from trainer.per_image import KEY, decode, encode
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    p = linear_probe((x[:30], y[:30]), (x[30:40], y[30:40]), (x[40:], y[40:]), 2)
+    assert p.test_correct.dtype == torch.bool and p.test_correct.shape == (20,)
+    assert p.test_correct.float().mean().item() == p.test_top1
+    floor = random_init_metrics(Recipe(**TINY), tiny_data, device="cpu")
+    bits = decode(floor[KEY])
+    assert bits.size == tiny_data.test_y.numel() and bits.mean() == pytest.approx(floor["test_probe_top1"])
+    assert KEY not in random_init_metrics(Recipe(**TINY), tiny_data, device="cpu", evaluate_test=False)
+    assert decode(encode(torch.tensor([True] * 9))).tolist() == [True] * 9  # 9 bits: two bytes, one padded
+    for bad in ("x", "3:!!", "20:oA==", "-1:"):  # not a count, not base64, fewer bits than images, negative
+        with pytest.raises(ValueError, match="per-image correctness"):
+            decode(bad)
 
 
 def test_evaluation_uses_precise_bn_statistics_and_leaves_the_training_state_alone(tiny_data):

@@ -93,6 +93,19 @@ def test_search_confirms_on_fresh_seeds_and_ends_with_a_verdict(e2e):
     assert set(o.floor["test"]) == set(v.seeds) and v.floor.values == tuple(o.floor["test"][s]["test_probe_top1"]
                                                                             for s in v.seeds)
     assert "floor" in v.lift and v.mde is not None and v.mde > 0
+    # every report run and the floor recorded which test images they got right: the image noise is paired
+    from recipe_search.tracking import CORRECT_ARTIFACT, Tracker
+    from trainer.per_image import KEY, decode
+
+    tracker = Tracker(o.tracking_uri, "recipe-search")
+    sizes = set()
+    for t in report:
+        bits = decode(tracker.read_text(t.run_id, CORRECT_ARTIFACT))
+        assert bits.mean() == pytest.approx(t.metrics["test_probe_top1"])
+        sizes.add(bits.size)
+    sizes |= {decode(o.floor["test"][s][KEY]).size for s in v.seeds}
+    assert len(sizes) == 1 and sizes.pop() > 1  # one bit per test image, the same images everywhere
+    assert {d.image_method for d in v.comparisons.values()} == {"paired"}
     c = client(home)
     tags = c.get_run(o.parent_run_id).data.tags
     assert tags["rs.verdict"] == v.verdict and tags["rs.verdict_line"] == v.line
@@ -245,6 +258,15 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
         curve = [(m.step, m.value) for m in c.get_metric_history(t.run_id, "val_knn_top1")]
         assert curve == [(m.step, m.value) for m in c.get_metric_history(twin.run_id, "val_knn_top1")]
     assert c.get_run(o.parent_run_id).data.tags["rs.confirmations_reused"] == f"4/4 from {first.search_id}"
+    from recipe_search.tracking import CORRECT_ARTIFACT
+
+    reader = Tracker(o.tracking_uri, "recipe-search")
+    report_twins = {(t.job, t.seed): t for t in first.trials if t.phase == "report"}
+    reused_reports = [t for t in o.trials if t.phase == "report" and (t.job, t.seed) in report_twins]
+    assert reused_reports, "the second search re-reports no report run of the first"
+    for t in reused_reports:  # a reused report run carries its twin's per-image correctness
+        assert reader.read_text(t.run_id, CORRECT_ARTIFACT) == reader.read_text(
+            report_twins[(t.job, t.seed)].run_id, CORRECT_ARTIFACT) is not None
     first_runs = [c.get_run(t.run_id).data.tags for t in first.trials]
     assert not any("rs.reused_from" in tags for tags in first_runs)
     assert o.selection is not None and [r.summary("val_knn_top1", [1, 2]).values for r in o.confirmation] == [

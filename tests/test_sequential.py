@@ -57,6 +57,37 @@ def test_holm_passes_a_rejected_comparisons_alpha_to_the_rest():
         assert d["mid"].state != REJECTED and d["null"].state != REJECTED
 
 
+def test_the_image_noise_is_paired_when_the_runs_say_which_images_they_got_right():
+    """Two encoders that err on the same hard images: the difference of their accuracies varies
+    far less over test images than the independence bound says; a side without per-image
+    correctness (an older run) falls back to the bound; and the paired part is measured, not
+    assumed (identical predictions: no image noise at all)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, seeds = 10_000, 3
+    hard = rng.random(n) < 0.6  # images both get wrong
+    a_bits = [~hard & (rng.random(n) < 0.9) for _ in range(seeds)]
+    b_bits = [~hard & (rng.random(n) < 0.8) for _ in range(seeds)]
+    a, b = [float(x.mean()) for x in a_bits], [float(x.mean()) for x in b_bits]
+    paired = Comparison("p", a, b, n, a_bits, b_bits)
+    bound = Comparison("b", a, b, n)
+    older = Comparison("o", a, b, n, a_bits, None)
+    assert (paired.image_method, bound.image_method, older.image_method) == ("paired", "bound", "bound")
+    assert Comparison("z", a, b, 0, a_bits, b_bits).image_method == "none"
+    assert Comparison("w", a, b, n, a_bits, [x[:-1] for x in b_bits]).image_method == "bound"  # other images
+    d = np.mean([x.astype(float) - y.astype(float) for x, y in zip(a_bits, b_bits)], axis=0)
+    assert paired.image_var == pytest.approx(d.var(ddof=1) / n)
+    assert older.image_var == bound.image_var
+    assert paired.image_var < 0.6 * bound.image_var  # the shared hard images cancel
+    assert Comparison("s", a, a, n, a_bits, a_bits).image_var == 0.0
+    decision = Sequential((3,)).test([paired])["p"]
+    assert decision.image_method == "paired" and decision.image_se == pytest.approx(paired.image_var ** 0.5)
+    assert decision.to_dict()["image_method"] == "paired"
+    assert decision.image_se_bound == pytest.approx(bound.image_var ** 0.5)
+    assert decision.image_se_bound > decision.image_se
+
+
 def test_the_family_wise_error_under_the_null_is_at_most_alpha():
     """1,000 A/A sequences through the real procedure (looks 3, 5, 8; winner and baseline the same
     recipe; both clearly above the floor): 'better_than_baselines' in at most 2.5 % + MC error."""

@@ -136,6 +136,33 @@ def test_image_noise_widens_the_interval():
     assert b.comparisons[WB].image_se == pytest.approx(math.sqrt((0.506 * 0.494 + 0.4 * 0.6) / 100), rel=0.02)
 
 
+def test_the_verdict_pairs_the_image_noise_of_runs_that_recorded_their_images():
+    """Winner, baseline and floor with per-image correctness at every report seed: every declared
+    comparison's image noise is paired (narrower than the bound); the floor without it leaves the
+    two floor comparisons on the bound and the winner-vs-baseline one paired."""
+    import numpy as np
+    import torch
+
+    from trainer.per_image import KEY, encode
+
+    rng = np.random.default_rng(1)
+    hard = rng.random(100) < 0.5
+    bits = lambda p: [~hard & (rng.random(100) < p) for _ in REPORT]  # noqa: E731
+    win_b, ref_b, flo_b = bits(0.99), bits(0.8), bits(0.6)
+    sel = choose(SEL, SELECT)
+    win, ref = (report_runs("t1", "finalist", [float(x.mean()) for x in win_b]),
+                report_runs("sinfonce-light", "baseline", [float(x.mean()) for x in ref_b]))
+    win.correct, ref.correct = dict(zip(REPORT, win_b)), dict(zip(REPORT, ref_b))
+    floor = {s: {"test_probe_top1": float(x.mean()), KEY: encode(torch.from_numpy(x))} for s, x in zip(REPORT, flo_b)}
+    paired = decide(sel, [win, ref], floor, REPORT, LOOKS, n_images=100)
+    assert {d.image_method for d in paired.comparisons.values()} == {"paired"}
+    plain = {s: {"test_probe_top1": v["test_probe_top1"]} for s, v in floor.items()}
+    mixed = decide(sel, [win, ref], plain, REPORT, LOOKS, n_images=100)
+    assert {k: d.image_method for k, d in mixed.comparisons.items()} == {
+        WB: "paired", WF: "bound", "baseline-vs-floor": "bound"}
+    assert mixed.comparisons[WF].image_se > paired.comparisons[WF].image_se
+
+
 # -- what Optuna receives -----------------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ metrics, the per-epoch history and the recipe. A recipe with a ``distill`` secti
 teacher is a backbone name pretrains that teacher first (once, cached under ``--cache-dir``).
 Every accuracy names its split (``val_knn_top1``, ``val_probe_top1``, ``test_probe_top1``, ...);
 ``--no-test`` never reads the test split (no ``test_*`` metrics), ``--data-seed`` fixes the proxy
-subset while ``--set seed=N`` varies the training.
+subset while ``--set seed=N`` varies the training. The printed JSON leaves out
+``test_probe_correct`` (which test images the probe got right, one bit each); ``metrics.json``
+under ``--out`` keeps it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from .data import DataSpec
 from .engine import train
 from .errors import TrainerError
+from .per_image import KEY as CORRECT_KEY
 from .recipe import Recipe
 
 
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         resume = f" (re-run the same command to resume from {args.out})" if args.out else ""
         print(f"interrupted{resume}", file=sys.stderr)
         return 130
-    print(json.dumps({"status": result.status, "error": result.error, "metrics": result.metrics,
+    shown = {k: v for k, v in result.metrics.items() if k != CORRECT_KEY}  # 1.7 kB of bits: in metrics.json only
+    print(json.dumps({"status": result.status, "error": result.error, "metrics": shown,
                       "out_dir": result.out_dir}, indent=2))
     return 0 if result.status == "completed" else 1
 

@@ -9,6 +9,7 @@ import torch
 from .data import ProxyData
 from .knn import knn_top1
 from .model import evaluation_stats, extract_features
+from .per_image import KEY as CORRECT_KEY, encode
 from .moco import ContrastiveModel
 from .probe import linear_probe
 
@@ -18,8 +19,9 @@ def evaluate(model: ContrastiveModel, proxy: ProxyData, device: torch.device,
     """kNN and linear-probe top-1 of ``model``'s frozen backbone on ``proxy`` (features extracted once).
 
     Returns ``val_knn_top1``, ``val_probe_top1``, ``train_probe_top1``, ``probe_l2``, ``probe_time_s``
-    and, with ``evaluate_test``, ``test_probe_top1`` and ``test_knn_top1``; without it the test split
-    is never read. Features are extracted with precise BN statistics of the train images
+    and, with ``evaluate_test``, ``test_probe_top1``, ``test_knn_top1`` and ``test_probe_correct`` (which
+    test images the probe got right, packed by :func:`trainer.per_image.encode`: the one value that is
+    not a float); without it the test split is never read. Features are extracted with precise BN statistics of the train images
     (:func:`trainer.model.evaluation_stats`). ``features`` may hold the ``train``/``val`` features
     already extracted at these weights (the last epoch's kNN monitor); they are not extracted again.
     """
@@ -43,6 +45,7 @@ def evaluate(model: ContrastiveModel, proxy: ProxyData, device: torch.device,
            "probe_l2": probe.l2}
     if evaluate_test:
         out["test_probe_top1"] = probe.test_top1
+        out[CORRECT_KEY] = encode(probe.test_correct)
         out["test_knn_top1"] = knn_top1(feats["test"], ys["test"], feats["train"], ys["train"], n)
     out["probe_time_s"] = time.perf_counter() - t0
     return out

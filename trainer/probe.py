@@ -25,6 +25,7 @@ class ProbeResult:
     val_top1: float
     train_top1: float
     l2: float
+    test_correct: torch.Tensor | None = None  # per test image: did the probe get it right (bool, on the CPU)
 
 
 def _fit(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) -> torch.nn.Linear:
@@ -41,9 +42,13 @@ def _fit(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, l2: float, max_
     return clf
 
 
-def _top1(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+def _correct(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return (clf(x).argmax(dim=1) == y).float().mean().item()
+        return clf(x).argmax(dim=1) == y
+
+
+def _top1(clf: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    return _correct(clf, x, y).float().mean().item()
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -51,7 +56,8 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
                  l2_grid: tuple[float, ...] = L2_GRID, max_iter: int = 100) -> ProbeResult:
     """Fit on ``train``, pick the L2 strength on ``val``, report top-1 on ``test`` (all in [0, 1]).
 
-    ``test=None``: no test split; ``test_top1`` is None.
+    ``test=None``: no test split; ``test_top1`` and ``test_correct`` are None. ``test_correct``
+    says which test images the probe got right (what a paired comparison of two encoders needs).
     """
     xtr, ytr = train
     mean, std = xtr.float().mean(0, keepdim=True), xtr.float().std(0, keepdim=True) + 1e-6
@@ -68,6 +74,6 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
             if best is None or score > best[0]:
                 best = (score, l2, copy.deepcopy(clf))
     val_top1, l2, clf = best
-    test_top1 = _top1(clf, norm(test[0]), test[1]) if test is not None else None
-    return ProbeResult(test_top1=test_top1, val_top1=val_top1,
-                       train_top1=_top1(clf, xtr, ytr), l2=l2)
+    correct = _correct(clf, norm(test[0]), test[1]).cpu() if test is not None else None
+    return ProbeResult(test_top1=correct.float().mean().item() if correct is not None else None, val_top1=val_top1,
+                       train_top1=_top1(clf, xtr, ytr), l2=l2, test_correct=correct)

@@ -105,7 +105,8 @@ def _print_confirmation(o, console: Console) -> None:
     for col in ("comparison", "lift [95% interval]", "state", "detectable lift", "seed SE", "image SE"):
         comp.add_column(col, overflow="fold")
     for name, d in v.comparisons.items():
-        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", f"{d.seed_se:.3f}", f"{d.image_se:.3f}")
+        how = {"paired": " (paired)", "bound": " (bound)"}.get(getattr(d, "image_method", ""), "")
+        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", f"{d.seed_se:.3f}", f"{d.image_se:.3f}{how}")
     console.print(comp)
     style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
              "below_floor": "bold red"}[v.verdict]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.data import DataSpec
+from trainer.per_image import KEY as CORRECT_KEY
 from trainer.recipe import Recipe
 
 from ..baselines import JOB_KEY, Baseline, baseline_name
@@ -262,4 +263,6 @@ def _final_report(metrics: dict, ctx: TrialContext, wall_s: float) -> dict:
     final.pop("knn_time_s", None)
     final.update(objective=final.get("val_knn_top1", 0.0), final=1.0,
                  epoch=float(metrics.get("epochs_completed", ctx.max_epochs)), trial_wall_s=wall_s)
+    if isinstance(metrics.get(CORRECT_KEY), str):  # a report run: which test images its probe got right
+        final[CORRECT_KEY] = metrics[CORRECT_KEY]
     return final

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from trainer.per_image import KEY as CORRECT_KEY
+
 from .. import records
 from ..baselines import JOB_KEY
-from ..tracking import EPOCH_KEYS, FINAL_KEYS, FINAL_MARK, Tracker, finite, point_key
+from ..tracking import CORRECT_ARTIFACT, EPOCH_KEYS, FINAL_KEYS, FINAL_MARK, Tracker, finite, point_key
 
 
 class TrialLogger:
@@ -91,6 +93,9 @@ class TrialLogger:
         for step in sorted(by_step):
             self.tracker.log_metrics(run_id, by_step[step], step=step)
         self.series[trial_id] = {k: dict(pts) for k, pts in curves.items()}
+        correct = self.tracker.read_text(twin, CORRECT_ARTIFACT)
+        if correct is not None:  # a reused report run: the twin's per-image correctness too
+            self.tracker.log_text(run_id, correct, CORRECT_ARTIFACT)
         self.tracker.set_tags(run_id, records.Trial(reused_from=twin).to_tags())
         return max(by_step, default=0)
 
@@ -122,6 +127,8 @@ class TrialLogger:
                 return
             final = {k: result[k] for k in FINAL_KEYS if k in result}
             final["trial_time_s"] = result.get("trial_wall_s")
+            if isinstance(result.get(CORRECT_KEY), str):  # a report run: which test images its probe got right
+                self.tracker.log_text(run_id, result[CORRECT_KEY], CORRECT_ARTIFACT)  # before FINAL_MARK is logged
             self.tracker.log_metrics(run_id, final, step=step)
             return
         if step <= self.last_step.get(trial.trial_id, 0):

@@ -11,7 +11,8 @@ no part in choosing what they report on:
    baseline are trained again on new seeds and evaluated on the test split; the untrained
    floor is evaluated at the same seeds. :func:`decide` tests the declared comparisons after
    each look (``sequential.py``: group-sequential, Holm across comparisons, test-image noise
-   counted) and says when confirmation can stop. A comparison is reported at the look that
+   counted, paired image by image when the runs recorded which test images they got right:
+   ``images.py``) and says when confirmation can stop. A comparison is reported at the look that
   decided it (its interval and mean are frozen there), so seeds added for another comparison
   never dilute or sharpen a decided one.
 
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .images import floor_correct, runs_correct
 from .sequential import ALPHA, OPEN, REJECTED, Comparison, Decision, Sequential
 from .stats import Summary, summary
 
@@ -78,6 +80,8 @@ class RecipeRuns:
     role: str  # finalist | baseline
     recipe: dict
     runs: dict[int, dict] = field(default_factory=dict)
+    run_ids: dict[int, str] = field(default_factory=dict)  # seed -> its MLflow run
+    correct: dict = field(default_factory=dict)  # report seed -> which test images its probe got right (images.py)
 
     def complete(self, seeds: list[int], metrics=(SELECT_METRIC,)) -> bool:
         return all(seed in self.runs and all(m in self.runs[seed] for m in metrics) for seed in seeds)
@@ -186,6 +190,10 @@ def decide(selection: Selection, report: list[RecipeRuns], floor: dict[int, dict
     """The verdict after as many of ``looks`` as the report runs cover (``report_seeds`` in order;
     the look ``n`` uses the first ``n``). None when not even the first look is complete.
 
+    The test images' noise of a comparison is paired (the variance of the per-image difference)
+    when both sides have their per-image correctness at every seed of the look (``RecipeRuns.correct``;
+    the floor's ``floor[seed]["test_probe_correct"]``), else the independence bound over ``n_images``.
+
     The looks are replayed from the first, so the same runs always give the same verdict (a
     resumed search decides exactly as an uninterrupted one would)."""
     by_name = {r.name: r for r in report}
@@ -234,10 +242,12 @@ def _covered(by_name: dict[str, RecipeRuns], names: list[str], floor: dict[int, 
 def _comparisons(sel: Selection, by_name, floor, seeds, n_images) -> list[Comparison]:
     win = by_name[sel.winner].values(REPORT_METRIC, seeds)
     flo = [float(floor[s][REPORT_METRIC]) for s in seeds]
-    out = [Comparison(WF, win, flo, n_images)]
+    cw, cf = runs_correct(by_name[sel.winner], seeds), floor_correct(floor, seeds)
+    out = [Comparison(WF, win, flo, n_images, cw, cf)]
     if sel.winner_role == "finalist" and sel.reference:
         ref = by_name[sel.reference].values(REPORT_METRIC, seeds)
-        out += [Comparison(WB, win, ref, n_images), Comparison(BF, ref, flo, n_images)]
+        cr = runs_correct(by_name[sel.reference], seeds)
+        out += [Comparison(WB, win, ref, n_images, cw, cr), Comparison(BF, ref, flo, n_images, cr, cf)]
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .confirm import REPORT, SELECT, floor_metrics, recipes_of, report_jobs, report_seeds
 from .promote import confirmation_runs, summarize
 from ..state import CONFIRM_SUFFIX, write_meta
-from . import RecipeRuns, Selection, Verdict, choose, decide
+from . import RecipeRuns, Selection, Verdict, choose, decide, images
 from .race import FAILED, rounds, survivors
 
 
@@ -85,6 +85,7 @@ def run_confirmation(runner, *, p, meta: dict, meta_path: Path, exp_dir: Path, f
                 return out
             report = confirmation_runs(summarize(tracker, search_id), recipes, REPORT)
         out.report = [r for r in report if r.name in out.selection.report_names]
+        images.load(tracker, out.report, rseeds[:n])  # which test images each run got right: paired image noise
         out.verdict = decide(out.selection, report, floor["test"], rseeds, looks, n_images=n_images)
         if out.verdict is None or out.verdict.decided:
             break

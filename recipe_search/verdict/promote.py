@@ -108,6 +108,7 @@ def confirmation_runs(trials: list[TrialSummary], jobs: list[dict], phase: str |
             continue
         if t.stage == "confirmation" and t.job in by_name and t.seed is not None and t.status == "completed":
             by_name[t.job].runs[t.seed] = {k: v for k, v in t.metrics.items() if math.isfinite(v)}
+            by_name[t.job].run_ids[t.seed] = t.run_id
     return list(by_name.values())
 
 

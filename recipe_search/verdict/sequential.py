@@ -6,11 +6,17 @@ baseline, or against the untrained floor at the same seeds). Seeds come in *look
 and confirmation stops as soon as the comparisons the verdict needs are decided.
 
 * **Statistic.** ``T = mean(d) / se`` with ``se^2 = sd(d)^2 / n + v_img``: the seed part plus
-  the evaluation images' part ``v_img = (p_a (1 - p_a) + p_b (1 - p_b)) / N`` (binomial
-  sampling of ``N`` test images, both accuracies as if sampled independently: an upper bound
-  when two encoders err on the same hard images, as they do). ``v_img`` only lowers ``T``, so
-  it never makes a test less conservative; with the whole CIFAR-10 test split (``N`` = 10,000)
-  it is ~0.4 points, with a 50-image-per-class ImageFolder it is several.
+  the evaluation images' part. Paired (when both sides recorded which test images they got
+  right at every seed): ``v_img = var_i(dbar_i) / N``, where ``dbar_i`` is image ``i``'s
+  correctness difference averaged over the seeds -- the sampling variance of the mean
+  difference over ``N`` test images drawn from the population, which is small when the two
+  encoders err on the same hard images, as they do. Otherwise the independence bound
+  ``v_img = (p_a (1 - p_a) + p_b (1 - p_b)) / N`` (both accuracies as if sampled
+  independently: an upper bound on the paired one up to the sampling of ``dbar``). Either
+  ``v_img`` only lowers ``T``; ``var_i(dbar_i)`` also holds the seed-by-image noise divided by
+  ``n``, which ``sd(d)`` already counts, so the paired ``se`` is slightly conservative. With the
+  whole CIFAR-10 test split (``N`` = 10,000) the bound is ~0.6 points near 25 % accuracy, with a
+  50-image-per-class ImageFolder it is several.
 * **Boundary (Pocock-type, calibrated).** Each look tests at one constant nominal one-sided
   level ``p*`` chosen so that, when the true lift is 0 and the ``d_r`` are normal, the chance
   that *any* look rejects is exactly ``alpha``. Because ``T`` is scale-free, that chance does
@@ -43,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Sequence
 
 ALPHA = 0.025  # one-sided: a lift is shown when its 95 % two-sided interval lies above 0
@@ -92,16 +98,31 @@ def t_crit(p: float, df: int) -> float:
 @dataclass
 class Comparison:
     """One declared lift ``mean(a - b)`` over the same report seeds (``a``, ``b`` in seed order).
-    ``n_images``: test images behind each accuracy (0: leave the images' part out)."""
+    ``n_images``: test images behind each accuracy (0: leave the images' part out).
+    ``a_correct``, ``b_correct``: per seed, which test images each side got right (bool arrays
+    of ``n_images`` each, seed order): the images' part is then paired (:attr:`image_method`)."""
 
     name: str
     a: Sequence[float]
     b: Sequence[float]
     n_images: int = 0
+    a_correct: Sequence | None = None
+    b_correct: Sequence | None = None
 
     def __post_init__(self):
         if len(self.a) != len(self.b):
             raise ValueError(f"{self.name}: paired values need equal lengths, got {len(self.a)} and {len(self.b)}")
+
+    @property
+    def image_method(self) -> str:
+        """``paired``, ``bound`` (the independence bound) or ``none`` (no images' part)."""
+        if self.n_images <= 0:
+            return "none"
+        a, b = self.a_correct, self.b_correct
+        if a is None or b is None or len(a) != self.n or len(b) != self.n:
+            return "bound"
+        sizes = {len(x) for x in (*a, *b)}
+        return "paired" if sizes == {self.n_images} and self.n_images > 1 else "bound"
 
     @property
     def n(self) -> int:
@@ -120,8 +141,22 @@ class Comparison:
         d, m = self.diffs, self.mean
         return sum((x - m) ** 2 for x in d) / (self.n - 1) if self.n > 1 else math.inf
 
-    @property
+    @cached_property
     def image_var(self) -> float:
+        method = self.image_method
+        if method == "none":
+            return 0.0
+        if method == "paired":
+            import numpy as np
+
+            d = np.mean([np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+                         for x, y in zip(self.a_correct, self.b_correct)], axis=0)
+            return float(d.var(ddof=1) / d.size)
+        return self.bound_image_var
+
+    @property
+    def bound_image_var(self) -> float:
+        """The independence bound on the images' part (reported beside a paired one: what pairing saved)."""
         if self.n_images <= 0:
             return 0.0
         pa, pb = sum(self.a) / self.n, sum(self.b) / self.n
@@ -163,6 +198,8 @@ class Decision:
     seed_se: float
     image_se: float
     look: int  # the look (1-based) of the last test
+    image_method: str = "bound"  # how image_se was measured: paired | bound | none (Comparison.image_method)
+    image_se_bound: float | None = None  # the independence bound, whatever image_se used
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -232,4 +269,5 @@ class Sequential:
         return Decision(name=c.name, state=state, mean=c.mean, low=c.mean - half, high=c.mean + half, n=c.n,
                         alpha=share, nominal=nominal, p_value=c.p_value(), mde=mde,
                         seed_se=math.sqrt(c.seed_var / c.n) if finite else math.inf,
-                        image_se=math.sqrt(c.image_var), look=look)
+                        image_se=math.sqrt(c.image_var), look=look, image_method=c.image_method,
+                        image_se_bound=math.sqrt(c.bound_image_var))
