@@ -83,6 +83,7 @@ def test_the_search_logs_its_report_on_the_parent_run(searched):
     for sid in SECTIONS:
         assert f"<section id='{sid}'>" in html, sid
     assert o.verdict is not None and o.verdict.line.split(":")[0] in html
+    assert "SE (paired per image" in html and " paired (bound " in html  # the report runs recorded their test images
     imgs = images_of(html)
     assert {"curves.png", "best_so_far.png"} <= set(imgs) and all(w > 100 and h > 100 for w, h in imgs.values())
     for t in o.trials:  # every search trial is in the search-stage table

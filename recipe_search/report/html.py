@@ -114,18 +114,28 @@ def _confirmation(rec) -> str:
     return out
 
 
+def _image_se(d: dict) -> str:
+    """The test images' standard error of a comparison and how it was measured (bound beside a paired one)."""
+    if d.get("image_se") is None:
+        return "-"
+    how = d.get("image_method") or "bound"
+    bound = f" (bound {d['image_se_bound']:.3f})" if how == "paired" and d.get("image_se_bound") is not None else ""
+    return f"{d['image_se']:.3f} {how}{bound}"
+
+
 def _lift(rec) -> str:
     v = rec.verdict or {}
     comps = v.get("comparisons")
     if comps:
         rows = [([esc(name), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]", esc(d.get("n")),
-                  esc(d.get("state")), f"{d.get('mde', float('nan')):+.3f}"], "win" if d.get("state") == "rejected" else "")
+                  esc(d.get("state")), f"{d.get('mde', float('nan')):+.3f}", _image_se(d)],
+                 "win" if d.get("state") == "rejected" else "")
                 for name, d in comps.items()]
         served = v.get("served")
         return (f"<p>The declared comparisons in test probe top-1, {esc(v.get('method'))}. Served: "
                 f"<b>{esc(served) if served else 'nothing'}</b>.</p>"
-                + _table(["comparison", "mean lift", "95% interval (adjusted)", "seeds", "state", "detectable lift"],
-                         rows, {1, 2, 5}))
+                + _table(["comparison", "mean lift", "95% interval (adjusted)", "seeds", "state", "detectable lift",
+                          "images' SE (paired per image, or the independence bound)"], rows, {1, 2, 5}))
     lift = v.get("lift") or {}
     if not lift:
         return "<p>No verdict, so no lift intervals.</p>"

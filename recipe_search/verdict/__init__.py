@@ -68,7 +68,8 @@ REPORT_METRIC = "test_probe_top1"
 BETTER, NO_LIFT, BELOW_FLOOR = "better_than_baselines", "no_significant_lift", "below_floor"
 WB, WF, BF = "winner-vs-baseline", "winner-vs-floor", "baseline-vs-floor"
 METHOD = ("paired lift over fresh report seeds; group-sequential t test (Pocock-type, calibrated), "
-          "Holm across the declared comparisons, test-image noise counted; 95% intervals")
+          "Holm across the declared comparisons, test-image noise counted (paired per image where the runs recorded "
+          "their images); 95% intervals")
 
 
 @dataclass
