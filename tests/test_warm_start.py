@@ -110,10 +110,10 @@ def test_the_plan_says_where_the_search_starts(fresh_uri, space):
 def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
     from bench.quality_transfer import incumbent, reached_at, transfer_section
 
-    def trial(curve, status="completed"):
-        return {"val_knn": curve, "status": status}
+    def trial(curve, status="completed", point="{}"):
+        return {"val_knn": curve, "status": status, "point": point}
 
-    cold = [trial([0.1, 0.2]), trial([0.1], "pruned"), trial([0.2, 0.3]), trial([0.1, 0.25])]
+    cold = [trial([0.1, 0.2], point=None), trial([0.1], "pruned"), trial([0.2, 0.3]), trial([0.1, 0.25])]
     warm = [trial([0.2, 0.35]), trial([0.1, 0.2])]
     assert incumbent(cold) == 0.3 and incumbent([trial([0.9], "pruned")]) is None
     assert reached_at(cold, 0.3) == 5 and reached_at(warm, 0.3) == 2  # epochs of every trial started so far
@@ -126,8 +126,14 @@ def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
             {"key": "warm-r0", "repeat": 0, "trial_epochs": 4, "search_trials": warm, "verdict": verdict,
              "warm_start": [{"backbone": "mobilenetv3_small_100"}]}]
     text = "\n".join(transfer_section(rows))
-    assert "| 0 | 30.0 | 5 (7) | 2 (4) | 0.40 | 1 |" in text and "met in 1 of 1 repeats" in text
+    # warm's earliest possible: the baseline's 2 epochs + one full trial's 2
+    assert "| 0 | 30.0 | 5 (7) | 4 | 2 (4) | 0.40 | 1 |" in text and "met in 1 of 1 repeats" in text
     assert ("Run as: `python bench/bench_quality.py transfer --backbone mobilenetv3_large_100 --source "
             "mobilenetv3_small_100 --repeats 1 --search-args '--confirm-k 1'`") in text
     assert "cold-r0 10" in text and "Measured on: 2 cores; not recorded." in text
     assert transfer_section([]) == ["Not run yet."]
+    rows[1]["verdict"] = {**verdict, "comparisons": {"winner-vs-baseline": {
+        "image_method": "paired", "image_se": 0.0031, "image_se_bound": 0.0058}}}
+    text = "\n".join(transfer_section(rows[:2]))  # the warm search not run yet: the cold one is shown
+    assert "| 0 | 30.0 | 5 (7) | 4 | not run | - | - |" in text and "met in 0 of 0 repeats" in text
+    assert "cold-r0 winner-vs-baseline 0.31 (bound 0.58)" in text
