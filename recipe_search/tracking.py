@@ -48,6 +48,19 @@ def point_key(config: dict) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)
 
 
+def artifact_text(client, run_id: str, path: str) -> str | None:
+    """The text artifact ``path`` of run ``run_id``, or None when it is absent (an older or interrupted
+    run) or unreadable; MLflow's download progress bar stays off."""
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            return Path(client.download_artifacts(run_id, path, d)).read_text(encoding="utf-8")
+    except Exception:  # noqa: BLE001 - absent, unreadable
+        return None
+
+
 def finite(v: Any) -> bool:
     """A real, finite number (bools excluded): what MLflow can log as a metric."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -183,23 +196,8 @@ class Tracker:
         self.client.log_text(run_id, text, artifact_file)
 
     def read_text(self, run_id: str, artifact_file: str) -> str | None:
-        """A text artifact of the run; None when the run has none of that name."""
-        import tempfile
-
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if not self._has(run_id, artifact_file):
-                return None
-            with tempfile.TemporaryDirectory() as tmp:
-                return Path(self.client.download_artifacts(run_id, artifact_file, tmp)).read_text()
-        except (OSError, MlflowException):
-            return None
-
-    def _has(self, run_id: str, artifact_file: str) -> bool:
-        parent = str(Path(artifact_file).parent)
-        listed = self.client.list_artifacts(run_id, None if parent == "." else parent)
-        return any(f.path == artifact_file for f in listed)
+        """A text artifact of the run; None when the run has none of that name (:func:`artifact_text`)."""
+        return artifact_text(self.client, run_id, artifact_file)
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_text(run_id, json.dumps(obj, indent=2, default=_json_default), artifact_file)

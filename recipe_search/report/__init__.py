@@ -28,7 +28,7 @@ from ..errors import SearchError
 from ..verdict.promote import TrialSummary, summarize
 from ..samplers import DEFAULT as DEFAULT_SAMPLER
 from .. import records
-from ..tracking import Tracker
+from ..tracking import Tracker, artifact_text
 
 ARTIFACT_DIR = "report"  # the parent run's artifact folder of the report
 PAGE = "report.html"
@@ -118,10 +118,6 @@ def _client(tracking_uri: str):
     return RecipeStore(tracking_uri, create=False).client  # a missing store: StoreUnavailable (one line)
 
 
-def _quiet_artifacts() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
 def find_search(tracking_uri: str, target: str, experiment: str = "recipe-search"):
     """The parent run of search ``target``, or of the newest search of backbone ``target``
     (the newest finished one when there is one)."""
@@ -151,15 +147,6 @@ def find_search(tracking_uri: str, target: str, experiment: str = "recipe-search
 
 
 # --------------------------------------------------------------------------- collecting
-
-
-def _artifact_text(client, run_id: str, path: str) -> str | None:
-    _quiet_artifacts()
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            return Path(client.download_artifacts(run_id, path, d)).read_text(encoding="utf-8")
-    except Exception:  # noqa: BLE001 - absent (an older or interrupted search), unreadable
-        return None
 
 
 def _space(text: str | None):
@@ -241,15 +228,15 @@ def collect(tracking_uri: str, parent_run_id: str) -> SearchRecord:
     experiment = client.get_experiment(run.info.experiment_id).name
     tracker = Tracker(tracking_uri, experiment)
     search_id = search.search_id
-    settings = json.loads(_artifact_text(client, parent_run_id, "settings.json") or "{}")
-    verdict_text = _artifact_text(client, parent_run_id, "verdict.json")
+    settings = json.loads(artifact_text(client, parent_run_id, "settings.json") or "{}")
+    verdict_text = artifact_text(client, parent_run_id, "verdict.json")
     trials = summarize(tracker, search_id)
     rec = SearchRecord(
         tracking_uri=tracking_uri, experiment=experiment, parent_run_id=parent_run_id, search_id=search_id,
         backbone=search.backbone or run.data.params.get("backbone", "?"), tags=dict(tags),
         params=dict(run.data.params), metrics=dict(run.data.metrics), settings=settings,
         verdict=json.loads(verdict_text) if verdict_text else None,
-        space=_space(_artifact_text(client, parent_run_id, "space.yaml")), trials=trials,
+        space=_space(artifact_text(client, parent_run_id, "space.yaml")), trials=trials,
         curves=_curves(tracker, trials), start_time=run.info.start_time)
     if rec.space is None:
         rec.notes.append("the search's space.yaml could not be read: no importances or slice plots")
@@ -355,6 +342,6 @@ def log_report(tracker: Tracker, search_id: str, parent_run_id: str) -> Report |
 def report_page(tracking_uri: str, parent_run_id: str) -> str:
     """The page of a search: the ``report/report.html`` artifact its end logged, or (a search from
     before reports) one rendered now. Reads only."""
-    text = _artifact_text(_client(tracking_uri), parent_run_id, f"{ARTIFACT_DIR}/{PAGE}")
+    text = artifact_text(_client(tracking_uri), parent_run_id, f"{ARTIFACT_DIR}/{PAGE}")
     return text if text is not None else render(collect(tracking_uri, parent_run_id)).html
 

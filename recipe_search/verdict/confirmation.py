@@ -65,6 +65,7 @@ def run_confirmation(runner, *, p, meta: dict, meta_path: Path, exp_dir: Path, f
     meta["report_seeds"] = rseeds
     floor["test"] = {int(k): v for k, v in (meta.get("floor_test") or {}).items()}
     n_images = int(proxy.test_y.numel())
+    correct: dict = {}  # run id -> which test images it got right, read once across the looks
     done = 0
     for n in looks:
         new = [x for x in rseeds[done:n] if x not in floor["test"]]
@@ -85,7 +86,7 @@ def run_confirmation(runner, *, p, meta: dict, meta_path: Path, exp_dir: Path, f
                 return out
             report = confirmation_runs(summarize(tracker, search_id), recipes, REPORT)
         out.report = [r for r in report if r.name in out.selection.report_names]
-        images.load(tracker, out.report, rseeds[:n])  # which test images each run got right: paired image noise
+        images.load(tracker, out.report, rseeds[:n], correct)  # which test images each run got right: paired noise
         out.verdict = decide(out.selection, report, floor["test"], rseeds, looks, n_images=n_images)
         if out.verdict is None or out.verdict.decided:
             break

@@ -2,10 +2,10 @@
 
 Every report run logs its probe's per-image correctness (``trainer.per_image``: one bit per test
 image) as the MLflow artifact :data:`~recipe_search.tracking.CORRECT_ARTIFACT`; the floor keeps
-it in the search's state beside its metrics. :func:`load` reads the runs' back (a reused run's
-from the run it reuses); :func:`runs_correct` and :func:`floor_correct` give a comparison its
-per-seed arrays, or None when any is missing (a run logged before this existed): that comparison
-then falls back to the independence bound (``sequential.Comparison.image_var``).
+it in the search's state beside its metrics. :func:`load` reads the runs' back (a reused run
+carries its twin's copy: ``tune/trial_logger.py``); :func:`runs_correct` and :func:`floor_correct`
+give a comparison its per-seed arrays, or None when any is missing (a run logged before this
+existed): that comparison then falls back to the independence bound (``sequential.Comparison.image_var``).
 """
 
 from __future__ import annotations
@@ -14,23 +14,21 @@ import numpy as np
 
 from trainer.per_image import KEY, decode
 
-from .. import records
 from ..tracking import CORRECT_ARTIFACT, Tracker
 
 
-def load(tracker: Tracker, runs: list, seeds: list[int]) -> None:
-    """Fill ``r.correct[seed]`` of each :class:`RecipeRuns` ``r`` at ``seeds`` (runs already read are
-    not read again)."""
+def load(tracker: Tracker, runs: list, seeds: list[int], cache: dict | None = None) -> None:
+    """Fill ``r.correct[seed]`` of each :class:`RecipeRuns` ``r`` at ``seeds``. ``cache`` (run id ->
+    array, kept by the caller across looks) saves reading a run's artifact again at the next look."""
+    cache = {} if cache is None else cache
     for r in runs:
         for seed in seeds:
             run_id = r.run_ids.get(seed)
             if run_id is None or seed in r.correct:
                 continue
-            text = tracker.read_text(run_id, CORRECT_ARTIFACT)
-            if text is None:  # a reused run logged before its twin's bits were copied: the twin's
-                twin = records.Trial.read(tracker.client.get_run(run_id).data.tags).reused_from
-                text = tracker.read_text(twin, CORRECT_ARTIFACT) if twin else None
-            r.correct[seed] = _decoded(text)
+            if run_id not in cache:
+                cache[run_id] = _decoded(tracker.read_text(run_id, CORRECT_ARTIFACT))
+            r.correct[seed] = cache[run_id]
 
 
 def runs_correct(runs, seeds: list[int]) -> list[np.ndarray] | None:
