@@ -83,9 +83,11 @@ def samplers(setup, search, results_path) -> None:
 # -- the figures ---------------------------------------------------------------------------------
 
 def outcome(row: dict) -> str | None:
-    """What a user of this search ends up with: the served recipe, or the reference baseline."""
+    """What a user of this search ends up with: the served recipe, else the reference baseline (the
+    select winner itself when a baseline won on val: the verdict then has no separate reference)."""
     v = row["verdict"]
-    return v.get("served") or v.get("best_baseline")
+    return (v.get("served") or v.get("best_baseline")
+            or (v.get("winner") if v.get("winner_role") == "baseline" else None))
 
 
 def _recipe_key(row: dict, name: str) -> str:

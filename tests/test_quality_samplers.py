@@ -49,6 +49,21 @@ def test_scores_and_regret_are_read_on_the_seeds_every_reported_recipe_has():
     assert s["methods"]["tpe"]["regret"] == 0.0
 
 
+def test_a_baseline_that_won_on_val_is_what_its_search_ends_with():
+    """When a baseline wins the select phase, the report runs only it (no separate reference
+    baseline: best_baseline is None) and nothing may be served: the user ends with that baseline."""
+    tpe = _row("tpe", 0, None, {"mocov2": _c("baseline", [4, 5], [0.30, 0.32]),
+                                "sinfonce-light": _c("baseline", [], [])})
+    tpe["verdict"].update(winner="mocov2", winner_role="baseline", best_baseline=None)
+    rnd = _row("random", 0, None, {"b1": _c("finalist", [4, 5], [0.20, 0.22]),
+                                   "sinfonce-light": _c("baseline", [4, 5], [0.24, 0.26])})
+    rnd["verdict"].update(winner="b1", winner_role="finalist")
+    s = repeat_scores([tpe, rnd])
+    assert s["methods"]["tpe"]["outcome"] == "mocov2" and s["methods"]["tpe"]["regret"] == 0.0
+    assert s["methods"]["random"]["outcome"] == "sinfonce-light"
+    assert s["methods"]["random"]["regret"] == pytest.approx(0.31 - 0.25)
+
+
 def test_wins_ties_and_losses_against_random_with_a_sign_test():
     def rep(t: float, r: float, same: bool = False) -> dict:
         return {"methods": {"tpe": {"outcome": "x" if same else "t", "score": t},
