@@ -59,6 +59,31 @@ def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
     return json.loads(Path(c.download_artifacts(runs[0].info.run_id, "warm_start.json")).read_text())
 
 
+def source_key(sources: list[str], in_store) -> str:
+    """The source search the next warm searches start from: the newest recorded one whose results are
+    in the study's store (``in_store(key)``), else a new source search's key (``source``, then
+    ``source-2``, ...). A results file carried to a new store (another machine, a lost home)
+    would otherwise warm-start from nothing."""
+    for key in sorted(sources, key=_source_n, reverse=True):
+        if in_store(key):
+            return key
+    return "source" if not sources else f"source-{max(map(_source_n, sources)) + 1}"
+
+
+def _source_n(key: str) -> int:
+    return int(key.split("-")[1]) if "-" in key else 1
+
+
+def _searched(tracking_uri: str, search_id: str) -> bool:
+    from mlflow import MlflowClient
+
+    from recipe_search import records
+
+    c = MlflowClient(tracking_uri)
+    return bool(c.search_runs([e.experiment_id for e in c.search_experiments()],
+                              records.filter(kind=records.SEARCH, search_id=search_id), max_results=1))
+
+
 def transfer(setup, search, results_path) -> None:
     """Run the study (see the module's docstring): ``search`` is ``bench_quality._search``."""
     from bench._common import machine
@@ -74,10 +99,15 @@ def transfer(setup, search, results_path) -> None:
         if path.exists() else set()
     a = setup.args
     shared = shlex.split(a.search_args or "")  # every search of the study, source included
-    plan = [("source", a.source, SOURCE_SEED, ["--no-warm-start"], None)]
+    sources = [k for k in done if k == "source" or k.startswith("source-")]
+    plan = []
     for r in range(a.repeats):
         plan += [(f"cold-r{r}", a.backbone, REPEAT_SEED + r, ["--no-warm-start"], r),
                  (f"warm-r{r}", a.backbone, REPEAT_SEED + r, [], r)]
+    src = None
+    if any(k.startswith("warm-") and k not in done for k, *_ in plan):
+        src = source_key(sources, lambda k: _searched(setup.tracking_uri, f"q-tr-{a.budget}-{a.source}-{k}"))
+        plan.insert(0, (src, a.source, SOURCE_SEED, ["--no-warm-start"], None))
     for key, backbone, seed, extra, rep in plan:
         if key in done:
             continue
@@ -87,6 +117,7 @@ def transfer(setup, search, results_path) -> None:
                      backbone=backbone)
         out.update(key=key, method=key.split("-")[0], repeat=rep, seed=seed, backbone=backbone, source=a.source,
                    budget=a.budget, search_args=" ".join(shared), machine=machine(),
+                   source_key=src if key.startswith("warm-") else None,
                    wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
                    warm_start=_warm_sources(setup.tracking_uri, sid))
         with path.open("a") as f:
@@ -100,17 +131,22 @@ def transfer_section(rows: list[dict]) -> list[str]:
     if not rows:
         return ["Not run yet."]
     by = {r["key"]: r for r in rows}
-    src = by.get("source")
+    srcs = [r for r in rows if r["key"].startswith("source")]
     out = []
-    if src:
-        out += [f"Source: one `{src['backbone']}` search (seed {src['seed']}, {src['trial_epochs']} trial-epochs, "
-                f"verdict `{src['verdict'].get('verdict')}`), the only results in the study's store.", ""]
+    for src in srcs:
+        out += [f"Source `{src['key']}`: one `{src['backbone']}` search (seed {src['seed']}, {src['trial_epochs']} "
+                f"trial-epochs, verdict `{src['verdict'].get('verdict')}`), the only results in its store."]
+    if len(srcs) > 1:
+        out += ["", "The source was searched again where the study ran in a new store (another machine): each warm "
+                    "search starts from the source in its own store, named beside its warm points."]
+    out += [""] if srcs else []
     out += [f"Run as: `{command(rows)}`", ""]
     out += ["| repeat | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | warm: earliest possible | "
             "warm: trial-epochs to it (of total) | warm / cold | warm points | served: cold | warm |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     ratios = []
     served = lambda r: f"{r['verdict'].get('served') or 'nothing'} ({r['verdict'].get('verdict')})"  # noqa: E731
+    frm = (lambda r: f" ({r.get('source_key') or 'source'})") if len(srcs) > 1 else (lambda r: "")  # noqa: E731
     for rep in sorted({r["repeat"] for r in rows if r.get("repeat") is not None}):
         cold, warm = by.get(f"cold-r{rep}"), by.get(f"warm-r{rep}")
         target = incumbent(cold["search_trials"]) if cold else None
@@ -127,7 +163,7 @@ def transfer_section(rows: list[dict]) -> list[str]:
             ratios.append(ratio)
         out.append(f"| {rep} | {100 * target:.1f} | {c} ({cold['trial_epochs']}) | {earliest(cold)} | "
                    f"{'not reached' if w is None else w} ({warm['trial_epochs']}) | "
-                   f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])} | "
+                   f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])}{frm(warm)} | "
                    f"{served(cold)} | {served(warm)} |")
     out += ["", "Warm's earliest possible: the baselines' trial-epochs plus one full trial, the soonest a sampled "
                 "trial can complete (the baselines run first in both searches): the goal below cannot be met where "
@@ -161,7 +197,7 @@ def earliest(search: dict) -> int:
 def command(rows: list[dict]) -> str:
     """The study's command as its rows were run: target, source, repeats run and the shared search options."""
     target = next((r.get("backbone") for r in rows if r.get("repeat") is not None), None)
-    source = next((r.get("backbone") for r in rows if r["key"] == "source"), None)
+    source = next((r.get("backbone") for r in rows if r["key"].startswith("source")), None)
     repeats = len({r["repeat"] for r in rows if r.get("repeat") is not None})
     args = next((r.get("search_args") for r in rows if r.get("search_args")), "")
     return " ".join(x for x in ["python bench/bench_quality.py transfer", target and f"--backbone {target}",

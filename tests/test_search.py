@@ -346,6 +346,7 @@ def test_a_trial_whose_worker_is_killed_is_retried_from_its_checkpoint_in_the_sa
     assert log.count("lost at epoch") == len(killed) and "retry 1/2 from its last checkpoint" in log
 
 
+@pytest.mark.slow  # a whole search (~30 s) for one path: CI runs it with `pytest -m slow`
 def test_a_relative_data_variable_works_from_another_working_directory(env, cifar10_tarball, tmp_path,
                                                                         monkeypatch):
     """Issue 24: a relative $RECIPE_SEARCH_DATA is resolved once on the driver (against its working
@@ -573,7 +574,8 @@ def test_node_preflight_loads_the_data_on_every_node(env, tmp_path):
     assert len(out["problems"]) == 1 and "shared filesystem" in out["problems"][0], out
 
 
-@pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"), (0, "checkpoint_000000")])
+@pytest.mark.parametrize("every, latest", [(2, "checkpoint_000001"),
+                                           pytest.param(0, "checkpoint_000000", marks=pytest.mark.slow)])
 def test_checkpoint_every_n_epochs(env, tmp_path, make_search_home, every, latest):
     """``checkpoint_every=2`` with 3 epochs: a trial persists a checkpoint at epoch 2 and its
     final one (no weights), not one per epoch: its latest is Tune's second, checkpoint_000001
@@ -682,6 +684,7 @@ def _cifar_folder(root: Path, *, swap_test: int = 0) -> Path:
     return root
 
 
+@pytest.mark.slow  # two serial searches (~60 s): CI runs it with `pytest -m slow`
 @pytest.mark.skipif(not CIFAR.exists(), reason="needs the shared CIFAR-10 tarball")
 def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_search_home):
     """Two searches on folders that differ only in their test labels make every decision before

@@ -137,3 +137,26 @@ def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
     text = "\n".join(transfer_section(rows[:2]))  # the warm search not run yet: the cold one is shown
     assert "| 0 | 30.0 | 5 (7) | 4 | not run | - | - |" in text and "met in 0 of 0 repeats" in text
     assert "cold-r0 winner-vs-baseline 0.31 (bound 0.58)" in text
+
+
+def test_a_transfer_study_carried_to_a_new_store_searches_its_source_again():
+    """The results file says the source ran, but the store the warm searches read does not hold it (a
+    new machine): the study searches the source again under a new key rather than warm-start from nothing."""
+    from bench.quality_transfer import source_key, transfer_section
+
+    assert source_key([], lambda k: False) == "source"
+    assert source_key(["source"], lambda k: k == "source") == "source"
+    assert source_key(["source"], lambda k: False) == "source-2"
+    assert source_key(["source", "source-2"], lambda k: k == "source") == "source"
+    assert source_key(["source", "source-2"], lambda k: False) == "source-3"
+    verdict = {"verdict": "no_significant_lift", "served": None}
+    trials = [{"val_knn": [0.1, 0.3], "status": "completed", "point": "{}"}]
+    rows = [{"key": k, "backbone": "mobilenetv3_small_100", "seed": 600, "trial_epochs": 20, "verdict": verdict,
+             "repeat": None} for k in ("source", "source-2")]
+    rows += [{"key": f"{m}-r{r}", "repeat": r, "trial_epochs": 2, "search_trials": trials, "verdict": verdict,
+              "backbone": "mobilenetv3_large_100", "warm_start": [{}] * 3 if m == "warm" else [],
+              **({"source_key": "source-2"} if (m, r) == ("warm", 1) else {})}
+             for r in (0, 1) for m in ("cold", "warm")]
+    text = "\n".join(transfer_section(rows))
+    assert "Source `source-2`: one `mobilenetv3_small_100` search" in text
+    assert "| 3 (source) |" in text and "| 3 (source-2) |" in text  # the old rows name no source: the first
