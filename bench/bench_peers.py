@@ -90,10 +90,12 @@ def run_seed(args, recipe, proxy, seed: int) -> dict:
         e, n = report["epoch"], report["epochs"]
         ours_img_s = report["images_per_sec"]
         s = peer.train_until(ours_total[0], (e - 1) / n, e / n)
+        # an empty slice (the peer's last step overshot this one whole, on a busy machine): no rate
+        rate = s["images"] / s["seconds"] if s["seconds"] > 0 and s["images"] else None
         slices.append({"epoch": e, "ours_s": round(report["epoch_time_s"], 3), "ours_images_per_sec":
                        round(ours_img_s, 2), "peer_s": round(s["seconds"], 3), "peer_images": s["images"],
-                       "peer_images_per_sec": round(s["images"] / s["seconds"], 2),
-                       "ratio": round(ours_img_s / (s["images"] / s["seconds"]), 4), "ours_loss": report["loss"],
+                       "peer_images_per_sec": round(rate, 2) if rate else None,
+                       "ratio": round(ours_img_s / rate, 4) if rate else None, "ours_loss": report["loss"],
                        "peer_loss": s["loss"], "load_avg_1m": round(os.getloadavg()[0], 2)})
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
@@ -128,7 +130,8 @@ def summarize(rows: list[dict]) -> dict:
     """Means over seeds, the throughput ratios and the paired kNN differences (ours - lightly)."""
     out = {"seeds": [r["seed"] for r in rows],
            "throughput_ratio_per_seed": [r["throughput_ratio"] for r in rows],
-           "throughput_ratio_median_slice": statistics.median(s["ratio"] for r in rows for s in r["slices"]),
+           "throughput_ratio_median_slice": statistics.median(s["ratio"] for r in rows for s in r["slices"]
+                                                             if s["ratio"] is not None),
            "throughput_ratio_pooled": (sum(r["ours"]["images"] for r in rows) / sum(r["ours"]["train_s"] for r in rows))
            / (sum(r["lightly"]["images"] for r in rows) / sum(r["lightly"]["train_s"] for r in rows))}
     for key in ("val_knn_top1", "test_knn_top1"):

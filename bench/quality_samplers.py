@@ -170,10 +170,10 @@ def samplers_section(rows: list[dict]) -> list[str]:
     out = ["| repeat | method | sampler seed | trial-epochs | verdict | ends with | test probe (common report seeds) "
            "| regret | candidate (select winner) | its test probe |",
            "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: | --- | ---: |"]
-    complete = []
+    scored, complete = [], 0  # every repeat with the methods it ran; how many ran every method
     for rep in sorted(by_rep):
         got = by_rep[rep]
-        scores = repeat_scores(got) if {r["method"] for r in got} == set(methods) else None
+        scores = repeat_scores(got) if len({r["method"] for r in got}) > 1 else None
         for r in got:
             m = (scores or {}).get("methods", {}).get(r["method"])
             score, regret = ("n/a", "n/a") if not m else (f"{100 * m['score']:.1f}", f"{100 * m['regret']:.1f}")
@@ -184,13 +184,16 @@ def samplers_section(rows: list[dict]) -> list[str]:
                        f"{r['verdict'].get('verdict')} | {m['outcome'] if m else outcome(r)} | {score} | {regret} | "
                        f"{cand} | {cscore} |")
         if scores:
-            complete.append(scores)
+            scored.append(scores)
+            complete += {r["method"] for r in got} == set(methods)
     wall = sum(r.get("wall_s") or 0 for r in rows)
     machines = sorted({r.get("machine") or "not recorded" for r in rows})
     out += ["", f"Measured on: {'; '.join(machines)}."]
-    out += ["", f"{len(rows)} searches, {len(complete)} complete repeats, {wall / 3600:.1f} h of search wall time "
-                "(each search with its confirmation). Regret: the best score among every recipe a search of the "
-                "repeat reported, minus the outcome's, on the same report seeds."]
+    out += ["", f"{len(rows)} searches in {len(by_rep)} repeats ({complete} with every method), {wall / 3600:.1f} h "
+                "of search wall time (each search with its confirmation). Regret: the best score among every recipe "
+                "a search of the repeat reported, minus the outcome's, on the report seeds every one of them has "
+                "(a repeat's reference set is what its methods reported: a repeat with more methods has a larger "
+                "one). Each method is compared with random search over the repeats both ran."]
     better = {m: sum(1 for r in rows if r["method"] == m and r["verdict"].get("verdict") == "better_than_baselines")
               for m in methods}
     mdes = {m: [r["verdict"]["mde"] for r in rows if r["method"] == m and r["verdict"].get("mde") is not None
@@ -200,13 +203,13 @@ def samplers_section(rows: list[dict]) -> list[str]:
                 "| candidates against random: wins / ties / losses | sign test p | mean difference [95% t interval] |",
             "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: | --- |"]
     for m in methods:
-        regrets = [r["methods"][m]["regret"] for r in complete if m in r["methods"]]
+        regrets = [r["methods"][m]["regret"] for r in scored if m in r["methods"]]
         mean_regret = f"{100 * float(np.mean(regrets)):.1f}" if regrets else "n/a"
         mde = f"{100 * float(np.mean(mdes[m])):.1f}" if mdes[m] else "n/a"
         if m == CONTROL or CONTROL not in methods:
             vs = ("(the control)", "", "", "(the control)", "", "")
         else:
-            vs = _versus(compare(complete, m)) + _versus(compare(complete, m, what="candidate"))
+            vs = _versus(compare(scored, m)) + _versus(compare(scored, m, what="candidate"))
         out.append(f"| {m} | {mean_regret} | {better[m]} of {sum(1 for r in rows if r['method'] == m)} | {mde} | "
                    + " | ".join(vs) + " |")
     out += ["", "Candidate: the recipe a search's select phase chose on val, served or not (a baseline when "

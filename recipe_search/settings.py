@@ -123,8 +123,8 @@ class SearchSettings:
         False, "select phase as a race: seeds in rounds of 1, 2, 4, ...; a finalist whose mean val over the "
                "seeds so far is below the best baseline's stops (the baselines run every seed)", flag="--race")
     reuse_confirmations: bool = setting(
-        True, "a confirmation run an earlier search of the experiment finished (same data, budget, recipe, seed "
-              "and version) is reported again, not re-trained",
+        True, "a confirmation run or search-stage baseline an earlier search of the experiment finished (same "
+              "data, budget, recipe, seed and version) is reported again, not re-trained",
         flag="--reuse-confirmations/--no-reuse-confirmations")
     warm_start: bool = setting(
         True, "start the sampler from other backbones' results in the store on this dataset (their served "

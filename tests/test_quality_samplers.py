@@ -143,3 +143,21 @@ def test_a_real_repeat_draws_other_recipes_on_the_same_training_seeds(tmp_path):
     # run again: nothing left to do, the rows stay as they are
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=600)
     assert len((tmp_path / "results" / "samplers.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_sampler_run_in_one_repeat_only_leaves_the_others_compared():
+    """tpe-mv joined in repeat 0 only: tpe against random is still read over both repeats, and
+    tpe-mv against random over the one repeat both ran."""
+    def rep(r: int, extra: bool) -> list[dict]:
+        base = _c("baseline", [4, 5], [0.20, 0.22])
+        rows = [_row("tpe", r, "a", {"a": _c("finalist", [4, 5], [0.30, 0.30]), "sinfonce-light": base},
+                     verdict="better_than_baselines"),
+                _row("random", r, None, {"b": _c("finalist", [], []), "sinfonce-light": base})]
+        if extra:
+            rows.append(_row("tpe-mv", r, None, {"c": _c("finalist", [], []), "sinfonce-light": base}))
+        return rows
+
+    text = "\n".join(samplers_section(rep(0, True) + rep(1, False)))
+    assert "5 searches in 2 repeats (1 with every method)" in text
+    assert "| tpe | 0.0 | 2 of 2 | n/a | 2 / 0 / 0 of 2 |" in text
+    assert "| tpe-mv | 9.0 | 0 of 1 | n/a | 0 / 1 / 0 of 1 |" in text

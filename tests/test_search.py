@@ -231,7 +231,8 @@ def test_baselines_are_the_first_trials(e2e):
 def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
     """Same data, budget and seed: both baselines' confirmation runs on seeds 1 and 2 are the same
     computation as in the first search, so the second search re-reports them (figures, curves and
-    a tag naming the run they came from) and trains nothing in its confirmation stage."""
+    a tag naming the run they came from) and trains nothing in its confirmation stage; so are its
+    search stage's two baseline trials, replayed epoch by epoch."""
     from recipe_search.tune.reuse import reusable
     from recipe_search.records import TAG_VERSION
     from recipe_search.tracking import Tracker
@@ -243,7 +244,17 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
                    progress=False, on_note=notes.append)
     assert o.status == "finished" and o.fingerprint["digest"] == first.fingerprint["digest"]
     assert any("confirmation: 4 of 4 runs reused from search " + first.search_id in n for n in notes), notes
+    assert any(f"search: 2 of 2 baselines reused from search {first.search_id}" in n for n in notes), notes
     c = client(home)
+    first_base = {t.baseline: t for t in first.trials if t.stage == "search" and t.baseline}
+    for t in (t for t in o.trials if t.stage == "search"):  # the two baselines, replayed
+        twin = first_base[t.baseline]
+        assert c.get_run(t.run_id).data.tags["rs.reused_from"] == twin.run_id
+        assert t.status == "completed" and t.objective == twin.objective and t.metrics["trial_time_s"] == 0.0
+        for key in ("val_knn_top1", "loss"):
+            assert [(m.step, m.value) for m in c.get_metric_history(t.run_id, key)] == [
+                (m.step, m.value) for m in c.get_metric_history(twin.run_id, key)], key
+    assert c.get_run(o.parent_run_id).data.tags["rs.baselines_reused"] == f"2/2 from {first.search_id}"
     twins = {(t.job, t.seed): t for t in first.trials if t.phase == "select"}
     confirm = [t for t in o.trials if t.phase == "select"]
     assert sorted((t.job, t.seed) for t in confirm) == sorted(

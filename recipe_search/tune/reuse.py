@@ -1,4 +1,5 @@
-"""Confirmation runs that an earlier search already trained: found, not trained again.
+"""Runs that an earlier search already trained: found, not trained again (confirmation runs, and
+the search stage's baseline trials: :func:`reusable_baselines`).
 
 A confirmation job is a pure function of its recipe (seed included), the proxy data, the
 budget's shape and the evaluation protocol -- all of which the search fingerprint
@@ -11,6 +12,11 @@ in an earlier search of the same MLflow experiment is re-reported from that run'
 the new child run gets the twin's final metrics and per-epoch curves and the tag
 :attr:`records.Trial.reused_from` (the twin's run id), so the MLflow UI and the report say which figures
 were measured once and counted in two searches.
+
+A search-stage baseline (the same recipe and seed in every search of a backbone, data and budget
+with the same ``--seed``) is found the same way and replayed: the trial reports the twin's epochs
+in order and then its final result, training nothing, so ASHA's rungs and the sampler hear what
+they would have heard; the same flag turns it off.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import math
 
 from .. import records
-from ..tracking import Tracker, point_key
+from ..tracking import FINAL_MARK, Tracker, point_key
 from ..verdict.confirm import SELECT, job_phase
 from .trial import job_recipe
 
@@ -33,24 +39,68 @@ def reusable(tracker: Tracker, *, search_id: str, backbone: str, digest: str, ve
     # a select job needs the val metric only; a report job also the test one
     needs = {point_key({"job": j}): ("val_knn_top1",) if job_phase(j) == SELECT else
              ("val_knn_top1", "test_probe_top1") for j in jobs}
-    flt = records.filter(stage=records.Confirmation.STAGE, status="completed", fingerprint=digest,
-                         backbone=backbone, version=version, run_status="FINISHED")
     out: dict[str, dict] = {}
+    for run, rec in _earlier_runs(tracker, records.Confirmation.STAGE, search_id=search_id, backbone=backbone,
+                                  digest=digest, version=version):
+        key = wanted.get(rec.recipe or "")
+        if key is None or key in out:
+            continue
+        metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
+        if all(m in metrics for m in needs[key]):
+            out[key] = {"run_id": run.info.run_id, "search_id": rec.search_id, "metrics": metrics}
+    return out
+
+
+def _earlier_runs(tracker: Tracker, stage: str, *, search_id: str, backbone: str, digest: str, version: str):
+    """``(run, its records.Trial)`` of each completed ``stage`` run of the experiment with this backbone,
+    fingerprint ``digest`` and ``version``, oldest first, from other searches than ``search_id``; a
+    reused run is left out (it points at its twin: the twin itself is taken)."""
+    flt = records.filter(stage=stage, status="completed", fingerprint=digest, backbone=backbone, version=version,
+                         run_status="FINISHED")
     token = None
     while True:
         page = tracker.client.search_runs([tracker.experiment_id], filter_string=flt, max_results=1000,
                                           page_token=token, order_by=["attributes.start_time ASC"])
         for run in page:
             rec = records.Trial.read(run.data.tags)
-            key = wanted.get(rec.recipe or "")
-            if key is None or key in out or rec.search_id == search_id or rec.reused_from is not None:
-                continue  # a reused run points at its twin: take the twin itself
-            metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
-            if all(m in metrics for m in needs[key]):
-                out[key] = {"run_id": run.info.run_id, "search_id": rec.search_id, "metrics": metrics}
+            if rec.search_id != search_id and rec.reused_from is None:
+                yield run, rec
         token = page.token
         if not token:
-            return out
+            return
+
+
+def reusable_baselines(tracker: Tracker, *, search_id: str, backbone: str, digest: str, version: str,
+                       recipes: dict[str, str]) -> dict[str, dict]:
+    """The search stage's twin of :func:`reusable`: ``{point: {"run_id", "search_id", "metrics",
+    "epochs"}}`` for each baseline trial of ``recipes`` (``{point_key(config): recipe JSON}``, the
+    search's seed in it) that another search of the experiment ran to its end with the same backbone,
+    fingerprint ``digest`` and ``version`` (the oldest such run). ``epochs`` is the twin's per-epoch
+    reports (``[{"epoch": n, "val_knn_top1": ..., ...}]``, :data:`tracking.EPOCH_KEYS`), which the trial
+    reports again in order, so that ASHA's rungs and the sampler hear the values the twin reported."""
+    wanted = {recipe: point for point, recipe in recipes.items()}
+    out: dict[str, dict] = {}
+    for run, rec in _earlier_runs(tracker, records.Trial.STAGE, search_id=search_id, backbone=backbone,
+                                  digest=digest, version=version):
+        point = wanted.get(rec.recipe or "")
+        if point is None or point in out or rec.baseline is None:
+            continue
+        metrics = {k: v for k, v in run.data.metrics.items() if math.isfinite(v)}
+        epochs = _epochs(tracker.curves(run.info.run_id))
+        n = metrics.get(FINAL_MARK)
+        if n is None or "val_knn_top1" not in metrics or [e["epoch"] for e in epochs] != list(range(1, int(n) + 1)):
+            continue  # an interrupted or partly logged twin: train it again
+        out[point] = {"run_id": run.info.run_id, "search_id": rec.search_id, "metrics": metrics, "epochs": epochs}
+    return out
+
+
+def _epochs(curves: dict[str, list[tuple[int, float]]]) -> list[dict]:
+    """Per-epoch series (``{key: [(epoch, value)]}``) as the reports they came from, in epoch order."""
+    by_step: dict[int, dict] = {}
+    for key, points in curves.items():
+        for step, value in points:
+            by_step.setdefault(int(step), {"epoch": float(step)})[key] = value
+    return [by_step[s] for s in sorted(by_step)]
 
 
 def sources(found: dict[str, dict]) -> str:

@@ -21,17 +21,18 @@ trials all failed with the same error (``failfast.py``); :attr:`StageRunner.fail
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 from . import events
 from .. import records
-from ..baselines import JOB_KEY
+from ..baselines import BASELINE_KEY, JOB_KEY
 from .janitor import CheckpointJanitor
 from ..plan import Plan
 from ..verdict.promote import summarize
 from .retries import RetryRecorder
-from .reuse import describe, reusable, sources
+from .reuse import describe, reusable, reusable_baselines, sources
 from ..study_storage import existing_study, study_name
 from ..samplers import get_sampler
 from ..space import SearchSpace
@@ -60,24 +61,25 @@ class StageRunner:
         self.failed: str | None = None  # the search stage stopped: its first wave failed alike (one line)
         self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), enqueued after the baselines
 
-    def _make_trainable(self, finished: tuple[dict, dict]):
+    def _make_trainable(self, finished: tuple[dict, dict], replay: dict[str, dict] | None = None):
         """The trainable with the context shipped to the workers (the trials a crash finished
-        already: re-reported, not re-run)."""
+        already: re-reported, not re-run; the baselines an earlier search ran: replayed)."""
         from ray import tune
 
         from .trial import run_trial
 
         ctx = dataclasses.replace(self.ctx, extra={**self.ctx.extra, "finished": finished[0],
-                                                   "finished_points": finished[1]})
+                                                   "finished_points": finished[1], "replay": replay or {}})
         self.trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), self.resources)
 
     def _fit(self, key: str, title: str, num: int, make_tuner, finished: tuple[dict, dict],
-             reused: dict[str, str] | None = None, watch: list | None = None) -> tuple[bool, bool]:
+             reused: dict[str, str] | None = None, watch: list | None = None,
+             replay: dict[str, dict] | None = None) -> tuple[bool, bool]:
         """Run one Tune experiment with the MLflow logger, progress view and janitor listening."""
         from .progress import ProgressView
 
         search_id = self.p.settings.search_id
-        self._make_trainable(finished)
+        self._make_trainable(finished, replay)
         logger = TrialLogger(self.tracker, parent_run_id=self.parent_run_id, search_id=search_id,
                              ctx=self.ctx, base=self.base, dataset=self.dataset, reused=reused)
         view = ProgressView(title=title, num_samples=num, max_epochs=self.p.max_epochs,
@@ -168,10 +170,29 @@ class StageRunner:
         title = (f"search {s.search_id}  ({s.budget}, {p.num_samples} trials, {p.max_epochs} epochs, {how}, "
                  f"{self.device}, {self.conc} at a time; objective val kNN top-1)")
         finished = _finished_trials(self.tracker, s.search_id, "search") if resume else ({}, {})
+        replay = self._reusable_baselines(note) if s.reuse_confirmations else {}
         wave = FirstWave(min(self.conc, p.num_samples))
-        out = self._fit(s.search_id, title, p.num_samples, make, finished, watch=[wave])
+        out = self._fit(s.search_id, title, p.num_samples, make, finished, watch=[wave], replay=replay,
+                        reused={k: v["run_id"] for k, v in replay.items()})
         self.failed = wave.line() if wave.error is not None else None
         return out
+
+    def _reusable_baselines(self, note) -> dict[str, dict]:
+        """The baseline trials an earlier search of the experiment ran with the same data, budget,
+        recipe, seed and version (``reuse.reusable_baselines``), by their trial config's point."""
+        s = self.p.settings
+        recipes = {point_key({BASELINE_KEY: b.name}): self.ctx.recipe_for({BASELINE_KEY: b.name})[0].to_json(indent=None)
+                   for b in self.ctx.baselines}
+        found = reusable_baselines(self.tracker, search_id=s.search_id, backbone=s.backbone,
+                                   digest=self.base.fingerprint, version=self.base.version, recipes=recipes)
+        if found:
+            names = sorted(json.loads(k)[BASELINE_KEY] for k in found)
+            note(f"search: {len(found)} of {len(recipes)} baselines reused from search {sources(found)} (same data, "
+                 f"budget, recipe, seed and version: {', '.join(names)}; their epochs are reported again, so ASHA "
+                 "and the sampler hear the same values); --no-reuse-confirmations trains them again")
+            self.tracker.set_tags(self.parent_run_id, {records.reused_tag("baselines"):
+                                                       f"{len(found)}/{len(recipes)} from {sources(found)}"})
+        return found
 
     def confirm(self, exp_dir: Path, jobs: list[dict], resume: bool, note, what: str = "") -> tuple[bool, bool]:
         """One confirmation experiment (``exp_dir``'s name is its Tune name): the select phase's

@@ -93,6 +93,13 @@ class TrialContext:
         key = json.dumps(dict(config), sort_keys=True, default=str)
         return (self.extra.get("finished_points") or {}).get(key)
 
+    def replay_for(self, config: dict) -> dict | None:
+        """The twin run an earlier search finished for this trial (a search-stage baseline with the
+        same recipe and seed: ``reuse.reusable_baselines``), whose reports the trial repeats."""
+        import json
+
+        return (self.extra.get("replay") or {}).get(json.dumps(dict(config), sort_keys=True, default=str))
+
     def recipe_for(self, config: dict) -> tuple[Recipe, list[str], Baseline | None]:
         """The recipe of a trial: a confirmation job's (with its seed), a baseline's own
         values, else the sampled point."""
@@ -145,6 +152,10 @@ def _run(config: dict, ctx: TrialContext, trial_id: str) -> None:
         with system_calls():
             tune.report(_final_report(done, ctx, 0.0))
         return
+    twin = ctx.replay_for(config)
+    if twin is not None:  # an earlier search ran this very trial (reuse.reusable_baselines)
+        _replay(twin, ctx)
+        return
     if ctx.device == "cpu":
         import torch
 
@@ -161,6 +172,21 @@ def _run(config: dict, ctx: TrialContext, trial_id: str) -> None:
                           monitor="every" if job is None else "last")
     finally:  # every reported checkpoint is already persisted by Tune
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _replay(twin: dict, ctx: TrialContext) -> None:
+    """Report an earlier search's run of the same trial again, training nothing: each epoch as the
+    twin reported it (``objective`` = its val kNN, as :func:`_train_and_report` reports it), then
+    its final result. ASHA places the trial in its rungs, and the sampler hears it, as if it had
+    trained; the MLflow logger copies the twin's curves and tags the run with where they came from."""
+    from ray import tune
+
+    for epoch in twin["epochs"]:
+        metrics = {**epoch, "objective": epoch.get("val_knn_top1", 0.0), "trial_elapsed_s": 0.0}
+        with system_calls():
+            tune.report(metrics)
+    with system_calls():
+        tune.report(_final_report(twin["metrics"], ctx, 0.0))
 
 
 def _train_and_report(ctx: TrialContext, recipe: Recipe, out_dir: Path, confirm: bool = False,
