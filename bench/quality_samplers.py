@@ -102,8 +102,11 @@ def repeat_scores(rows: list[dict]) -> dict | None:
     reported: dict[str, dict[int, float]] = {}
     for row in rows:
         for name, c in row["confirmed"].items():
-            if c.get("report_seeds"):
-                reported.setdefault(_recipe_key(row, name), {}).update(zip(c["report_seeds"], c["test_probe_top1"]))
+            if c.get("report_seeds"):  # the first measurement of a (recipe, seed) stands: a later search
+                # (another machine: the last digits differ) must not move the figures already published
+                got = reported.setdefault(_recipe_key(row, name), {})
+                for seed, value in zip(c["report_seeds"], c["test_probe_top1"]):
+                    got.setdefault(seed, value)
     if not reported:
         return None
     common = sorted(set.intersection(*(set(v) for v in reported.values())))

@@ -161,3 +161,12 @@ def test_a_sampler_run_in_one_repeat_only_leaves_the_others_compared():
     assert "5 searches in 2 repeats (1 with every method)" in text
     assert "| tpe | 0.0 | 2 of 2 | n/a | 2 / 0 / 0 of 2 |" in text
     assert "| tpe-mv | 9.0 | 0 of 1 | n/a | 0 / 1 / 0 of 1 |" in text
+
+
+def test_the_first_measurement_of_a_recipe_and_seed_stands():
+    """Two searches of a repeat report the same baseline on the same seed (one reused, or trained
+    again on another machine with other last digits): the first row's value is the one used."""
+    tpe = _row("tpe", 0, None, {"sinfonce-light": _c("baseline", [4, 5], [0.20, 0.22])})
+    rnd = _row("random", 0, None, {"sinfonce-light": _c("baseline", [4, 5], [0.21, 0.23])})
+    s = repeat_scores([tpe, rnd])
+    assert s["methods"]["random"]["score"] == s["methods"]["tpe"]["score"] == pytest.approx(0.21)
