@@ -103,7 +103,8 @@ def repeat_scores(rows: list[dict]) -> dict | None:
     for row in rows:
         for name, c in row["confirmed"].items():
             if c.get("report_seeds"):  # the first measurement of a (recipe, seed) stands: a later search
-                # (another machine: the last digits differ) must not move the figures already published
+                # on another CPU draws another value (the seed pins a run on one machine type only) and
+                # must not move the figures already published
                 got = reported.setdefault(_recipe_key(row, name), {})
                 for seed, value in zip(c["report_seeds"], c["test_probe_top1"]):
                     got.setdefault(seed, value)
