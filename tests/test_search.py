@@ -255,6 +255,7 @@ def test_a_second_search_reuses_the_confirmations_it_shares_with_the_first(e2e):
             assert [(m.step, m.value) for m in c.get_metric_history(t.run_id, key)] == [
                 (m.step, m.value) for m in c.get_metric_history(twin.run_id, key)], key
     assert c.get_run(o.parent_run_id).data.tags["rs.baselines_reused"] == f"2/2 from {first.search_id}"
+    assert {t.reused_from for t in o.trials if t.stage == "search"} == {b.run_id for b in first_base.values()}
     twins = {(t.job, t.seed): t for t in first.trials if t.phase == "select"}
     confirm = [t for t in o.trials if t.phase == "select"]
     assert sorted((t.job, t.seed) for t in confirm) == sorted(

@@ -43,7 +43,8 @@ def print_outcome(o, console: Console, err_console: Console) -> None:
     for t in ranked:
         style = "bold" if o.best is not None and t.run_id == o.best.run_id else None
         table.add_row(t.trial_id, t.label, t.status, _fmt(t.objective, 3), _fmt(t.metrics.get("val_probe_top1"), 3),
-                      (t.error or "")[:80], style=style)
+                      (t.error or (f"reused: run {t.reused_from[:8]} of an earlier search" if t.reused_from
+                                   else ""))[:80], style=style)
     if floor_val is not None:
         table.add_row("floor", "untrained", "-", _fmt(floor_val, 3),
                       _fmt(o.floor["val"].get("val_probe_top1"), 3), "random-init encoder, same evaluation",

@@ -45,6 +45,7 @@ class TrialSummary:
     phase: str | None = None  # confirmation: select | report
     run_status: str | None = None  # MLflow's: RUNNING | FINISHED | FAILED | KILLED
     sampler: str | None = None  # a sampled trial: its sampler's label (None for runs recorded before it was)
+    reused_from: str | None = None  # the run of an earlier search whose figures this run re-reports (reuse.py)
 
     @property
     def label(self) -> str:
@@ -66,7 +67,8 @@ def summary_of(run) -> TrialSummary:
         run_id=run.info.run_id, trial_id=rec.trial_id or "", baseline=rec.baseline, status=status,
         objective=objective if done else None, recipe=rec.recipe_dict, metrics=dict(metrics), error=rec.error,
         point=rec.point, stage=rec.stage or records.Trial.STAGE, job=getattr(rec, "job", None), seed=rec.seed,
-        phase=getattr(rec, "phase", None), run_status=run.info.status, sampler=rec.sampler)
+        phase=getattr(rec, "phase", None), run_status=run.info.status, sampler=rec.sampler,
+        reused_from=rec.reused_from)
 
 
 def search_trials(trials: list[TrialSummary]) -> list[TrialSummary]:
