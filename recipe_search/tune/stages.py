@@ -21,7 +21,6 @@ trials all failed with the same error (``failfast.py``); :attr:`StageRunner.fail
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -181,12 +180,13 @@ class StageRunner:
         """The baseline trials an earlier search of the experiment ran with the same data, budget,
         recipe, seed and version (``reuse.reusable_baselines``), by their trial config's point."""
         s = self.p.settings
-        recipes = {point_key({BASELINE_KEY: b.name}): self.ctx.recipe_for({BASELINE_KEY: b.name})[0].to_json(indent=None)
-                   for b in self.ctx.baselines}
+        points = {b.name: point_key({BASELINE_KEY: b.name}) for b in self.ctx.baselines}
+        recipes = {point: self.ctx.recipe_for({BASELINE_KEY: name})[0].to_json(indent=None)
+                   for name, point in points.items()}
         found = reusable_baselines(self.tracker, search_id=s.search_id, backbone=s.backbone,
                                    digest=self.base.fingerprint, version=self.base.version, recipes=recipes)
         if found:
-            names = sorted(json.loads(k)[BASELINE_KEY] for k in found)
+            names = sorted(name for name, point in points.items() if point in found)
             note(f"search: {len(found)} of {len(recipes)} baselines reused from search {sources(found)} (same data, "
                  f"budget, recipe, seed and version: {', '.join(names)}; their epochs are reported again, so ASHA "
                  "and the sampler hear the same values); --no-reuse-confirmations trains them again")

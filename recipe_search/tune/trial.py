@@ -46,6 +46,7 @@ from ..compose import compose
 from .failures import SystemFailure, failure_report, system_calls
 from ..samplers import DEFAULT_LABEL
 from ..space import SearchSpace
+from ..tracking import point_key
 
 
 def job_recipe(job: dict) -> Recipe:
@@ -88,17 +89,12 @@ class TrialContext:
         finished = self.extra.get("finished") or {}
         if trial_id in finished:
             return finished[trial_id]
-        import json
-
-        key = json.dumps(dict(config), sort_keys=True, default=str)
-        return (self.extra.get("finished_points") or {}).get(key)
+        return (self.extra.get("finished_points") or {}).get(point_key(config))
 
     def replay_for(self, config: dict) -> dict | None:
         """The twin run an earlier search finished for this trial (a search-stage baseline with the
         same recipe and seed: ``reuse.reusable_baselines``), whose reports the trial repeats."""
-        import json
-
-        return (self.extra.get("replay") or {}).get(json.dumps(dict(config), sort_keys=True, default=str))
+        return (self.extra.get("replay") or {}).get(point_key(config))
 
     def recipe_for(self, config: dict) -> tuple[Recipe, list[str], Baseline | None]:
         """The recipe of a trial: a confirmation job's (with its seed), a baseline's own
