@@ -11,7 +11,12 @@ warm-started from the results of ``--source`` on the same data.
    warm (the default), same seed, so that the two differ only in the warm start.
 
 Each search is a row of ``docs/results/transfer.jsonl`` (resumable: a finished search is not run
-again). The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
+again). After the source search, the study exports the source's results on the data
+(``recipe-search export``) beside it, ``transfer-<source key>.results.json``: carried to a new store
+(another machine, a lost home) with the results file, the warm searches read them with
+``--warm-start-file`` instead of searching the source again.
+
+The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
 search trial that ran all its epochs), the trial-epochs each search spent until a trial reached
 it (:func:`reached_at`: trials in start order, each trial's epochs counted), and what each served.
 The goal (issue 22): warm reaches it in at most half the cold search's trial-epochs.
@@ -59,19 +64,38 @@ def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
     return json.loads(Path(c.download_artifacts(runs[0].info.run_id, "warm_start.json")).read_text())
 
 
-def source_key(sources: list[str], in_store) -> str:
+def source_key(sources: list[str], available) -> str:
     """The source search the next warm searches start from: the newest recorded one whose results are
-    in the study's store (``in_store(key)``), else a new source search's key (``source``, then
-    ``source-2``, ...). A results file carried to a new store (another machine, a lost home)
-    would otherwise warm-start from nothing."""
+    at hand (``available(key)``: in the study's store, or exported beside the results file), else a
+    new source search's key (``source``, then ``source-2``, ...). A results file carried to a new
+    store without them would otherwise warm-start from nothing."""
     for key in sorted(sources, key=_source_n, reverse=True):
-        if in_store(key):
+        if available(key):
             return key
     return "source" if not sources else f"source-{max(map(_source_n, sources)) + 1}"
 
 
 def _source_n(key: str) -> int:
     return int(key.split("-")[1]) if "-" in key else 1
+
+
+def results_file(path: Path, key: str) -> Path:
+    """Where source ``key``'s exported results lie: beside the study's results file ``path``."""
+    return path.with_name(f"{STUDY}-{key}.results.json")
+
+
+def export_source(tracking_uri: str, search_id: str, backbone: str, dest: Path) -> Path:
+    """Write what the study's store knows of ``backbone`` on the data source search ``search_id`` ran
+    on (its served recipe, its finished trials) to ``dest``, as ``recipe-search export`` writes it."""
+    from recipe_search import known_results
+    from recipe_search.state import read_meta, storage_dir
+    from recipe_search.store import RecipeStore
+
+    dataset = read_meta(storage_dir() / search_id / "recipe_search.json")["settings"]["dataset"]
+    known = known_results.from_store(RecipeStore(tracking_uri), dataset)
+    mine = known_results.KnownResults(served=[r for r in known.served if r.backbone == backbone],
+                                      trials=[r for r in known.trials if r.backbone == backbone])
+    return known_results.write(mine, dest, source=f"the transfer study's store, search {search_id}")
 
 
 def _searched(tracking_uri: str, search_id: str) -> bool:
@@ -104,22 +128,31 @@ def transfer(setup, search, results_path) -> None:
     for r in range(a.repeats):
         plan += [(f"cold-r{r}", a.backbone, REPEAT_SEED + r, ["--no-warm-start"], r),
                  (f"warm-r{r}", a.backbone, REPEAT_SEED + r, [], r)]
-    src = None
+    src, src_file = None, None
+    source_sid = lambda k: f"q-tr-{a.budget}-{a.source}-{k}"  # noqa: E731
     if any(k.startswith("warm-") and k not in done for k, *_ in plan):
-        src = source_key(sources, lambda k: _searched(setup.tracking_uri, f"q-tr-{a.budget}-{a.source}-{k}"))
+        src = source_key(sources, lambda k: _searched(setup.tracking_uri, source_sid(k))
+                         or results_file(path, k).exists())
+        if src in done and not _searched(setup.tracking_uri, source_sid(src)):  # carried here as its export
+            src_file = results_file(path, src)
         plan.insert(0, (src, a.source, SOURCE_SEED, ["--no-warm-start"], None))
     for key, backbone, seed, extra, rep in plan:
         if key in done:
             continue
         sid = f"q-tr-{a.budget}-{backbone}-{key}"
+        if key.startswith("warm-") and src_file is not None:
+            extra = [*extra, "--warm-start-file", str(src_file)]
         t0 = time.monotonic()
         out = search(setup, sid, "quality-transfer", ["--seed", str(seed), *shared, *extra],
                      backbone=backbone)
         out.update(key=key, method=key.split("-")[0], repeat=rep, seed=seed, backbone=backbone, source=a.source,
                    budget=a.budget, search_args=" ".join(shared), machine=machine(),
                    source_key=src if key.startswith("warm-") else None,
+                   warm_start_file=src_file.name if key.startswith("warm-") and src_file else None,
                    wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
                    warm_start=_warm_sources(setup.tracking_uri, sid))
+        if key == src:
+            export_source(setup.tracking_uri, sid, backbone, results_file(path, key))
         with path.open("a") as f:
             f.write(json.dumps(out) + "\n")
         print(f"[transfer] {key} ({backbone}): {out['trial_epochs']} trial-epochs, incumbent val kNN "
@@ -137,8 +170,12 @@ def transfer_section(rows: list[dict]) -> list[str]:
         out += [f"Source `{src['key']}`: one `{src['backbone']}` search (seed {src['seed']}, {src['trial_epochs']} "
                 f"trial-epochs, verdict `{src['verdict'].get('verdict')}`), the only results in its store."]
     if len(srcs) > 1:
-        out += ["", "The source was searched again where the study ran in a new store (another machine): each warm "
-                    "search starts from the source in its own store, named beside its warm points."]
+        out += ["", "The source was searched again where the study ran in a new store (another machine) without "
+                    "its exported results: each warm search starts from the source named beside its warm points."]
+    files = sorted({(r.get("source_key"), r["warm_start_file"]) for r in rows if r.get("warm_start_file")})
+    for key, name in files:
+        out += ["", f"Warm searches of `{key}` in a store without it read its results from `{name}` (exported "
+                    "beside the results file after the source search) with `--warm-start-file`."]
     out += [""] if srcs else []
     out += [f"Run as: `{command(rows)}`", ""]
     out += ["| repeat | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | warm: earliest possible | "

@@ -66,6 +66,8 @@ def resolve_settings(settings: "SearchSettings") -> None:
             settings.data = root
     elif settings.data is not None and "://" not in settings.data:
         settings.data = absolute_path(settings.data)
+    if settings.warm_start_file is not None:
+        settings.warm_start_file = absolute_path(settings.warm_start_file)
     if settings.space is not None and os.path.exists(os.path.expanduser(str(settings.space))):
         settings.space = absolute_path(str(settings.space))  # a bare name is looked up in search_spaces/
     for name in ("tracking_uri", "study_storage"):

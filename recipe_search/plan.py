@@ -67,6 +67,8 @@ def plan(settings: SearchSettings) -> Plan:
     get_sampler(settings.sampler)  # a SearchError naming the choices if unknown
     if settings.study_storage is not None:
         check_study_storage_url(settings.study_storage)
+    if settings.warm_start_file is not None:
+        check_warm_start_file(settings)
     space = load_space(settings.space, settings.backbone).with_fixed(budget.fixed)
     if not space.params:
         raise SpaceError(f"{space.sources[-1] if space.sources else '<space>'}: the space has no sampled "
@@ -85,6 +87,22 @@ def plan(settings: SearchSettings) -> Plan:
                 confirm_k=budget.confirm_k if settings.confirm_k is None else settings.confirm_k,
                 confirm_seeds=budget.confirm_seeds if settings.confirm_seeds is None else settings.confirm_seeds,
                 report_looks=looks)
+
+
+def check_warm_start_file(settings: SearchSettings) -> None:
+    """--warm-start-file: a readable results file holding the dataset the warm start reads, and a warm
+    start to read it (a SearchError naming the flag otherwise)."""
+    from . import known_results
+
+    if not settings.warm_start:
+        raise SearchError("--warm-start-file and --no-warm-start contradict each other: drop one")
+    known = known_results.read(settings.warm_start_file)
+    source = settings.warm_start_from or settings.dataset
+    if source not in known.datasets():
+        held = ", ".join(known.datasets()) or "nothing"
+        hint = "" if not known.datasets() else f"; pass --warm-start-from {known.datasets()[0]} to start from it"
+        raise SearchError(f"--warm-start-file: {settings.warm_start_file} holds results on {held}, none on "
+                          f"{source} (the dataset the warm start reads){hint}")
 
 
 def prepare_data(plan_: Plan):

@@ -132,6 +132,9 @@ class SearchSettings:
         flag="--warm-start/--no-warm-start")
     warm_start_from: str | None = setting(
         None, "the dataset whose results the warm start reads (default: this search's --dataset)")
+    warm_start_file: str | None = setting(
+        None, "read the warm start's results from this file (written by `recipe-search export`: another store's "
+              "served recipes and finished trials) instead of the store")
 
     # -- derived forms ------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -83,6 +83,7 @@ def test_bad_space_yaml_names_the_path(home, tmp_path):
     (["--data", "/no/such/cifar.tar.gz"], "does not exist"),
     (["--storage-path", "s3://bucket/rs"], "cloud URIs are not supported"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["--warm-start-file", "/no/such/results.json"], "--warm-start-file: /no/such/results.json does not exist"),
 ])
 def test_bad_options_are_user_errors(home, args, fragment):
     result, out = invoke("run", "--backbone", "resnet18", *args)

@@ -29,7 +29,7 @@ ORCHESTRATION = ("ray", "optuna", "mlflow", "fastapi")
 ROOMS = (
     ("", "errors", "records"),
     ("config", "paths", "budget", "baselines", "compose", "fingerprint", "study_storage", "samplers", "incumbent",
-     "settings", "state", "tracking"),
+     "settings", "state", "tracking", "known_results"),
     ("space",),
     ("verdict",),
     ("plan", "store"),

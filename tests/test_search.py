@@ -769,3 +769,38 @@ def test_a_search_of_another_backbone_starts_from_the_first_ones_results(e2e):
     served = RecipeStore(o.tracking_uri).get(other)
     if served is not None:  # a served recipe's provenance names its search's warm start
         assert served.provenance["settings"]["warm_start"] == warm
+
+
+@pytest.mark.slow
+def test_a_search_in_another_store_starts_from_an_exported_results_file(e2e, tmp_path):
+    """`recipe-search export` of the first search's store, read by a search of another backbone in a new
+    store with --warm-start-file: the same warm point as from the store, the file named in the plan."""
+    from typer.testing import CliRunner
+
+    from recipe_search import known_results
+    from recipe_search.cli import app
+    from recipe_search.search.warm_start import trial_key
+
+    _, first = e2e
+    dataset = first.fingerprint["dataset"]
+    path = tmp_path / "results.json"
+    result = CliRunner().invoke(app, ["export", dataset, "--out", str(path), "--tracking-uri", first.tracking_uri])
+    assert result.exit_code == 0, result.output
+    known = known_results.read(path)
+    assert any(t.backbone == BACKBONE for t in [*known.served, *known.trials])
+    notes = []
+    o = run_search(SearchSettings(backbone="mobilenetv3_small_075", budget="tiny", num_samples=3, max_epochs=1, seed=4,
+                                  tracking_uri=f"sqlite:///{tmp_path / 'new.db'}", warm_start_file=str(path),
+                                  **data_args()), progress=False, on_note=notes.append)
+    assert o.status == "finished" and o.tracking_uri != first.tracking_uri
+    line = next(n for n in notes if n.startswith("warm start:"))
+    assert line.startswith("warm start: the first 1 sampled trial(s)") and f"in {path}:" in line, line
+    from mlflow.tracking import MlflowClient
+
+    dl = MlflowClient(o.tracking_uri).download_artifacts(o.parent_run_id, "warm_start.json", str(tmp_path))
+    warm = json.loads(Path(dl).read_text())
+    # a result of another backbone in the file (the new store holds none: it can only come from there)
+    sources = {r.run_id for r in [*known.served, *known.trials] if r.backbone != "mobilenetv3_small_075"}
+    assert len(warm) == 1 and warm[0]["run_id"] in sources and warm[0]["backbone"] == BACKBONE
+    sampled = [t for t in o.trials if t.stage == "search" and not t.baseline]
+    assert len(sampled) == 1 and sampled[0].point == trial_key(warm[0]["point"])

@@ -11,12 +11,18 @@ import pytest
 pytest.importorskip("mlflow")
 
 from api_support import promote  # noqa: E402
-from recipe_search import records  # noqa: E402
+from recipe_search import known_results, records  # noqa: E402
+from recipe_search.errors import SearchError  # noqa: E402
 from recipe_search.baselines import by_name  # noqa: E402
 from recipe_search.compose import compose  # noqa: E402
 from recipe_search.search.warm_start import as_point, describe, trial_key, warm_points, warm_share  # noqa: E402
 from recipe_search.space import load_space  # noqa: E402
 from recipe_search.store import RecipeStore  # noqa: E402
+
+
+def points(store, dataset="cifar10", **kw):
+    """The warm points of an efficientnet_b0 search on ``dataset`` from what ``store`` knows."""
+    return warm_points(known_results.from_store(store, dataset), backbone="efficientnet_b0", dataset=dataset, **kw)
 
 
 def full_recipe(backbone: str, **values) -> dict:
@@ -78,33 +84,120 @@ def test_served_recipes_first_then_the_best_trials_of_other_backbones(fresh_uri,
         (0.32, full_recipe("mobilenetv3_small_100", lr=0.3), "completed"),  # the served recipe's point again
     ])
     log_trials(fresh_uri, "efficientnet_b0", "s2", [(0.99, full_recipe("efficientnet_b0", lr=0.06), "completed")])
-    got = warm_points(store, backbone="efficientnet_b0", dataset="cifar10", space=space, limit=5)
+    got = points(store, space=space, limit=5)
     assert [(w.kind, w.backbone, round(w.point["lr"], 3)) for w in got] == [
         ("served", "mobilenetv3_small_100", 0.3),  # served on cifar10 (not the stl10 one, not its own)
         ("trial", "mobilenetv3_small_100", 0.03), ("trial", "mobilenetv3_small_100", 0.02)]  # best val first
     assert got[1].run_id == ids[1] and got[1].score == pytest.approx(0.35) and got[1].search_id == "s1"
     assert "mobilenetv3_small_100's trial" in got[1].label() and "val kNN 0.350" in got[1].label()
-    assert warm_points(store, backbone="efficientnet_b0", dataset="cifar10", space=space, limit=1) == got[:1]
+    assert points(store, space=space, limit=1) == got[:1]
     # a point equal to a baseline's is not taken again; another dataset's results only when asked
     skip = [got[0].point]
-    assert [w.point for w in warm_points(store, backbone="efficientnet_b0", dataset="cifar10", space=space,
-                                         limit=5, skip=skip)] == [w.point for w in got[1:]]
-    other = warm_points(store, backbone="efficientnet_b0", dataset="stl10", space=space, limit=5)
+    assert [w.point for w in points(store, space=space, limit=5, skip=skip)] == [w.point for w in got[1:]]
+    other = points(store, "stl10", space=space, limit=5)
     assert [(w.kind, w.backbone, w.dataset) for w in other] == [("served", "resnet18", "stl10")]
     assert got[0].to_dict()["point"] == got[0].point and got[0].to_dict()["dataset"] == "cifar10"
 
 
 def test_the_plan_says_where_the_search_starts(fresh_uri, space):
     store = RecipeStore(fresh_uri)
-    assert warm_points(store, backbone="efficientnet_b0", dataset="cifar10", space=space, limit=3) == []
+    assert points(store, space=space, limit=3) == []
     assert "nothing in the store to start from" in describe([], "cifar10", enabled=True)
     assert "off (--no-warm-start)" in describe([], "cifar10", enabled=False)
     promote(store, [0.40, 0.41, 0.42], backbone="mobilenetv3_small_100",
             rec=full_recipe("mobilenetv3_small_100", lr=0.3))
-    pts = warm_points(store, backbone="efficientnet_b0", dataset="cifar10", space=space, limit=3)
+    pts = points(store, space=space, limit=3)
     line = describe(pts, "cifar10", enabled=True)
     assert line.startswith("warm start: the first 1 sampled trial(s)") and "mobilenetv3_small_100's served recipe" \
         in line and "test probe 0.410" in line
+
+
+def _populated(uri: str) -> RecipeStore:
+    """A store with a recipe served on cifar10 and on stl10, and finished trials of two searches."""
+    store = RecipeStore(uri)
+    promote(store, [0.40, 0.41, 0.42], backbone="mobilenetv3_small_100",
+            rec=full_recipe("mobilenetv3_small_100", lr=0.3))
+    promote(store, [0.50, 0.51, 0.52], backbone="resnet18", dataset="stl10", rec=full_recipe("resnet18", lr=0.4))
+    log_trials(uri, "mobilenetv3_small_100", "s1", [
+        (0.30, full_recipe("mobilenetv3_small_100", lr=0.02), "completed"),
+        (0.35, full_recipe("mobilenetv3_small_100", lr=0.03), "completed"),
+        (0.33, full_recipe("mobilenetv3_small_100", lr=0.05), "completed"),
+        (0.80, {**full_recipe("mobilenetv3_small_100", lr=0.06), "_baseline": "mocov2"}, "completed")])
+    log_trials(uri, "resnet18", "s3", [(0.31, full_recipe("resnet18", lr=0.07), "completed")])
+    return store
+
+
+def test_an_exported_results_file_starts_a_search_in_another_store_as_the_store_would(fresh_uri, space, tmp_path):
+    """`recipe-search export cifar10 --out F` writes what the store knows on cifar10 (not stl10's recipe,
+    not a baseline's trial); `run --warm-start-file F` reads it as it would read the store, whatever the
+    order of the file's trials, and its plan line names the file."""
+    from typer.testing import CliRunner
+
+    from recipe_search.cli import app
+
+    store = _populated(fresh_uri)
+    path = tmp_path / "out" / "cifar10-results.json"
+    result = CliRunner().invoke(app, ["export", "cifar10", "--out", str(path), "--tracking-uri", fresh_uri])
+    assert result.exit_code == 0, result.output
+    assert "1 served recipe(s) and 4 finished trial(s) on cifar10" in result.output
+    data = json.loads(path.read_text())
+    assert data["format"] == known_results.FORMAT and data["datasets"] == ["cifar10"]
+    assert [(t["backbone"], t["score"]) for t in data["trials"]] == [
+        ("mobilenetv3_small_100", 0.35), ("mobilenetv3_small_100", 0.33), ("resnet18", 0.31),
+        ("mobilenetv3_small_100", 0.30)]  # best val first; the baseline's 0.80 is not there
+    from_file = known_results.read(path)
+    assert from_file.origin == str(path) and from_file.datasets() == ["cifar10"]
+    want = points(store, space=space, limit=4)
+    got = warm_points(from_file, backbone="efficientnet_b0", dataset="cifar10", space=space, limit=4)
+    assert got == want and [w.kind for w in got] == ["served", "trial", "trial", "trial"]
+    assert [w.backbone for w in got[1:]] == ["mobilenetv3_small_100"] * 2 + ["resnet18"]  # 2 per search first
+    data["trials"].reverse()  # a file edited by hand: order does not matter
+    path.write_text(json.dumps(data))
+    assert warm_points(known_results.read(path), backbone="efficientnet_b0", dataset="cifar10", space=space,
+                       limit=4) == want
+    line = describe(got, "cifar10", enabled=True, origin=str(path))
+    assert f"results on cifar10 in {path}:" in line
+    assert f"nothing in {path} to start from" in describe([], "cifar10", enabled=True, origin=str(path))
+    result = CliRunner().invoke(app, ["export", "cifar10", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 2 and "error: no store at" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "does not exist"),
+    ("{not json", "is not a JSON results file"),
+    (json.dumps({"format": "other/1"}), "has format 'other/1'; allowed: 'recipe-search.results/1'"),
+    (json.dumps({"format": known_results.FORMAT, "trials": {}}), "'trials' must be a list, got dict"),
+    (json.dumps({"format": known_results.FORMAT, "trials": [{"backbone": "b", "dataset": "d", "run_id": "r"}]}),
+     "trials[0].recipe must be a recipe object"),
+    (json.dumps({"format": known_results.FORMAT, "served": [{"backbone": "b", "dataset": "d", "run_id": "r",
+                                                            "recipe": {"lr": 1}, "score": "high"}]}),
+     "served[0].score must be a number or null, got 'high'"),
+    (json.dumps({"format": known_results.FORMAT, "served": [{"dataset": "d", "run_id": "r"}]}),
+     "served[0].backbone must be a non-empty string, got None"),
+])
+def test_a_bad_results_file_is_refused_naming_the_field(tmp_path, content, fragment):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SearchError) as e:
+        known_results.read(path)
+    assert str(e.value).startswith(f"--warm-start-file: {path}") and fragment in str(e.value), str(e.value)
+
+
+def test_the_plan_checks_the_warm_start_file_before_anything_runs(fresh_uri, tmp_path):
+    from recipe_search.plan import check_warm_start_file
+    from recipe_search.settings import SearchSettings
+
+    path = known_results.write(known_results.from_store(_populated(fresh_uri), "stl10"), tmp_path / "stl10.json")
+    check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="stl10", warm_start_file=str(path)))
+    check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="cifar10", warm_start_from="stl10",
+                                         warm_start_file=str(path)))
+    with pytest.raises(SearchError, match="holds results on stl10, none on cifar10 .*--warm-start-from stl10"):
+        check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="cifar10", warm_start_file=str(path)))
+    with pytest.raises(SearchError, match="--warm-start-file and --no-warm-start contradict"):
+        check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="stl10", warm_start=False,
+                                             warm_start_file=str(path)))
 
 
 def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
@@ -160,3 +253,48 @@ def test_a_transfer_study_carried_to_a_new_store_searches_its_source_again():
     text = "\n".join(transfer_section(rows))
     assert "Source `source-2`: one `mobilenetv3_small_100` search" in text
     assert "| 3 (source) |" in text and "| 3 (source-2) |" in text  # the old rows name no source: the first
+
+
+def test_a_transfer_study_carried_with_its_source_export_reads_it_instead_of_searching_again(tmp_path, monkeypatch):
+    """The results file names a source the new store lacks, but its export lies beside the file: no
+    source search runs; the warm search reads the export with --warm-start-file and its row says so.
+    Without the export the source is searched again, and exported after it."""
+    import argparse
+    from types import SimpleNamespace
+
+    from bench import quality_transfer as qt
+
+    verdict = {"verdict": "no_significant_lift", "served": None}
+    path = tmp_path / "transfer.jsonl"
+    path.write_text(json.dumps({"key": "source", "backbone": "mobilenetv3_small_100", "seed": 600,
+                                "trial_epochs": 20, "verdict": verdict, "repeat": None}) + "\n")
+    ran, exported = [], []
+
+    def search(setup, sid, experiment, extra, backbone):
+        ran.append((sid, extra))
+        return {"search_wall_s": 1.0, "trial_epochs": 2, "verdict": verdict,
+                "search_trials": [{"val_knn": [0.1, 0.3], "status": "completed", "point": "{}"}]}
+
+    monkeypatch.setattr(qt, "_searched", lambda uri, sid: False)  # a new store: nothing searched in it
+    monkeypatch.setattr(qt, "_warm_sources", lambda uri, sid: [])
+    monkeypatch.setattr(qt, "export_source", lambda uri, sid, backbone, dest: exported.append((sid, dest)))
+    setup = SimpleNamespace(tracking_uri="sqlite:///x.db", args=argparse.Namespace(
+        tracking_uri="sqlite:///x.db", backbone="mobilenetv3_large_100", source="mobilenetv3_small_100",
+        repeats=1, search_args="--confirm-k 1", budget="cpu"))
+    qt.results_file(path, "source").write_text("{}")  # the export carried beside the results file
+    qt.transfer(setup, search, lambda study: path)
+    assert [sid for sid, _ in ran] == [f"q-tr-cpu-mobilenetv3_large_100-{k}-r0" for k in ("cold", "warm")]
+    assert "--warm-start-file" not in ran[0][1]
+    assert ran[1][1][-2:] == ["--warm-start-file", str(tmp_path / "transfer-source.results.json")]
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert rows[-1]["warm_start_file"] == "transfer-source.results.json" and rows[-1]["source_key"] == "source"
+    assert exported == []
+    assert "read its results from `transfer-source.results.json`" in "\n".join(qt.transfer_section(rows))
+
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # again, without the export: searched again
+    qt.results_file(path, "source").unlink()
+    ran.clear()
+    qt.transfer(setup, search, lambda study: path)
+    assert [sid for sid, _ in ran][0] == "q-tr-cpu-mobilenetv3_small_100-source-2"
+    assert all("--warm-start-file" not in extra for _, extra in ran)
+    assert exported == [("q-tr-cpu-mobilenetv3_small_100-source-2", tmp_path / "transfer-source-2.results.json")]

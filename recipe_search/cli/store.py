@@ -1,4 +1,4 @@
-"""The commands that read the recipe store and the searches: ``show``, ``list`` and ``report``."""
+"""The commands that read the recipe store and the searches: ``show``, ``list``, ``export`` and ``report``."""
 
 from __future__ import annotations
 
@@ -127,6 +127,36 @@ def list_(
     if Console(width=1000).measure(table).maximum > out.width:
         table = table_of(8)
     out.print(table)
+
+
+@app.command()
+@user_errors
+def export(
+    dataset: str = typer.Argument(..., help="the dataset whose results to write (as `run --dataset` names it)"),
+    out: Optional[Path] = typer.Option(None, help="the file to write (default: stdout)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI of the store"),
+) -> None:
+    """Write what the store knows on DATASET (its served recipes and finished search trials) as a JSON
+    results file, for `recipe-search run --warm-start-file FILE` in another store."""
+    from .. import known_results
+    from ..config import sqlite_path
+    from ..study_storage import redact_url
+
+    uri = tracking_uri or config.default_tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        fail(f"no store at {uri} (nothing was searched there yet); pass --tracking-uri to name one")
+    known = known_results.from_store(_store(uri), dataset)
+    if out is None:
+        print(json.dumps(known.to_dict(redact_url(uri)), indent=1))
+    else:
+        known_results.write(known, out, source=redact_url(uri))
+    where = f" on {dataset}"
+    err_console.print(f"{len(known.served)} served recipe(s) and {len(known.trials)} finished trial(s){where}"
+                      + (f" written to {out}" if out else ""), highlight=False, soft_wrap=True)
+    if not known.served and not known.trials:
+        err_console.print(f"[yellow]note:[/] the store holds no results{where}; `run --warm-start-file` refuses "
+                          "a file with nothing in it", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- report

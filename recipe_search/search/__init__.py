@@ -273,6 +273,7 @@ def _warm_start(ss: _Session) -> None:
     """The sampler's first points from other backbones' results (``warm_start.py``), chosen when the
     search starts; a resumed search reads them back from its state."""
     from ..store import RecipeStore
+    from .. import known_results
     from .warm_start import WarmPoint, describe, trial_key, warm_points, warm_share
 
     p, s = ss.p, ss.p.settings
@@ -281,10 +282,12 @@ def _warm_start(ss: _Session) -> None:
         ss.warm = [WarmPoint(**d) for d in ss.meta["warm_start"]]
     elif s.warm_start:
         skip = [baseline_point(p.space, ss.ctx, b.name) for b in ss.ctx.baselines]
-        ss.warm = warm_points(RecipeStore(p.tracking_uri), backbone=s.backbone, dataset=source, space=p.space,
+        known = (known_results.read(s.warm_start_file) if s.warm_start_file
+                 else known_results.from_store(RecipeStore(p.tracking_uri), source))
+        ss.warm = warm_points(known, backbone=s.backbone, dataset=source, space=p.space,
                               limit=warm_share(p.num_samples - len(ss.ctx.baselines)), skip=skip)
     ss.ctx = dataclasses.replace(ss.ctx, warm={trial_key(w.point): w.label() for w in ss.warm})
-    ss.note(describe(ss.warm, source, enabled=s.warm_start))
+    ss.note(describe(ss.warm, source, enabled=s.warm_start, origin=s.warm_start_file or "store"))
 
 
 def resolved_values(p: Plan, seeds: list[int], fp: dict) -> dict:

@@ -16,9 +16,12 @@ by the nearest one); points equal to a baseline's or to an earlier warm point ar
 most a third of the sampled trials are warm points (:func:`warm_share`): the rest explore, and
 TPE models the warm points' results like any other trial. ``--no-warm-start`` turns it off;
 ``--warm-start-from DATASET`` reads another dataset's results instead (a new dataset can start
-from CIFAR-10's). The sources are printed with the plan, recorded on the search's parent run
-(``warm_start.json``, param ``warm_start_points``) and in a served recipe's provenance
-(``settings.warm_start``); each warm trial's run is named ``warm`` with its source in ``rs.notes``.
+from CIFAR-10's); ``--warm-start-file FILE`` reads them from a results file written by
+``recipe-search export`` instead of the store (another machine's or a colleague's store,
+``recipe_search/known_results.py``). The sources are printed with the plan, recorded on the
+search's parent run (``warm_start.json``, param ``warm_start_points``) and in a served recipe's
+provenance (``settings.warm_start``); each warm trial's run is named ``warm`` with its source in
+``rs.notes``.
 """
 
 from __future__ import annotations
@@ -84,45 +87,46 @@ def as_point(space, recipe: dict) -> dict | None:
     return point or None
 
 
-def warm_points(store, *, backbone: str, dataset: str, space, limit: int,
+def warm_points(known, *, backbone: str, dataset: str, space, limit: int,
                 skip: list[dict] = ()) -> list[WarmPoint]:
-    """Up to ``limit`` points from the store's results of backbones other than ``backbone`` on
-    ``dataset`` (see the module's docstring), none equal to a point in ``skip`` (the baselines')."""
+    """Up to ``limit`` points from ``known`` (a :class:`~recipe_search.known_results.KnownResults`:
+    a store's or a results file's) of backbones other than ``backbone`` on ``dataset`` (see the
+    module's docstring), none equal to a point in ``skip`` (the baselines')."""
     if limit < 1:
         return []
     seen = {point_key(p) for p in skip if p}
     out: list[WarmPoint] = []
 
-    def take(recipe: dict | None, **src) -> None:
-        point = as_point(space, recipe) if recipe else None
+    def take(r, kind: str) -> None:
+        point = as_point(space, r.recipe) if r.recipe else None
         if point is None or point_key(point) in seen or len(out) >= limit:
             return
         seen.add(point_key(point))
-        out.append(WarmPoint(point=point, dataset=dataset, **src))
+        out.append(WarmPoint(point=point, kind=kind, backbone=r.backbone, dataset=dataset, run_id=r.run_id,
+                             search_id=r.search_id, score=r.score))
 
-    for rec in store.list():
-        if rec.dataset == dataset and rec.backbone != backbone:
-            take(rec.recipe, kind="served", backbone=rec.backbone, run_id=rec.source_run_id or rec.run_id,
-                 search_id=(rec.provenance or {}).get("search_id"), score=rec.metric)
-    trials = [t for t in store.finished_trials(dataset) if t.backbone and t.backbone != backbone
-              and not t.baseline and t.val_knn_top1 is not None]
+    mine = lambda r: r.dataset == dataset and r.backbone != backbone  # noqa: E731
+    for r in filter(mine, known.served):
+        take(r, "served")
     per_search: dict[str | None, int] = {}
     ranked = []
-    for t in trials:  # best first: the best PER_SEARCH of each search, then the others
-        n = per_search[t.search_id] = per_search.get(t.search_id, 0) + 1
-        ranked.append((n > PER_SEARCH, -t.val_knn_top1, t))
-    for _, _, t in sorted(ranked, key=lambda r: r[:2]):
-        take(t.recipe, kind="trial", backbone=t.backbone, run_id=t.run_id, search_id=t.search_id,
-             score=t.val_knn_top1)
+    score = lambda r: r.score if r.score is not None else float("-inf")  # noqa: E731
+    for r in sorted(filter(mine, known.trials), key=score, reverse=True):  # the best PER_SEARCH of each search first
+        n = per_search[r.search_id] = per_search.get(r.search_id, 0) + 1
+        ranked.append((n > PER_SEARCH, -score(r), r))
+    for _, _, r in sorted(ranked, key=lambda x: x[:2]):
+        take(r, "trial")
     return out
 
 
-def describe(points: list[WarmPoint], dataset: str, *, enabled: bool) -> str:
+def describe(points: list[WarmPoint], dataset: str, *, enabled: bool, origin: str = "store") -> str:
     """The plan's line on the warm start."""
     if not enabled:
         return "warm start: off (--no-warm-start): the sampler starts from the baselines alone"
+    where = "the store" if origin == "store" else origin
     if not points:
-        return (f"warm start: nothing in the store to start from (no other backbone's served recipe or finished "
+        return (f"warm start: nothing in {where} to start from (no other backbone's served recipe or finished "
                 f"trial on {dataset}); the sampler starts from the baselines alone")
-    return (f"warm start: the first {len(points)} sampled trial(s) from other backbones' results on {dataset}: "
+    frm = "" if origin == "store" else f" in {origin}"
+    return (f"warm start: the first {len(points)} sampled trial(s) from other backbones' results on {dataset}{frm}: "
             + "; ".join(p.label() for p in points) + " (--no-warm-start: off)")
