@@ -227,7 +227,10 @@ def _search(setup: Setup, search_id: str, experiment: str, extra: list[str], bac
         except KeyboardInterrupt:  # Ctrl-C reached the search too: let it save its state and stop
             proc.wait()  # (subprocess.run would SIGKILL it 0.25 s later, leaving it marked running)
             raise
-    state = json.loads(meta.read_text())
+    state = json.loads(meta.read_text()) if meta.exists() else {}
+    if state.get("status") != "finished":  # stopped (a signal, the session's end) or failed: say so, no traceback
+        raise SystemExit(f"[search] {search_id} did not finish (status {state.get('status') or 'not started'}, "
+                         f"exit code {proc.returncode}); run the same command again to resume it")
     return _search_outcome(setup.tracking_uri, search_id, state)
 
 
