@@ -156,6 +156,23 @@ def compare(repeats: list[dict], method: str, control: str = CONTROL, what: str 
             "ci": (mean - half, mean + half)}
 
 
+def to_show(row: dict) -> str:
+    """The fresh report seeds the search's finalist-against-baseline lift would take to show at its
+    spread (recipe_search.verdict.sequential.seeds_to_show): "shown" when it was, "-" when the
+    search's winner was a baseline or its lift not positive."""
+    from recipe_search.verdict.sequential import REJECTED, SHOW_CAP, seeds_to_show
+
+    d = (row["verdict"].get("comparisons") or {}).get("winner-vs-baseline")
+    if not d:
+        return "-"
+    if d.get("state") == REJECTED:
+        return "shown"
+    if not (d.get("mean") or 0) > 0:
+        return "-"
+    n = seeds_to_show(d)
+    return f"{f'> {SHOW_CAP}' if n is None else n} (+{100 * d['mean']:.1f} at {d['n']})"
+
+
 def _versus(c: dict) -> tuple[str, str, str]:
     lo, hi = c["ci"]
     return (f"{c['wins']} / {c['ties']} / {c['losses']} of {c['n']}", f"{c['sign_p']:.2f}",
@@ -172,8 +189,8 @@ def samplers_section(rows: list[dict]) -> list[str]:
     for r in rows:
         by_rep.setdefault(r["repeat"], []).append(r)
     out = ["| repeat | method | sampler seed | trial-epochs | verdict | ends with | test probe (common report seeds) "
-           "| regret | candidate (select winner) | its test probe |",
-           "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: | --- | ---: |"]
+           "| regret | candidate (select winner) | its test probe | its lift over the better baseline: seeds to show |",
+           "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |"]
     scored, complete = [], 0  # every repeat with the methods it ran; how many ran every method
     for rep in sorted(by_rep):
         got = by_rep[rep]
@@ -186,7 +203,7 @@ def samplers_section(rows: list[dict]) -> list[str]:
             cscore = f"{100 * m['candidate_score']:.1f}" if m and m.get("candidate_score") is not None else "n/a"
             out.append(f"| {rep} | {r['method']} | {r.get('sampler_seed')} | {r['trial_epochs']} | "
                        f"{r['verdict'].get('verdict')} | {m['outcome'] if m else outcome(r)} | {score} | {regret} | "
-                       f"{cand} | {cscore} |")
+                       f"{cand} | {cscore} | {to_show(r)} |")
         if scores:
             scored.append(scores)
             complete += {r["method"] for r in got} == set(methods)
@@ -219,7 +236,10 @@ def samplers_section(rows: list[dict]) -> list[str]:
     out += ["", "Candidate: the recipe a search's select phase chose on val, served or not (a baseline when "
                 "none of its finalists beat them on val). Smallest detectable lift: the lift over the better "
                 "baseline that a verdict's test had 80% power to detect at the seeds it ran, averaged over the "
-                "searches whose winner was a finalist (n/a: no search of the method got that far).",
+                "searches whose winner was a finalist (n/a: no search of the method got that far). Seeds to show: "
+                "for a finalist whose lift over the better baseline was not shown, the fresh report seeds a "
+                "one-look test at its level would need for 80% power if the lift it measured (on the seeds it "
+                "ran) and its seed and image spread held (`seeds_to_show` in recipe_search/verdict/sequential.py).",
             "", "Goal (issue 22): the default beats random search in at least 4 of 5 repeats, and serves a recipe "
                 "shown better than the better baseline in at least one."]
     return out

@@ -170,3 +170,18 @@ def test_the_first_measurement_of_a_recipe_and_seed_stands():
     rnd = _row("random", 0, None, {"sinfonce-light": _c("baseline", [4, 5], [0.21, 0.23])})
     s = repeat_scores([tpe, rnd])
     assert s["methods"]["random"]["score"] == s["methods"]["tpe"]["score"] == pytest.approx(0.21)
+
+
+def test_a_finalists_unshown_lift_says_how_many_fresh_seeds_it_would_take():
+    from bench.quality_samplers import to_show
+    from recipe_search.verdict.sequential import seeds_to_show
+
+    d = {"mean": 0.027, "n": 3, "seed_se": 0.012, "image_se": 0.003, "alpha": 0.0125, "state": "futile"}
+    row = {"verdict": {"comparisons": {"winner-vs-baseline": d}}}
+    n = seeds_to_show(d)
+    assert 3 < n < 200 and to_show(row) == f"{n} (+2.7 at 3)"
+    assert to_show({"verdict": {"comparisons": {"winner-vs-baseline": {**d, "state": "rejected"}}}}) == "shown"
+    assert to_show({"verdict": {"comparisons": {"winner-vs-baseline": {**d, "mean": -0.01}}}}) == "-"
+    assert to_show({"verdict": {"comparisons": {"winner-vs-floor": d}}}) == "-"  # a baseline won: no such lift
+    assert to_show({"verdict": {"comparisons": {"winner-vs-baseline": {**d, "image_se": 0.03}}}}) == \
+        "> 200 (+2.7 at 3)"  # inside the images' noise: never shown

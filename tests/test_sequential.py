@@ -109,3 +109,26 @@ def test_the_family_wise_error_under_the_null_is_at_most_alpha():
         assert v.decided and v.comparisons[WB].state in (OPEN, REJECTED, FUTILE)
     se = (0.025 * 0.975 / n_sim) ** 0.5
     assert better / n_sim <= 0.025 + 3 * se, better
+
+
+def test_seeds_to_show_a_lift_turn_the_detectable_lift_around():
+    """The fewest fresh seeds whose detectable lift (one look, the comparison's level, its spread) is
+    at most the lift measured: a larger lift or a smaller spread needs fewer; the images' part does
+    not shrink with seeds, so a lift inside it is never shown; no positive lift, nothing to show."""
+    from recipe_search.verdict.sequential import POWER, SHOW_CAP, seeds_to_show, t_crit
+
+    b = [0.40, 0.43, 0.38]
+    noisy = Comparison("n", [x + d for x, d in zip(b, (0.06, -0.02, 0.04))], b)
+    d = Sequential((3, 5, 8)).test([noisy])["n"]
+    assert d.state == FUTILE and d.mean > 0
+    n = seeds_to_show(d)
+    se = lambda k: (d.seed_se ** 2 * d.n / k + d.image_se ** 2) ** 0.5  # noqa: E731
+    assert (t_crit(d.alpha, n - 1) + t_crit(1 - POWER, n - 1)) * se(n) <= d.mean  # enough at n
+    assert (t_crit(d.alpha, n - 2) + t_crit(1 - POWER, n - 2)) * se(n - 1) > d.mean  # not at n - 1
+    bigger = Sequential((3, 5, 8)).test([Comparison("n", [x + 0.03 for x in noisy.a], b)])["n"]
+    assert seeds_to_show(bigger) < n
+    images = Sequential((3, 5, 8)).test([Comparison("i", noisy.a, b, n_images=200)])["i"]
+    assert images.image_se > 0.02 and seeds_to_show(images) is None  # the images' noise alone hides it
+    assert seeds_to_show(images, cap=SHOW_CAP) is None
+    worse = Sequential((3, 5, 8)).test([Comparison("w", [x - 0.05 for x in noisy.a], b)])["w"]
+    assert worse.mean < 0 and seeds_to_show(worse) is None

@@ -226,3 +226,20 @@ def test_a_finalist_above_the_floor_without_a_reference_baseline_is_no_lift_and_
     assert v.selection.reference is None and v.winner == "t1"
     assert v.lift["floor"].low > 0 and WB not in v.comparisons
     assert (v.verdict, v.served) == (NO_LIFT, None)
+
+
+def test_a_lift_not_shown_says_how_many_fresh_seeds_showing_it_would_take():
+    """The verdict line of a confirmation that ended without showing a positive lift says what
+    showing it would take (seeds_to_show); a shown lift, or a negative one, says nothing of it."""
+    from recipe_search.verdict.sequential import seeds_to_show
+
+    v = verdict_for((0.50, 0.44, 0.47, 0.52, 0.43), (0.44, 0.45, 0.43, 0.44, 0.45))
+    c = v.comparisons[WB]
+    assert v.stop != "more_seeds" and c.state != "rejected" and c.mean > 0
+    n = seeds_to_show(c)
+    assert n is not None and n > len(v.seeds)
+    assert f"its measured {c.mean:+.3f} would take about {n} fresh report seeds to show (80 % power)" in v.line
+    shown = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4))
+    assert shown.comparisons[WB].state == "rejected" and shown.to_show() is None and "would take" not in shown.line
+    worse = verdict_for((0.40, 0.41, 0.39, 0.40, 0.42), (0.44, 0.45, 0.43, 0.44, 0.45))
+    assert worse.to_show() is None

@@ -103,15 +103,28 @@ def _print_confirmation(o, console: Console) -> None:
     console.print(rep)
     comp = Table(title=f"declared comparisons on test probe (Holm across them, valid under the looks; "
                        f"one-sided alpha {v.alpha} each side of a 95% interval)", title_justify="left", **TABLE)
-    for col in ("comparison", "lift [95% interval]", "state", "detectable lift", "seed SE", "image SE"):
+    for col in ("comparison", "lift [95% interval]", "state", "detectable lift", "seeds to show it", "seed SE",
+                "image SE"):
         comp.add_column(col, overflow="fold")
     for name, d in v.comparisons.items():
         how = {"paired": " (paired)", "bound": " (bound)"}.get(getattr(d, "image_method", ""), "")
-        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", f"{d.seed_se:.3f}", f"{d.image_se:.3f}{how}")
+        comp.add_row(name, d.fmt(), d.state, f"{d.mde:+.3f}", _to_show(d), f"{d.seed_se:.3f}",
+                     f"{d.image_se:.3f}{how}")
     console.print(comp)
     style = {"better_than_baselines": "bold green", "no_significant_lift": "bold yellow",
              "below_floor": "bold red"}[v.verdict]
     console.print(f"[{style}]{v.line}[/]", highlight=False, soft_wrap=True)
+
+
+def _to_show(d) -> str:
+    """The comparisons table's "seeds to show it": for a lift not shown, the fresh seeds its measured
+    mean would take at its spread (80 % power); "-" when shown or not positive."""
+    from ..verdict.sequential import REJECTED, SHOW_CAP, seeds_to_show
+
+    if d.state == REJECTED or d.mean <= 0:
+        return "-"
+    n = seeds_to_show(d)
+    return f"> {SHOW_CAP}" if n is None else str(n)
 
 
 def runs_url(base: str, tracking_uri: str, experiment: str = "recipe-search", run_id: str | None = None) -> str:

@@ -123,19 +123,30 @@ def _image_se(d: dict) -> str:
     return f"{d['image_se']:.3f} {how}{bound}"
 
 
+def _to_show(d: dict) -> str:
+    """For a lift not shown: the fresh report seeds its measured mean would take at its spread."""
+    from ..verdict.sequential import REJECTED, SHOW_CAP, seeds_to_show
+
+    if d.get("state") == REJECTED or not (d.get("mean") or 0) > 0:
+        return "-"
+    n = seeds_to_show(d)
+    return f"&gt; {SHOW_CAP}" if n is None else str(n)
+
+
 def _lift(rec) -> str:
     v = rec.verdict or {}
     comps = v.get("comparisons")
     if comps:
         rows = [([esc(name), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]", esc(d.get("n")),
-                  esc(d.get("state")), f"{d.get('mde', float('nan')):+.3f}", _image_se(d)],
+                  esc(d.get("state")), f"{d.get('mde', float('nan')):+.3f}", _to_show(d), _image_se(d)],
                  "win" if d.get("state") == "rejected" else "")
                 for name, d in comps.items()]
         served = v.get("served")
         return (f"<p>The declared comparisons in test probe top-1, {esc(v.get('method'))}. Served: "
                 f"<b>{esc(served) if served else 'nothing'}</b>.</p>"
                 + _table(["comparison", "mean lift", "95% interval (adjusted)", "seeds", "state", "detectable lift",
-                          "images' SE (paired per image, or the independence bound)"], rows, {1, 2, 5}))
+                          "fresh seeds to show its lift (80% power)",
+                          "images' SE (paired per image, or the independence bound)"], rows, {1, 2, 5, 6}))
     lift = v.get("lift") or {}
     if not lift:
         return "<p>No verdict, so no lift intervals.</p>"

@@ -60,7 +60,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .images import floor_correct, runs_correct
-from .sequential import ALPHA, OPEN, REJECTED, Comparison, Decision, Sequential
+from .sequential import ALPHA, OPEN, REJECTED, SHOW_CAP, Comparison, Decision, Sequential, seeds_to_show
 from .stats import Summary, summary
 
 SELECT_METRIC = "val_knn_top1"
@@ -171,6 +171,16 @@ class Verdict:
         """The smallest lift the primary comparison could have detected (80 % power)."""
         c = self.comparisons.get(WB) or self.comparisons.get(WF)
         return c.mde if c is not None else None
+
+    def to_show(self) -> str | None:
+        """What showing the primary comparison's measured lift would take, when this confirmation
+        ended without showing a positive one (:func:`~.sequential.seeds_to_show`); None otherwise."""
+        c = self.comparisons.get(WB) or self.comparisons.get(WF)
+        if c is None or c.state == REJECTED or c.mean <= 0 or self.stop == "more_seeds":
+            return None
+        n = seeds_to_show(c)
+        need = f"more than {SHOW_CAP}" if n is None else f"about {n}"
+        return f"its measured {c.mean:+.3f} would take {need} fresh report seeds to show (80 % power)"
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "line": self.line, "winner": self.winner, "winner_role": self.winner_role,
@@ -300,7 +310,8 @@ def verdict_line(v: Verdict) -> str:
     if "baseline_floor" in v.lift:
         parts.append(f"{v.best_baseline} over the floor {v.lift['baseline_floor'].fmt()}")
     if v.mde is not None:
-        parts.append(f"smallest detectable lift {v.mde:+.3f} ({_stop_words(v)})")
+        show = v.to_show()
+        parts.append(f"smallest detectable lift {v.mde:+.3f} ({_stop_words(v)}{'; ' + show if show else ''})")
     parts.append(f"served: {v.served} ({v.served_role})" if v.served else "served: nothing")
     return f"verdict: {v.verdict} ({what}): " + "; ".join(parts)
 

@@ -169,8 +169,8 @@ def withheld_because(verdict: Verdict) -> str:
         why = "the best confirmed recipe is not above the untrained floor"
     else:
         why = f"{verdict.verdict}: no recipe's lift over the untrained floor is shown"
-    more = (f" (the smallest lift this confirmation could detect was {verdict.mde:+.3f})"
-            if verdict.mde is not None else "")
+    more = (f" (the smallest lift this confirmation could detect was {verdict.mde:+.3f}"
+            + (f"; {verdict.to_show()}" if verdict.to_show() else "") + ")" if verdict.mde is not None else "")
     return (f"{why}{more}; next: a longer budget (more epochs or data), or more report seeds "
             f"(--report-looks), e.g. recipe-search run --backbone {{backbone}} --budget cpu")
 

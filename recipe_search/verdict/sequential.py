@@ -35,6 +35,9 @@ and confirmation stops as soon as the comparisons the verdict needs are decided.
   never raises the error rate (it can only reject less).
 * **Detectable lift.** ``mde = (t_{1-p*, n-1} + t_{0.8, n-1}) * se``: the lift the final test
   had an 80 % chance to detect, printed with every verdict.
+* **Seeds to show a lift** (:func:`seeds_to_show`): turned around, the fewest fresh seeds ``n``
+  whose detectable lift, at the comparison's level in one look and its seed and image spread,
+  is at most the lift it measured: what a comparison that could not be decided would take.
 
 >>> looks = (3, 5, 8)
 >>> 0.005 < nominal_level(looks, 0.025) < 0.025     # stricter than one test at 2.5 %
@@ -93,6 +96,38 @@ def t_crit(p: float, df: int) -> float:
     from scipy.stats import t as student
 
     return float(student.isf(p, df))
+
+
+SHOW_CAP = 200  # seeds_to_show looks no further
+
+
+def seeds_to_show(d: "Decision | dict", power: float = POWER, cap: int = SHOW_CAP) -> int | None:
+    """The fewest fresh report seeds at which a one-look test at ``d``'s level would have a
+    ``power`` chance to show ``d``'s measured lift, if its mean and its seed and image spread held:
+    ``(t_{1-alpha, n-1} + t_{power, n-1}) * sqrt(seed_var / n + image_var) <= mean``. The test
+    images' part does not shrink with seeds, so a lift within it is never shown. None when the
+    lift is not positive, more than ``cap`` seeds would be needed, or ``d`` (a :class:`Decision`
+    or its :meth:`~Decision.to_dict`, as a verdict.json holds it) lacks a figure.
+
+    >>> d = Decision("w-b", "futile", mean=0.026, low=-0.2, high=0.25, n=3, alpha=0.0125, nominal=0.004,
+    ...              p_value=0.1, mde=0.19, seed_se=0.0212, image_se=0.003, look=1)
+    >>> seeds_to_show(d)  # a 2.6-point lift, the differences' seed std 3.7 points
+    25
+    >>> seeds_to_show(Decision("w-b", "futile", mean=-0.01, low=-0.2, high=0.2, n=3, alpha=0.0125,
+    ...                        nominal=0.004, p_value=0.6, mde=0.19, seed_se=0.02, image_se=0.003, look=1)) is None
+    True
+    """
+    get = d.get if isinstance(d, dict) else lambda k: getattr(d, k, None)
+    mean, n0, seed_se, image_se, alpha = (get(k) for k in ("mean", "n", "seed_se", "image_se", "alpha"))
+    if any(x is None for x in (mean, n0, seed_se, image_se, alpha)):
+        return None
+    if not (mean > 0 and n0 >= 2 and math.isfinite(seed_se) and math.isfinite(image_se)):
+        return None
+    seed_var, image_var = seed_se ** 2 * n0, image_se ** 2
+    for n in range(2, cap + 1):
+        if (t_crit(alpha, n - 1) + t_crit(1 - power, n - 1)) * math.sqrt(seed_var / n + image_var) <= mean:
+            return n
+    return None
 
 
 @dataclass
