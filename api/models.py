@@ -47,6 +47,10 @@ class LiftInterval(BaseModel):
     state: str | None = Field(None, description="For a declared comparison: rejected (the lift is shown), "
                                                 "futile (no look could show it) or open.")
     mde: float | None = Field(None, description="The smallest lift this comparison could have detected (80% power).")
+    seeds_to_show: int | None = Field(
+        None, description="For a positive lift not shown: the fresh report seeds a one-look test at its level would "
+                          "need for 80% power if the lift and spread it measured held (null: shown, not positive, "
+                          "more than 200, or recorded before this figure).")
 
 
 class Verdict(BaseModel):

@@ -134,6 +134,16 @@ def test_a_two_phase_verdict_is_served_whole(fresh_uri):
     assert body["served"] == "t1" and body["stop"] == "decided" and body["looks"] == [3] and body["mde"] > 0
     assert set(body["comparisons"]) == {"winner-vs-baseline", "winner-vs-floor", "baseline-vs-floor"}
     assert body["comparisons"]["winner-vs-baseline"]["state"] == "rejected" and body["select_seeds"] == [1, 2]
+    assert body["comparisons"]["winner-vs-baseline"]["seeds_to_show"] is None  # shown: nothing more to buy
+    v = decide(sel, [RecipeRuns("t1", "finalist", {}, test(0.50, 0.44, 0.47)),  # a lift not shown
+                     RecipeRuns("sinfonce-light", "baseline", {}, test(0.44, 0.45, 0.43))],
+               test(0.20, 0.21, 0.19), [3, 4, 5], (3,), n_images=10000)
+    s.promote("resnet34", "cifar10", FP, recipe("resnet34"), {"test_probe_top1": v.score.mean},
+              {"verdict": v.to_dict(), "fingerprint": {"digest": FP}}, scores=list(v.score.values))
+    body = TestClient(create_app(fresh_uri)).get("/recipes/resnet34").json()["verdict"]
+    wb = body["comparisons"]["winner-vs-baseline"]
+    assert wb["state"] != "rejected" and wb["seeds_to_show"] == v.comparisons["winner-vs-baseline"].to_dict()[
+        "seeds_to_show"] > 3
     assert body["lift"]["floor"]["low"] > 0 and body["seeds"] == [3, 4, 5]
 
 

@@ -239,6 +239,7 @@ def test_a_lift_not_shown_says_how_many_fresh_seeds_showing_it_would_take():
     n = seeds_to_show(c)
     assert n is not None and n > len(v.seeds)
     assert f"its measured {c.mean:+.3f} would take about {n} fresh report seeds to show (80 % power)" in v.line
+    assert v.to_dict()["comparisons"][WB]["seeds_to_show"] == n  # in verdict.json, the provenance and the API
     shown = verdict_for((0.50, 0.52, 0.51, 0.5, 0.5), (0.40, 0.41, 0.39, 0.4, 0.4))
     assert shown.comparisons[WB].state == "rejected" and shown.to_show() is None and "would take" not in shown.line
     worse = verdict_for((0.40, 0.41, 0.39, 0.40, 0.42), (0.44, 0.45, 0.43, 0.44, 0.45))

@@ -237,7 +237,9 @@ class Decision:
     image_se_bound: float | None = None  # the independence bound, whatever image_se used
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """Its fields, plus ``seeds_to_show`` (:func:`seeds_to_show`; None once shown) for the API and the
+        provenance."""
+        return {**self.__dict__, "seeds_to_show": None if self.state == REJECTED else seeds_to_show(self)}
 
     def fmt(self, digits: int = 3) -> str:
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
