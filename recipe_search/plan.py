@@ -98,11 +98,13 @@ def check_warm_start_file(settings: SearchSettings) -> None:
         raise SearchError("--warm-start-file and --no-warm-start contradict each other: drop one")
     known = known_results.read(settings.warm_start_file)
     source = settings.warm_start_from or settings.dataset
+    if not known.datasets():
+        raise SearchError(f"--warm-start-file: {settings.warm_start_file} holds no results (its store had none on "
+                          "the dataset exported): nothing to start from; drop the option")
     if source not in known.datasets():
-        held = ", ".join(known.datasets()) or "nothing"
-        hint = "" if not known.datasets() else f"; pass --warm-start-from {known.datasets()[0]} to start from it"
-        raise SearchError(f"--warm-start-file: {settings.warm_start_file} holds results on {held}, none on "
-                          f"{source} (the dataset the warm start reads){hint}")
+        raise SearchError(f"--warm-start-file: {settings.warm_start_file} holds results on "
+                          f"{', '.join(known.datasets())}, none on {source} (the dataset the warm start reads); "
+                          f"pass --warm-start-from {known.datasets()[0]} to start from them")
 
 
 def prepare_data(plan_: Plan):

@@ -195,6 +195,9 @@ def test_the_plan_checks_the_warm_start_file_before_anything_runs(fresh_uri, tmp
                                          warm_start_file=str(path)))
     with pytest.raises(SearchError, match="holds results on stl10, none on cifar10 .*--warm-start-from stl10"):
         check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="cifar10", warm_start_file=str(path)))
+    empty = known_results.write(known_results.from_store(RecipeStore(fresh_uri), "svhn"), tmp_path / "svhn.json")
+    with pytest.raises(SearchError, match="svhn.json holds no results .*nothing to start from"):
+        check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="svhn", warm_start_file=str(empty)))
     with pytest.raises(SearchError, match="--warm-start-file and --no-warm-start contradict"):
         check_warm_start_file(SearchSettings(backbone="efficientnet_b0", dataset="stl10", warm_start=False,
                                              warm_start_file=str(path)))
