@@ -16,6 +16,11 @@ again). After the source search, the study exports the source's results on the d
 (another machine, a lost home) with the results file, the warm searches read them with
 ``--warm-start-file`` instead of searching the source again.
 
+A warm search runs its warm points first, before the baselines (``tune/searcher.py``, since
+2026-12-07; :data:`WARM_ORDER`, recorded on each warm row). Rows of warm searches that ran them
+after the baselines (no ``warm_order``) are kept and shown beside them; the study runs a warm
+search again (under a new search id) where its repeat has only such a row.
+
 The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
 search trial that ran all its epochs), the trial-epochs each search spent until a trial reached
 it (:func:`reached_at`: trials in start order, each trial's epochs counted), and what each served.
@@ -30,6 +35,8 @@ import time
 from pathlib import Path
 
 STUDY = "transfer"
+WARM_ORDER = "first"  # where a warm search runs its warm points: before the baselines
+ORDERS = {"first": "first", "after": "after the baselines"}
 SOURCE_SEED = 600
 REPEAT_SEED = 700
 
@@ -49,6 +56,22 @@ def incumbent(trials: list[dict]) -> float | None:
     """The best final val kNN of a completed search trial."""
     finals = [t["val_knn"][-1] for t in trials if t.get("status") == "completed" and t.get("val_knn")]
     return max(finals) if finals else None
+
+
+def warm_order(row: dict) -> str:
+    """``first`` (warm points before the baselines) or ``after`` (older rows: after them)."""
+    return row.get("warm_order") or "after"
+
+
+def label(row: dict) -> str:
+    """A row's name in the section's lists: its key, a warm search with its points first marked so."""
+    return row["key"] + (f" ({WARM_ORDER})" if row["key"].startswith("warm-") and warm_order(row) == WARM_ORDER else "")
+
+
+def search_id(budget: str, backbone: str, key: str) -> str:
+    """A study search's id; a warm search with its points first has its own (the older ones ran
+    under the plain id)."""
+    return f"q-tr-{budget}-{backbone}-{key}" + (f"-{WARM_ORDER}" if key.startswith("warm-") else "")
 
 
 def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
@@ -119,17 +142,17 @@ def transfer(setup, search, results_path) -> None:
         setup.tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
     path = results_path(STUDY)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["key"] for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip())} \
-        if path.exists() else set()
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    done = {r["key"] for r in rows if not r["key"].startswith("warm-") or warm_order(r) == WARM_ORDER}
     a = setup.args
     shared = shlex.split(a.search_args or "")  # every search of the study, source included
-    sources = [k for k in done if k == "source" or k.startswith("source-")]
+    sources = [r["key"] for r in rows if r["key"] == "source" or r["key"].startswith("source-")]
     plan = []
     for r in range(a.repeats):
         plan += [(f"cold-r{r}", a.backbone, REPEAT_SEED + r, ["--no-warm-start"], r),
                  (f"warm-r{r}", a.backbone, REPEAT_SEED + r, [], r)]
     src, src_file = None, None
-    source_sid = lambda k: f"q-tr-{a.budget}-{a.source}-{k}"  # noqa: E731
+    source_sid = lambda k: search_id(a.budget, a.source, k)  # noqa: E731
     if any(k.startswith("warm-") and k not in done for k, *_ in plan):
         src = source_key(sources, lambda k: _searched(setup.tracking_uri, source_sid(k))
                          or results_file(path, k).exists())
@@ -139,7 +162,7 @@ def transfer(setup, search, results_path) -> None:
     for key, backbone, seed, extra, rep in plan:
         if key in done:
             continue
-        sid = f"q-tr-{a.budget}-{backbone}-{key}"
+        sid = search_id(a.budget, backbone, key)
         if key.startswith("warm-") and src_file is not None:
             extra = [*extra, "--warm-start-file", str(src_file)]
         t0 = time.monotonic()
@@ -150,7 +173,8 @@ def transfer(setup, search, results_path) -> None:
                    source_key=src if key.startswith("warm-") else None,
                    warm_start_file=src_file.name if key.startswith("warm-") and src_file else None,
                    wall_s=out.pop("search_wall_s") or time.monotonic() - t0,
-                   warm_start=_warm_sources(setup.tracking_uri, sid))
+                   warm_start=_warm_sources(setup.tracking_uri, sid),
+                   **({"warm_order": WARM_ORDER} if key.startswith("warm-") else {}))
         if key == src:
             export_source(setup.tracking_uri, sid, backbone, results_file(path, key))
         with path.open("a") as f:
@@ -178,55 +202,62 @@ def transfer_section(rows: list[dict]) -> list[str]:
                     "beside the results file after the source search) with `--warm-start-file`."]
     out += [""] if srcs else []
     out += [f"Run as: `{command(rows)}`", ""]
-    out += ["| repeat | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | warm: earliest possible | "
-            "warm: trial-epochs to it (of total) | warm / cold | warm points | served: cold | warm |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
-    ratios = []
+    out += ["| repeat | warm points run | cold incumbent (val kNN) | cold: trial-epochs to it (of total) | "
+            "warm: earliest possible | warm: trial-epochs to it (of total) | warm / cold | warm points | "
+            "served: cold | warm |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    ratios = {order: [] for order in ORDERS}
     served = lambda r: f"{r['verdict'].get('served') or 'nothing'} ({r['verdict'].get('verdict')})"  # noqa: E731
     frm = (lambda r: f" ({r.get('source_key') or 'source'})") if len(srcs) > 1 else (lambda r: "")  # noqa: E731
     for rep in sorted({r["repeat"] for r in rows if r.get("repeat") is not None}):
-        cold, warm = by.get(f"cold-r{rep}"), by.get(f"warm-r{rep}")
+        cold = by.get(f"cold-r{rep}")
         target = incumbent(cold["search_trials"]) if cold else None
         if target is None:
             continue
         c = reached_at(cold["search_trials"], target)
-        if not warm:
-            out.append(f"| {rep} | {100 * target:.1f} | {c} ({cold['trial_epochs']}) | {earliest(cold)} | "
-                       f"not run | - | - | {served(cold)} | - |")
+        head = f"| {rep} | {{}} | {100 * target:.1f} | {c} ({cold['trial_epochs']}) |"
+        warms = sorted((r for r in rows if r["key"] == f"warm-r{rep}"), key=lambda r: list(ORDERS).index(warm_order(r)))
+        if not warms:
+            out.append(head.format("-") + f" {earliest(cold)} | not run | - | - | {served(cold)} | - |")
             continue
-        w = reached_at(warm["search_trials"], target)
-        ratio = (w / c) if w is not None and c else None
-        if ratio is not None:
-            ratios.append(ratio)
-        out.append(f"| {rep} | {100 * target:.1f} | {c} ({cold['trial_epochs']}) | {earliest(cold)} | "
-                   f"{'not reached' if w is None else w} ({warm['trial_epochs']}) | "
-                   f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])}{frm(warm)} | "
-                   f"{served(cold)} | {served(warm)} |")
-    out += ["", "Warm's earliest possible: the baselines' trial-epochs plus one full trial, the soonest a sampled "
-                "trial can complete (the baselines run first in both searches): the goal below cannot be met where "
-                "it exceeds half the cold figure, unless a baseline itself reaches the cold incumbent."]
-    images = [f"{r['key']} {name} {100 * d['image_se']:.2f} (bound {100 * d['image_se_bound']:.2f})"
+        for warm in warms:
+            order = warm_order(warm)
+            w = reached_at(warm["search_trials"], target)
+            ratio = (w / c) if w is not None and c else None
+            ratios[order].append(ratio)
+            out.append(head.format(ORDERS[order]) + f" {earliest(warm)} | "
+                       f"{'not reached' if w is None else w} ({warm['trial_epochs']}) | "
+                       f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {len(warm.get('warm_start') or [])}"
+                       f"{frm(warm)} | {served(cold)} | {served(warm)} |")
+    out += ["", "Warm's earliest possible: the trial-epochs of the baselines that started before the first warm "
+                "point, plus one full trial: the soonest a warm point can complete. Run after the baselines, the "
+                "goal below cannot be met where it exceeds half the cold figure, unless a baseline itself reaches "
+                "the cold incumbent; run first, it can."]
+    images = [f"{label(r)} {name} {100 * d['image_se']:.2f} (bound {100 * d['image_se_bound']:.2f})"
               for r in rows for name, d in (r["verdict"].get("comparisons") or {}).items()
               if d.get("image_method") == "paired" and d.get("image_se_bound")]
     if images:
         out += ["", "Test images' standard error of each comparison, paired per image against the independence bound "
                     "(points): " + "; ".join(images) + "."]
-    walls = ", ".join(f"{r['key']} {r['wall_s'] / 60:.0f}" for r in rows if r.get("wall_s"))
+    walls = ", ".join(f"{label(r)} {r['wall_s'] / 60:.0f}" for r in rows if r.get("wall_s"))
     out += ["", f"Wall time per search (min, search and confirmation): {walls}."]
-    n = sum(1 for r in rows if r["key"].startswith("warm-"))
-    met = sum(1 for x in ratios if x <= 0.5)
-    out += ["", f"Goal: warm reaches the cold incumbent in at most half the trial-epochs: met in {met} of {n} "
-                f"repeats (a repeat where warm never reached it counts as missed)."]
+    met = {o: f"met in {sum(1 for x in v if x is not None and x <= 0.5)} of {len(v)} repeats" for o, v in ratios.items()}
+    goal = "; ".join(f"{'' if o == WARM_ORDER and not ratios['after'] else f'warm points {ORDERS[o]}: '}{met[o]}"
+                     for o in ORDERS if ratios[o] or (o == WARM_ORDER and not ratios["after"]))
+    out += ["", f"Goal: warm reaches the cold incumbent in at most half the trial-epochs: {goal} (a repeat where "
+                f"warm never reached it counts as missed)."]
     machines = sorted({r.get("machine") or "not recorded" for r in rows})
     out += ["", f"Measured on: {'; '.join(machines)}."]
     return out
 
 
 def earliest(search: dict) -> int:
-    """The fewest trial-epochs in which a sampled trial of a search like ``search`` can complete: its
-    baselines' epochs (they run first) plus one trial's full epochs."""
+    """The fewest trial-epochs in which a sampled trial of ``search`` can complete: the epochs of the
+    baselines that started before its first sampled trial (trials in start order) plus one trial's
+    full epochs."""
     trials = search["search_trials"]
-    base = sum(len(t.get("val_knn") or []) for t in trials if t.get("point") is None)
+    first = next((i for i, t in enumerate(trials) if t.get("point") is not None), len(trials))
+    base = sum(len(t.get("val_knn") or []) for t in trials[:first])
     full = max((len(t.get("val_knn") or []) for t in trials if t.get("status") == "completed"), default=0)
     return base + full
 
