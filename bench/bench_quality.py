@@ -6,7 +6,7 @@
     python bench/bench_quality.py lift               # one full search: its winner against baselines and floor
     python bench/bench_quality.py aa                 # A/A: a confirmation whose finalist is the baseline renamed
     python bench/bench_quality.py transfer --backbone efficientnet_b0   # cold search vs warm-started from another
-    python bench/bench_quality.py samplers --samplers tpe,random   # samplers at equal compute, paired repeats
+    python bench/bench_quality.py samplers --samplers tpe,random,tpe-mv,local,gp   # samplers at equal compute, paired repeats
     python bench/bench_quality.py report             # docs/results.md and its PNGs from the raw results
     python bench/bench_quality.py refresh            # re-read recorded searches from MLflow (older rows)
 

@@ -29,7 +29,7 @@ COMMANDS = {
     "lift": "python bench/bench_quality.py lift",
     "simulation": "python bench/simulate_verdicts.py --sims 5000",
     "aa": "python bench/bench_quality.py aa --repeats 3",
-    "samplers": "python bench/bench_quality.py samplers --samplers tpe,random --repeats 5",
+    "samplers": "python bench/bench_quality.py samplers --samplers tpe,random,tpe-mv,local,gp --repeats 5",
     "transfer": "python bench/bench_quality.py transfer --backbone efficientnet_b0 --source mobilenetv3_small_100 "
                 "--repeats 3",
 }

@@ -1,6 +1,6 @@
 """Samplers compared at equal compute: which search serves the better recipe? (issue 22, item 4)
 
-``python bench/bench_quality.py samplers --samplers tpe,random --repeats 5``
+``python bench/bench_quality.py samplers --samplers tpe,random,tpe-mv,local,gp --repeats 5``
 
 Repeat ``r``: every method searches with the same ``--seed`` (:data:`REPEAT_SEED` + r: the same
 proxy subset, the same training seed for every trial, the same confirmation seeds) and its own
@@ -179,6 +179,24 @@ def _versus(c: dict) -> tuple[str, str, str]:
             f"{100 * c['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if c["n"] > 1 else "n/a")
 
 
+def _against_default(scored: list[dict], methods: list[str]) -> list[str]:
+    """Each other model-based sampler against the default one, over the repeats both ran: the figure
+    that decides whether the default changes."""
+    from recipe_search.samplers import DEFAULT
+
+    others = [m for m in methods if m not in (DEFAULT, CONTROL)]
+    if DEFAULT not in methods or not others:
+        return []
+    out = ["", f"Against the default sampler (`{DEFAULT}`), over the repeats both ran:", "",
+           f"| method | against {DEFAULT}: wins / ties / losses | sign test p | mean difference [95% t interval] | "
+           f"candidates against {DEFAULT}: wins / ties / losses | sign test p | mean difference [95% t interval] |",
+           "| --- | --- | ---: | --- | --- | ---: | --- |"]
+    for m in others:
+        vs = _versus(compare(scored, m, DEFAULT)) + _versus(compare(scored, m, DEFAULT, what="candidate"))
+        out.append(f"| {m} | " + " | ".join(vs) + " |")
+    return out
+
+
 def samplers_section(rows: list[dict]) -> list[str]:
     """docs/results.md's section: per repeat and method, what it served, its score and regret; then
     each method against random search."""
@@ -233,6 +251,7 @@ def samplers_section(rows: list[dict]) -> list[str]:
             vs = _versus(compare(scored, m)) + _versus(compare(scored, m, what="candidate"))
         out.append(f"| {m} | {mean_regret} | {better[m]} of {sum(1 for r in rows if r['method'] == m)} | {mde} | "
                    + " | ".join(vs) + " |")
+    out += _against_default(scored, methods)
     out += ["", "Candidate: the recipe a search's select phase chose on val, served or not (a baseline when "
                 "none of its finalists beat them on val). Smallest detectable lift: the lift over the better "
                 "baseline that a verdict's test had 80% power to detect at the seeds it ran, averaged over the "

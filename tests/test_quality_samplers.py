@@ -161,6 +161,11 @@ def test_a_sampler_run_in_one_repeat_only_leaves_the_others_compared():
     assert "5 searches in 2 repeats (1 with every method)" in text
     assert "| tpe | 0.0 | 2 of 2 | n/a | 2 / 0 / 0 of 2 |" in text
     assert "| tpe-mv | 9.0 | 0 of 1 | n/a | 0 / 1 / 0 of 1 |" in text
+    # and against the default sampler (tpe), over the one repeat both ran: tpe served its finalist, shown
+    # better than the baselines (30.0), tpe-mv the baseline it tied with random on (21.0)
+    assert "Against the default sampler (`tpe`), over the repeats both ran:" in text
+    assert "| tpe-mv | 0 / 0 / 1 of 1 | 1.00 | n/a |" in text
+    assert "Against the default" not in "\n".join(samplers_section(rep(0, False)))  # no candidate: no table
 
 
 def test_the_first_measurement_of_a_recipe_and_seed_stands():
