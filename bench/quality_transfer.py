@@ -16,10 +16,11 @@ again). After the source search, the study exports the source's results on the d
 (another machine, a lost home) with the results file, the warm searches read them with
 ``--warm-start-file`` instead of searching the source again.
 
-A warm search runs its warm points first, before the baselines (``tune/searcher.py``, since
-2026-12-07; :data:`WARM_ORDER`, recorded on each warm row). Rows of warm searches that ran them
-after the baselines (no ``warm_order``) are kept and shown beside them; the study runs a warm
-search again (under a new search id) where its repeat has only such a row.
+A warm search runs its warm points right after the baselines (``tune/searcher.py``;
+:data:`WARM_ORDER`). On 2026-12-07 the search ran them first, before the baselines, for a day:
+its warm rows (``warm_order: first``, search ids ending ``-first``) were measured against the
+same repeats and are shown beside the current order's; the study runs a repeat's warm search
+again where it has only rows of another order.
 
 The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
 search trial that ran all its epochs), the trial-epochs each search spent until a trial reached
@@ -35,8 +36,8 @@ import time
 from pathlib import Path
 
 STUDY = "transfer"
-WARM_ORDER = "first"  # where a warm search runs its warm points: before the baselines
-ORDERS = {"first": "first", "after": "after the baselines"}
+WARM_ORDER = "after"  # where a warm search runs its warm points: after the baselines
+ORDERS = {"after": "after the baselines", "first": "first"}
 SOURCE_SEED = 600
 REPEAT_SEED = 700
 
@@ -65,13 +66,12 @@ def warm_order(row: dict) -> str:
 
 def label(row: dict) -> str:
     """A row's name in the section's lists: its key, a warm search with its points first marked so."""
-    return row["key"] + (f" ({WARM_ORDER})" if row["key"].startswith("warm-") and warm_order(row) == WARM_ORDER else "")
+    return row["key"] + (" (first)" if row["key"].startswith("warm-") and warm_order(row) == "first" else "")
 
 
-def search_id(budget: str, backbone: str, key: str) -> str:
-    """A study search's id; a warm search with its points first has its own (the older ones ran
-    under the plain id)."""
-    return f"q-tr-{budget}-{backbone}-{key}" + (f"-{WARM_ORDER}" if key.startswith("warm-") else "")
+def search_id(budget: str, backbone: str, key: str, order: str = WARM_ORDER) -> str:
+    """A study search's id; a warm search with its points first has its own."""
+    return f"q-tr-{budget}-{backbone}-{key}" + ("-first" if key.startswith("warm-") and order == "first" else "")
 
 
 def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:
@@ -242,8 +242,8 @@ def transfer_section(rows: list[dict]) -> list[str]:
     walls = ", ".join(f"{label(r)} {r['wall_s'] / 60:.0f}" for r in rows if r.get("wall_s"))
     out += ["", f"Wall time per search (min, search and confirmation): {walls}."]
     met = {o: f"met in {sum(1 for x in v if x is not None and x <= 0.5)} of {len(v)} repeats" for o, v in ratios.items()}
-    goal = "; ".join(f"{'' if o == WARM_ORDER and not ratios['after'] else f'warm points {ORDERS[o]}: '}{met[o]}"
-                     for o in ORDERS if ratios[o] or (o == WARM_ORDER and not ratios["after"]))
+    present = [o for o in ORDERS if ratios[o]] or [WARM_ORDER]
+    goal = "; ".join(("" if present == [WARM_ORDER] else f"warm points {ORDERS[o]}: ") + met[o] for o in present)
     out += ["", f"Goal: warm reaches the cold incumbent in at most half the trial-epochs: {goal} (a repeat where "
                 f"warm never reached it counts as missed)."]
     machines = sorted({r.get("machine") or "not recorded" for r in rows})

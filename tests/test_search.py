@@ -736,7 +736,7 @@ def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_s
 
 
 def test_a_search_of_another_backbone_starts_from_the_first_ones_results(e2e):
-    """Issue 22, warm start: a search of another backbone on the same data starts, before its
+    """Issue 22, warm start: a search of another backbone on the same data starts, right after its
     baselines, from the first search's best finished trial (or served recipe), says so in its plan,
     names the source on the trial's MLflow run and records it on the parent run and provenance."""
     from recipe_search.search.warm_start import trial_key

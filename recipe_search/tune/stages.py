@@ -58,7 +58,7 @@ class StageRunner:
         self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         self.trainable = None
         self.failed: str | None = None  # the search stage stopped: its first wave failed alike (one line)
-        self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), run before the baselines
+        self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), enqueued after the baselines
 
     def _make_trainable(self, finished: tuple[dict, dict], replay: dict[str, dict] | None = None):
         """The trainable with the context shipped to the workers (the trials a crash finished
