@@ -229,7 +229,8 @@ def samplers_section(rows: list[dict]) -> list[str]:
     machines = sorted({r.get("machine") or "not recorded" for r in rows})
     out += ["", f"Measured on: {'; '.join(machines)}."]
     out += ["", f"{len(rows)} searches in {len(by_rep)} repeats ({complete} with every method), {wall / 3600:.1f} h "
-                "of search wall time (each search with its confirmation). Regret: the best score among every recipe "
+                "of search wall time (each search with its confirmation; a search resumed after its process was killed "
+                "counts only the sessions that ended cleanly). Regret: the best score among every recipe "
                 "a search of the repeat reported, minus the outcome's, on the report seeds every one of them has "
                 "(a repeat's reference set is what its methods reported: a repeat with more methods has a larger "
                 "one). Each method is compared with random search over the repeats both ran."]
