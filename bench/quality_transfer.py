@@ -16,11 +16,11 @@ again). After the source search, the study exports the source's results on the d
 (another machine, a lost home) with the results file, the warm searches read them with
 ``--warm-start-file`` instead of searching the source again.
 
-A warm search runs its warm points right after the baselines (``tune/searcher.py``;
-:data:`WARM_ORDER`). On 2026-12-07 the search ran them first, before the baselines, for a day:
-its warm rows (``warm_order: first``, search ids ending ``-first``) were measured against the
-same repeats and are shown beside the current order's; the study runs a repeat's warm search
-again where it has only rows of another order.
+A warm search runs its warm points first, and ASHA never stops them (``tune/searcher.py``,
+``tune/asha.py``; :data:`WARM_ORDER` ``kept``). Earlier rows ran them after the baselines
+(``warm_order`` absent or ``after``) or first but stoppable (``first``, search ids ending
+``-first``), measured on the same repeats and shown beside the current order's; the study runs a
+repeat's warm search again where it has only rows of another order.
 
 The figure, per repeat: the cold search's final incumbent (the best val kNN top-1 of a
 search trial that ran all its epochs), the trial-epochs each search spent until a trial reached
@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 STUDY = "transfer"
-WARM_ORDER = "after"  # where a warm search runs its warm points: after the baselines
-ORDERS = {"after": "after the baselines", "first": "first"}
+WARM_ORDER = "kept"  # how a warm search runs its warm points: first, never stopped by ASHA
+ORDERS = {"kept": "first, run to the end", "after": "after the baselines", "first": "first"}
 SOURCE_SEED = 600
 REPEAT_SEED = 700
 
@@ -60,18 +60,21 @@ def incumbent(trials: list[dict]) -> float | None:
 
 
 def warm_order(row: dict) -> str:
-    """``first`` (warm points before the baselines) or ``after`` (older rows: after them)."""
+    """``kept`` (warm points first, never stopped early), ``first`` (first, stoppable) or ``after``
+    (after the baselines; older rows name none)."""
     return row.get("warm_order") or "after"
 
 
 def label(row: dict) -> str:
-    """A row's name in the section's lists: its key, a warm search with its points first marked so."""
-    return row["key"] + (" (first)" if row["key"].startswith("warm-") and warm_order(row) == "first" else "")
+    """A row's name in the section's lists: its key, a warm search's other than after the baselines marked
+    with its order."""
+    order = warm_order(row)
+    return row["key"] + (f" ({order})" if row["key"].startswith("warm-") and order != "after" else "")
 
 
 def search_id(budget: str, backbone: str, key: str, order: str = WARM_ORDER) -> str:
-    """A study search's id; a warm search with its points first has its own."""
-    return f"q-tr-{budget}-{backbone}-{key}" + ("-first" if key.startswith("warm-") and order == "first" else "")
+    """A study search's id; a warm search whose points ran other than after the baselines has its own."""
+    return f"q-tr-{budget}-{backbone}-{key}" + (f"-{order}" if key.startswith("warm-") and order != "after" else "")
 
 
 def _warm_sources(tracking_uri: str, search_id: str) -> list[dict]:

@@ -128,7 +128,7 @@ class SearchSettings:
         flag="--reuse-confirmations/--no-reuse-confirmations")
     warm_start: bool = setting(
         True, "start the sampler from other backbones' results in the store on this dataset (their served "
-              "recipes and best trials, enqueued after the baselines; at most a third of the sampled trials)",
+              "recipes and best trials, run first and to the end; at most a third of the sampled trials)",
         flag="--warm-start/--no-warm-start")
     warm_start_from: str | None = setting(
         None, "the dataset whose results the warm start reads (default: this search's --dataset)")

@@ -101,6 +101,11 @@ def test_the_estimate_counts_baselines_in_full_and_the_report_phase_between_its_
     assert shared.confirm_s - one.confirm_s == pytest.approx((expected_seeds((3, 5, 8), (0.19, 0.47, 0.34)) - 3)
                                                              * per_seed)
     assert shared.search_s == one.search_s and shared.confirm_max_s == one.confirm_max_s
+    # the warm start's points run to the end like the baselines, and reach every rung: the rest are fewer
+    warm = estimate(concurrency=1, kept=3, **kw)
+    rest = run_seconds(r, SIZES, expected_epochs(8, 2, 3, sampled=5, baselines=5), test=False)
+    assert warm.search_s == pytest.approx(5 * full + 5 * rest) and warm.search_max_s == one.search_max_s
+    assert warm.confirm_s == one.confirm_s
 
 
 def test_one_sided_baselines_cost_at_their_own_rate():

@@ -736,7 +736,7 @@ def test_shuffled_test_labels_change_no_selection_decision(env, tmp_path, make_s
 
 
 def test_a_search_of_another_backbone_starts_from_the_first_ones_results(e2e):
-    """Issue 22, warm start: a search of another backbone on the same data starts, right after its
+    """Issue 22, warm start: a search of another backbone on the same data starts, before its
     baselines, from the first search's best finished trial (or served recipe), says so in its plan,
     names the source on the trial's MLflow run and records it on the parent run and provenance."""
     from recipe_search.search.warm_start import trial_key
@@ -750,7 +750,8 @@ def test_a_search_of_another_backbone_starts_from_the_first_ones_results(e2e):
                    progress=False, on_note=notes.append)
     assert o.status == "finished"
     line = next(n for n in notes if n.startswith("warm start:"))
-    assert line.startswith("warm start: the first 1 sampled trial(s)") and f"{BACKBONE}'s" in line, line
+    assert line.startswith("warm start: the first 1 trial(s), each run to the end, from"), line
+    assert f"{BACKBONE}'s" in line, line
     c = client(home)
     warm = json.loads(Path(c.download_artifacts(o.parent_run_id, "warm_start.json", str(home / "dl"))).read_text())
     assert len(warm) == 1 and warm[0]["backbone"] == BACKBONE and warm[0]["dataset"] == first.fingerprint["dataset"]
@@ -794,7 +795,8 @@ def test_a_search_in_another_store_starts_from_an_exported_results_file(e2e, tmp
                                   **data_args()), progress=False, on_note=notes.append)
     assert o.status == "finished" and o.tracking_uri != first.tracking_uri
     line = next(n for n in notes if n.startswith("warm start:"))
-    assert line.startswith("warm start: the first 1 sampled trial(s)") and f"in {path}:" in line, line
+    assert line.startswith("warm start: the first 1 trial(s), each run to the end, from"), line
+    assert f"in {path}:" in line, line
     from mlflow.tracking import MlflowClient
 
     dl = MlflowClient(o.tracking_uri).download_artifacts(o.parent_run_id, "warm_start.json", str(tmp_path))

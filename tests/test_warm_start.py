@@ -108,8 +108,8 @@ def test_the_plan_says_where_the_search_starts(fresh_uri, space):
             rec=full_recipe("mobilenetv3_small_100", lr=0.3))
     pts = points(store, space=space, limit=3)
     line = describe(pts, "cifar10", enabled=True)
-    assert line.startswith("warm start: the first 1 sampled trial(s)") and "mobilenetv3_small_100's served recipe" \
-        in line and "test probe 0.410" in line
+    assert line.startswith("warm start: the first 1 trial(s), each run to the end, from")
+    assert "mobilenetv3_small_100's served recipe" in line and "test probe 0.410" in line
 
 
 def _populated(uri: str) -> RecipeStore:
@@ -226,15 +226,22 @@ def test_the_transfer_study_counts_trial_epochs_to_the_cold_incumbent():
     text = "\n".join(transfer_section(rows))
     # warm's earliest possible: the baseline's 2 epochs + one full trial's 2
     assert "| 0 | after the baselines | 30.0 | 5 (7) | 4 | 4 (6) | 0.80 | 1 |" in text
-    assert "Goal: warm reaches the cold incumbent in at most half the trial-epochs: met in 0 of 1 repeats" in text
+    assert ("Goal: warm reaches the cold incumbent in at most half the trial-epochs: warm points after the "
+            "baselines: met in 0 of 1 repeats") in text  # an older order's rows alone: named
     rows.append({**rows[2], "search_trials": first, "warm_order": "first", "wall_s": 300})
+    rows.append({**rows[2], "search_trials": first, "warm_order": "kept", "wall_s": 200})
     text = "\n".join(transfer_section(rows))
-    # run first, a warm point can complete after its own 2 epochs; shown after the current order's row
+    # run first, a warm point can complete after its own 2 epochs; the current order's row shown first
     assert "| 0 | first | 30.0 | 5 (7) | 2 | 2 (6) | 0.40 | 1 |" in text
-    assert text.index("| 0 | after the baselines |") < text.index("| 0 | first |")
-    assert "warm points after the baselines: met in 0 of 1 repeats; warm points first: met in 1 of 1" in text
-    assert "warm-r0 (first) 5" in text
+    assert "| 0 | first, run to the end | 30.0 | 5 (7) | 2 | 2 (6) | 0.40 | 1 |" in text
+    assert text.index("| 0 | first, run to the end |") < text.index("| 0 | after the baselines |") \
+        < text.index("| 0 | first |")
+    assert ("warm points first, run to the end: met in 1 of 1 repeats; warm points after the baselines: met in 0 "
+            "of 1 repeats; warm points first: met in 1 of 1") in text
+    assert "warm-r0 (first) 5" in text and "warm-r0 (kept) 3" in text
     rows.pop()
+    rows.pop()
+    assert "Goal: warm reaches the cold incumbent in at most half the trial-epochs: met in 0 of 1 repeats" not in text
     assert ("Run as: `python bench/bench_quality.py transfer --backbone mobilenetv3_large_100 --source "
             "mobilenetv3_small_100 --repeats 1 --search-args '--confirm-k 1'`") in text
     assert "cold-r0 10" in text and "Measured on: 2 cores; not recorded." in text
@@ -297,22 +304,26 @@ def test_a_transfer_study_carried_with_its_source_export_reads_it_instead_of_sea
         repeats=1, search_args="--confirm-k 1", budget="cpu"))
     qt.results_file(path, "source").write_text("{}")  # the export carried beside the results file
     qt.transfer(setup, search, lambda study: path)
-    assert [sid for sid, _ in ran] == [f"q-tr-cpu-mobilenetv3_large_100-{k}-r0" for k in ("cold", "warm")]
+    assert [sid for sid, _ in ran] == ["q-tr-cpu-mobilenetv3_large_100-cold-r0",
+                                       "q-tr-cpu-mobilenetv3_large_100-warm-r0-kept"]
     assert "--warm-start-file" not in ran[0][1]
     assert ran[1][1][-2:] == ["--warm-start-file", str(tmp_path / "transfer-source.results.json")]
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert rows[-1]["warm_start_file"] == "transfer-source.results.json" and rows[-1]["source_key"] == "source"
-    assert rows[-1]["warm_order"] == "after" and "warm_order" not in rows[-2]
+    assert rows[-1]["warm_order"] == "kept" and "warm_order" not in rows[-2]
     assert exported == []
 
-    # a repeat whose only warm search ran its points first (the measured alternative): the warm one again
-    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows[:-1], {**rows[-1], "warm_order": "first"}]))
+    # a repeat whose only warm search ran its points after the baselines (older code): the warm one again
+    old = {**rows[-1]}
+    del old["warm_order"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows[:-1], old]))
     ran.clear()
     qt.transfer(setup, search, lambda study: path)
-    assert [sid for sid, _ in ran] == ["q-tr-cpu-mobilenetv3_large_100-warm-r0"]
+    assert [sid for sid, _ in ran] == ["q-tr-cpu-mobilenetv3_large_100-warm-r0-kept"]
     rows = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [qt.warm_order(r) for r in rows if r["key"] == "warm-r0"] == ["first", "after"]
+    assert [qt.warm_order(r) for r in rows if r["key"] == "warm-r0"] == ["after", "kept"]
     assert qt.search_id("cpu", "b", "warm-r0", "first") == "q-tr-cpu-b-warm-r0-first"
+    assert qt.search_id("cpu", "b", "warm-r0", "after") == "q-tr-cpu-b-warm-r0"
     qt.transfer(setup, search, lambda study: path)  # nothing left to run
     assert len(ran) == 1
     assert "read its results from `transfer-source.results.json`" in "\n".join(qt.transfer_section(rows))
@@ -326,10 +337,10 @@ def test_a_transfer_study_carried_with_its_source_export_reads_it_instead_of_sea
     assert exported == [("q-tr-cpu-mobilenetv3_small_100-source-2", tmp_path / "transfer-source-2.results.json")]
 
 
-def test_the_warm_points_run_after_the_baselines_and_before_the_sampler():
-    """The searcher issues the baselines first, as themselves (they set ASHA's cut-offs; run first,
-    the warm points were measured worse: docs/results.md section 7), then the enqueued warm points,
-    then sampled points."""
+def test_the_warm_points_run_before_the_baselines_and_the_sampler():
+    """The searcher issues the enqueued warm points first (the best recipes known on the data can reach
+    their level after one trial's epochs; ASHA never stops them: asha.py), then the baselines as
+    themselves, then sampled points."""
     pytest.importorskip("ray")
     import optuna
     from optuna.distributions import FloatDistribution
@@ -341,7 +352,37 @@ def test_the_warm_points_run_after_the_baselines_and_before_the_sampler():
                        sampler=optuna.samplers.RandomSampler(seed=0), warm=warm,
                        baselines=[("mocov2", None), ("sinfonce-light", {"lr": 0.06})])
     issued = [s.suggest(f"t{i}") for i in range(5)]
-    assert issued[:4] == [{"baseline": "mocov2"}, {"baseline": "sinfonce-light"}, {"lr": 0.2}, {"lr": 0.5}]
+    assert issued[:4] == [{"lr": 0.2}, {"lr": 0.5}, {"baseline": "mocov2"}, {"baseline": "sinfonce-light"}]
     assert set(issued[4]) == {"lr"} and issued[4]["lr"] not in (0.2, 0.5, 0.06)
     attrs = [t.user_attrs.get("warm_start") for t in s._ot_study.trials]
+    # without a warm start, the baselines first
+    cold = RecipeSearcher(space={"lr": FloatDistribution(0.01, 1.0, log=True)}, metric="objective", mode="max",
+                          sampler=optuna.samplers.RandomSampler(seed=0), baselines=[("mocov2", None)])
+    assert cold.suggest("b") == {"baseline": "mocov2"} and set(cold.suggest("x")) == {"lr"}
     assert attrs[:2] == ["a's trial 1", "a's trial 2"] and attrs[2] is None  # the sampled one names no source
+
+
+def test_asha_never_stops_a_warm_point_and_stops_a_sampled_trial_that_scores_the_same():
+    """Ray's own scheduler, driven without a cluster: two strong trials set the rung's cut-off, then a
+    warm point and a sampled point with the same poor scores report; only the sampled one is stopped."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from recipe_search.tune.asha import BaselineSafeASHA
+
+    warm = {"lr": 0.2, "temperature": 0.1}
+    sched = BaselineSafeASHA(time_attr="epoch", metric="obj", mode="max", max_t=8, grace_period=2,
+                             reduction_factor=3, stop_last_trials=False, keep=[warm])
+    trials = [SimpleNamespace(trial_id=f"t{i}", config=c) for i, c in enumerate(
+        [{"lr": 0.5, "temperature": 0.2}, {"lr": 0.6, "temperature": 0.2}, {**warm}, {"lr": 0.2, "temperature": 0.3}])]
+    for t in trials:
+        sched.on_trial_add(None, t)
+
+    def actions(trial, score):
+        return [sched.on_trial_result(None, trial, {"epoch": e, "obj": score}) for e in range(1, 9)]
+
+    actions(trials[0], 0.9), actions(trials[1], 0.8)
+    assert set(actions(trials[2], 0.1)) == {TrialScheduler.CONTINUE}  # the warm point runs to the end
+    assert TrialScheduler.STOP in actions(trials[3], 0.1)  # lr alone is not the warm point

@@ -161,8 +161,8 @@ def _run(p: Plan, meta: dict | None, meta_path: Path, exp_dir: Path, *, resume: 
     _open_data(ss)
     with ray_session(p.settings.ray_address, p.settings.num_cpus) as ray:
         notes = _trial_context(ss, ray)
+        _warm_start(ss)  # before the plan: the warm points run to the end, which the estimate counts
         _plan_line(ss)
-        _warm_start(ss)
         _open_parent_run(ss)
         prior_wall_s = _save_state(ss)
         for n in notes:
@@ -254,7 +254,8 @@ def _plan_line(ss: _Session) -> None:
                            select_seeds=len(ss.seeds),
                            # the budget's measured stopping looks, unless --report-looks changed the looks
                            report_stop_share=p.budget.report_stop_share
-                           if tuple(p.report_looks) == tuple(p.budget.report_looks) else ())
+                           if tuple(p.report_looks) == tuple(p.budget.report_looks) else (),
+                           kept=len(ss.warm))
     race = ([f"race: the select phase runs its seeds in rounds {' then '.join(map(str, rounds(ss.seeds)))}; a "
              "finalist whose mean val over the seeds so far is below the best baseline's stops there (the "
              "estimate counts every select run)"] if s.race else [])

@@ -203,24 +203,26 @@ def estimate(*, rates: Rates | float, sizes: dict, num_samples: int, baselines: 
              select_jobs: int, report_looks: tuple[int, ...] | list[int] = (), concurrency: int, device: str,
              cpus_per_trial: float, gpus_per_trial: float, grace_period: int | None,
              reduction_factor: int = 3, one_sided_baselines: int = 0, select_seeds: int = 0,
-             report_stop_share: tuple[float, ...] | list[float] = ()) -> Estimate:
+             report_stop_share: tuple[float, ...] | list[float] = (), kept: int = 0) -> Estimate:
     """The plan as printable lines and the estimated wall time of each stage, expected and at most
     (``grace_period``: ASHA's first rung, None without early stopping). Sampled trials cost as the
     measured recipe; ``one_sided_baselines`` of the ``baselines`` train one-sided (at the rate
     measured for that), in the search and in each of the ``select_seeds`` seeds of the select phase,
     and the report phase's reference baseline costs their mean. ``report_stop_share``: the share of
     verdicts decided at each of the ``report_looks`` (the budget's, from the verdict simulation; the
-    rest at the last look; empty: all at the first) gives the report phase's expected seeds."""
+    rest at the last look; empty: all at the first) gives the report phase's expected seeds. ``kept``:
+    the warm start's points, which like the baselines run first and are never stopped early."""
     if not isinstance(rates, Rates):
         rates = Rates(float(rates), 1 / (3 * max(float(rates), 1e-6)))
     conc = max(1, concurrency)
-    sampled = max(0, num_samples - baselines)
+    kept = min(kept, max(0, num_samples - baselines))
+    sampled = max(0, num_samples - baselines - kept)
     one_sided = min(one_sided_baselines, baselines)
     full = run_seconds(rates, sizes, max_epochs, test=False)
     full_one = run_seconds(rates, sizes, max_epochs, test=False, symmetric=False)
     asha = run_seconds(rates, sizes, expected_epochs(max_epochs, grace_period, reduction_factor, sampled=sampled,
-                                                     baselines=baselines), test=False)
-    search_s = ((baselines - one_sided) * full + one_sided * full_one + sampled * asha) / conc
+                                                     baselines=baselines + kept), test=False)
+    search_s = ((baselines - one_sided + kept) * full + one_sided * full_one + sampled * asha) / conc
     search_max_s = ((num_samples - one_sided) * full + one_sided * full_one) / conc
     looks = list(report_looks) or [0]
     select_one = min(select_jobs, one_sided * select_seeds)

@@ -128,5 +128,6 @@ def describe(points: list[WarmPoint], dataset: str, *, enabled: bool, origin: st
         return (f"warm start: nothing in {where} to start from (no other backbone's served recipe or finished "
                 f"trial on {dataset}); the sampler starts from the baselines alone")
     frm = "" if origin == "store" else f" in {origin}"
-    return (f"warm start: the first {len(points)} sampled trial(s) from other backbones' results on {dataset}{frm}: "
+    return (f"warm start: the first {len(points)} trial(s), each run to the end, from other backbones' results on "
+            f"{dataset}{frm}: "
             + "; ".join(p.label() for p in points) + " (--no-warm-start: off)")

@@ -1,17 +1,20 @@
-"""The search's sampler: Ray's OptunaSearch (TPE), the baselines first, one objective for all.
+"""The search's sampler: Ray's OptunaSearch (TPE), known points first, one objective for all.
 
-* **Baselines run first, outside the sampler.** Their trials get the config
+* **The warm start's points run first** (``warm``: other backbones' results,
+  ``search/warm_start.py``), enqueued in the study (``enqueue_trial``, user attribute
+  ``warm_start`` naming the source): Optuna asks them before anything else, and models their
+  results like any trial's. They are the best recipes known on the data, so a warm search
+  can reach their level after one trial's epochs instead of after the baselines' too. ASHA
+  never stops them (``asha.py``): run first without that, they met only each other at the
+  first rungs, and in the transfer study's repeat 1 the point that reaches the cold search's
+  final incumbent at epoch 8 was stopped at epoch 6 behind another (docs/results.md section 7).
+* **Then the baselines, outside the sampler.** Their trials get the config
   ``{"baseline": name}`` (the recipe is the baseline's own, see ``trial.py``). Optuna
   hears of a baseline only when what it actually ran with is a point of the space,
   and then at exactly those values (``add_evaluated_point``); a baseline outside the
   space (MoCo-v2's plain head in a BN-head-only space, say) is not told at all,
-  rather than told at a projected point it never ran.
-* **Then the warm start's points** (``warm``: other backbones' results, ``search/warm_start.py``),
-  enqueued in the study (``enqueue_trial``, user attribute ``warm_start`` naming the source):
-  Optuna asks them before it samples, and models their results like any trial's. Not before
-  the baselines: measured (docs/results.md section 7), warm points run first met only each
-  other at ASHA's rungs: in repeat 1 the warm point that reaches the cold search's final
-  incumbent at epoch 8 was stopped at epoch 6 behind another; after the baselines it ran on.
+  rather than told at a projected point it never ran. A baseline is never stopped early
+  (``asha.py``), whenever it starts.
 * **Every trial reaches Optuna ranked on the same quantity**, the validation
   objective (val kNN top-1; see ``trial.py``):
 
@@ -68,7 +71,8 @@ def outcome_of(result: dict | None, error: bool) -> tuple[str, float | None]:
 
 
 class RecipeSearcher(OptunaSearch):
-    """OptunaSearch that issues the baselines first and tells Optuna one consistent objective.
+    """OptunaSearch that issues the warm start's points, then the baselines, then sampled points,
+    and tells Optuna one consistent objective.
 
     ``baselines`` is ``[(name, point or None)]``: ``point`` is what the baseline runs with,
     restricted to the space's parameters, or None when it is not a point of the space.
@@ -98,7 +102,7 @@ class RecipeSearcher(OptunaSearch):
                 self._ot_study.set_user_attr(key, value)
         except Exception as e:  # noqa: BLE001 - names are a convenience, never a reason to fail
             log.warning("could not name the Optuna study's objective and attributes: %s", e)
-        for label, point in getattr(self, "_warm", []):  # asked for first once the baselines are issued
+        for label, point in getattr(self, "_warm", []):  # asked for first (see suggest)
             self._ot_study.enqueue_trial(point, user_attrs={"warm_start": label}, skip_if_exists=True)
 
     def trial_attrs(self, trial_id: str, baseline: str | None = None) -> dict[str, str]:
@@ -123,7 +127,17 @@ class RecipeSearcher(OptunaSearch):
         dists = distributions(point) if distributions is not None else self._space
         return {k: dists[k] for k in point}
 
+    def _warm_waiting(self) -> bool:
+        """Whether a warm start's point is still queued in the study (Optuna's WAITING trials: a
+        resumed search restores the queue with the study, so this holds across restarts)."""
+        study = getattr(self, "_ot_study", None)
+        if study is None or not getattr(self, "_warm", None):
+            return False
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
     def suggest(self, trial_id: str):
+        if self._warm_waiting():  # Optuna's ask pops the queue: the warm points first
+            return super().suggest(trial_id)
         issued = set(self._issued.values())
         for name, _point in self._baselines:
             if name not in issued:

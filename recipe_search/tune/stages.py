@@ -58,7 +58,7 @@ class StageRunner:
         self.resources = {"cpu": cpt, "gpu": gpt} if gpt > 0 else {"cpu": cpt}
         self.trainable = None
         self.failed: str | None = None  # the search stage stopped: its first wave failed alike (one line)
-        self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), enqueued after the baselines
+        self.warm: list[tuple[str, dict]] = []  # the warm start's (source, point), run first
 
     def _make_trainable(self, finished: tuple[dict, dict], replay: dict[str, dict] | None = None):
         """The trainable with the context shipped to the workers (the trials a crash finished
@@ -156,7 +156,8 @@ class StageRunner:
                                       distributions=p.space.optuna_space, **study_kwargs)
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
                                           grace_period=p.first_rung,
-                                          reduction_factor=p.budget.reduction_factor, stop_last_trials=False)
+                                          reduction_factor=p.budget.reduction_factor, stop_last_trials=False,
+                                          keep=[point for _, point in self.warm])
                          if s.early_stopping else None)
             return tune.Tuner(
                 self.trainable,
