@@ -364,19 +364,23 @@ def test_the_warm_points_run_before_the_baselines_and_the_sampler():
 
 def test_asha_never_stops_a_warm_point_and_stops_a_sampled_trial_that_scores_the_same():
     """Ray's own scheduler, driven without a cluster: two strong trials set the rung's cut-off, then a
-    warm point and a sampled point with the same poor scores report; only the sampled one is stopped."""
+    warm point and a sampled point with the same poor scores report; only the sampled one is stopped.
+    The warm point is known by its trial key, as the MLflow logger knows it: a dotted name (a distill
+    field) reaches the trial nested, as Tune passes it."""
     pytest.importorskip("ray")
     from types import SimpleNamespace
 
     from ray.tune.schedulers import TrialScheduler
 
+    from recipe_search.search.warm_start import trial_key
     from recipe_search.tune.asha import BaselineSafeASHA
 
-    warm = {"lr": 0.2, "temperature": 0.1}
+    warm = {"lr": 0.2, "distill.weight": 0.1}
     sched = BaselineSafeASHA(time_attr="epoch", metric="obj", mode="max", max_t=8, grace_period=2,
-                             reduction_factor=3, stop_last_trials=False, keep=[warm])
+                             reduction_factor=3, stop_last_trials=False, keep={trial_key(warm): "a's trial 1"})
     trials = [SimpleNamespace(trial_id=f"t{i}", config=c) for i, c in enumerate(
-        [{"lr": 0.5, "temperature": 0.2}, {"lr": 0.6, "temperature": 0.2}, {**warm}, {"lr": 0.2, "temperature": 0.3}])]
+        [{"lr": 0.5, "distill": {"weight": 0.2}}, {"lr": 0.6, "distill": {"weight": 0.2}},
+         {"lr": 0.2, "distill": {"weight": 0.1}}, {"lr": 0.2, "distill": {"weight": 0.3}}])]
     for t in trials:
         sched.on_trial_add(None, t)
 

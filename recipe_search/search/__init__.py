@@ -3,9 +3,9 @@
 One search = one backbone.
 
 1. **Search** (Ray Tune's Tuner + ``searcher.RecipeSearcher`` (Optuna TPE) + ASHA): the
-   two baselines run first, then sampled recipes; every trial is a proxy pretraining
-   (``trial.run_trial``) ranked on the validation objective (val kNN top-1) by ASHA
-   and the sampler alike. Nothing in this stage reads the test split.
+   warm start's points (if any), then the two baselines, run first, then sampled recipes;
+   every trial is a proxy pretraining (``trial.run_trial``) ranked on the validation
+   objective (val kNN top-1) by ASHA and the sampler alike. Nothing in this stage reads the test split.
 2. **Confirmation** (``confirmation.py``, ``confirm.py``): *select* -- the top ``confirm_k``
    searched recipes and both baselines are trained again with ``confirm_seeds`` fresh seeds
    and the winner is chosen on val; *report* -- the winner and the reference baseline are

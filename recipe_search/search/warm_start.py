@@ -2,7 +2,8 @@
 
 ``recipe-search run --backbone efficientnet_b0`` after a search of ``mobilenetv3_small_100`` on
 CIFAR-10 need not start from nothing. Before its first sampled trial the sampler is handed, as
-enqueued trials (Optuna's ``enqueue_trial``; the baselines still run first), the points of:
+enqueued trials (Optuna's ``enqueue_trial``; they run before the baselines and ASHA never
+stops them, see ``tune/searcher.py`` and ``tune/asha.py``), the points of:
 
 1. the recipes the store *serves* for other backbones on the dataset (confirmed on fresh seeds,
    newest first), then

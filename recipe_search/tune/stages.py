@@ -157,7 +157,7 @@ class StageRunner:
             scheduler = (BaselineSafeASHA(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=p.max_epochs,
                                           grace_period=p.first_rung,
                                           reduction_factor=p.budget.reduction_factor, stop_last_trials=False,
-                                          keep=[point for _, point in self.warm])
+                                          keep=self.ctx.warm)
                          if s.early_stopping else None)
             return tune.Tuner(
                 self.trainable,
